@@ -1,0 +1,170 @@
+r"""Exact hypergradient ``grad F(x)`` of a bilevel problem, forward and adjoint modes.
+
+With ``W[s, a] = (df/dpi)[s, a] pi[s, a]`` and its per-state centring
+``w = W - pi * sum_a W`` (MATH.md, "Adjoint mode"):
+
+.. math::
+
+    \nabla F = \text{direct} + \frac{1}{\tau} \sum_{s,a} w(s,a)\, dQ(s,a)
+             = \text{direct} + \frac{1}{\tau} \sum_{s,a} G(s,a)\, g(s,a),
+
+    G = w + \pi \odot \lambda, \qquad
+    \lambda = (I - \gamma P_\pi)^{-T} (\gamma P^\top w).
+
+*Forward mode* forms ``dQ`` for all ``d`` parameters (``[S, d]`` solve) and
+returns the sensitivities too. *Adjoint mode* needs one ``S``-sized transposed
+solve with the follower's existing factorisation, whatever ``d`` is, and then
+only vector-Jacobian products of the parameterisation.
+
+For the leader-return objective ``w = occ * pi * A_L`` and the indirect term is
+``(1/tau) sum_s occ(s) Cov_{a~pi(.|s)}(Q_L(s, .), dQ(s, .))`` (Kudo et al.
+2026's Boltzmann-covariance form); :func:`covariance_decomposition` returns it
+state by state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .objectives import LeaderReturn, ObjectiveTerms
+from .problem import BilevelProblem, FollowerState
+from .sensitivities import Sensitivities, follower_sensitivities
+
+
+@dataclass(frozen=True)
+class Hypergradient:
+    """``grad F(x) = direct + indirect`` and what it was computed from.
+
+    Attributes
+    ----------
+    value : float
+        ``F(x)``.
+    gradient : ndarray, shape (d,)
+        ``grad F(x)``.
+    direct : ndarray, shape (d,)
+        ``partial_x f`` at fixed ``pi``.
+    indirect : ndarray, shape (d,)
+        ``sum_{s,a} df/dpi * dpi/dx``.
+    residual : float
+        Bellman residual of the follower solve.
+    mode : str
+        ``"adjoint"`` or ``"forward"``.
+    state : FollowerState
+        Follower solution and factorisation at ``x``.
+    sensitivities : Sensitivities or None
+        ``dQ, dV, dlogpi, dpi`` (forward mode only).
+    """
+
+    value: float
+    gradient: np.ndarray
+    direct: np.ndarray
+    indirect: np.ndarray
+    residual: float
+    mode: str
+    state: FollowerState
+    sensitivities: Sensitivities | None = None
+
+
+def centred_policy_weights(df_dpi: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """``w = W - pi * sum_a W`` with ``W = df_dpi * pi``, shape ``[S, A]``.
+
+    ``sum_{s,a} df_dpi * dpi = (1/tau) sum_{s,a} w * dQ`` because
+    ``dpi = pi (dQ - E_pi dQ) / tau``.
+    """
+    W = df_dpi * pi
+    return W - pi * W.sum(axis=-1, keepdims=True)
+
+
+def indirect_adjoint(problem: BilevelProblem, state: FollowerState,
+                     df_dpi: np.ndarray) -> np.ndarray:
+    """``(1/tau) sum G g`` with one transposed solve (cost independent of d in the solve)."""
+    pi, x = state.solution.policy, state.x
+    w = centred_policy_weights(df_dpi, pi)
+    lam = state.factorization.solve_transpose(problem.gamma * state.mdp.pullback(w))
+    G = w + pi * lam[:, None]
+    out = problem.follower_reward.vjp(x, G)
+    if problem.transitions.depends_on_x:
+        out = out + problem.gamma * problem.transitions.vjp(x, G, state.solution.v)
+    return out / problem.tau
+
+
+def _adjoint(problem: BilevelProblem, state: FollowerState,
+             terms: ObjectiveTerms) -> tuple[np.ndarray, Sensitivities | None]:
+    return indirect_adjoint(problem, state, terms.df_dpi), None
+
+
+def _forward(problem: BilevelProblem, state: FollowerState,
+             terms: ObjectiveTerms) -> tuple[np.ndarray, Sensitivities | None]:
+    sens = follower_sensitivities(problem, state)
+    d = sens.dpi.shape[-1]
+    indirect = terms.df_dpi.reshape(-1) @ sens.dpi.reshape(-1, d)
+    return indirect, sens
+
+
+_MODES: dict[str, Callable[..., tuple[np.ndarray, Sensitivities | None]]] = {
+    "adjoint": _adjoint,
+    "forward": _forward,
+}
+
+
+def hypergradient(problem: BilevelProblem, x: object, mode: str = "adjoint", *,
+                  state: FollowerState | None = None,
+                  **solver_options: object) -> Hypergradient:
+    r"""Exact ``grad F(x)`` of ``F(x) = f(x, pi*(x))``.
+
+    Parameters
+    ----------
+    problem : BilevelProblem
+    x : array_like, shape (d,)
+        Leader parameters (complex allowed for complex-step checks).
+    mode : {"adjoint", "forward"}
+        Adjoint: one ``S``-sized transposed solve. Forward: ``[S, d]`` solve,
+        also returns :class:`~exact_bilevel.sensitivities.Sensitivities`.
+    state : FollowerState, optional
+        A follower solve at this ``x`` to reuse.
+    **solver_options
+        Passed to :func:`~exact_bilevel.solve.solve_soft`.
+
+    Returns
+    -------
+    Hypergradient
+        ``gradient = direct + indirect``.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode = {mode!r}: must be one of {sorted(_MODES)}")
+    if state is None:
+        state = problem.follower_state(x, **solver_options)
+    terms = problem.objective.evaluate(problem, state)
+    indirect, sens = _MODES[mode](problem, state, terms)
+    return Hypergradient(value=terms.value, gradient=terms.direct + indirect,
+                         direct=terms.direct, indirect=indirect,
+                         residual=state.solution.residual, mode=mode, state=state,
+                         sensitivities=sens)
+
+
+def covariance_decomposition(problem: BilevelProblem, x: object,
+                             **solver_options: object) -> np.ndarray:
+    r"""Per-state Boltzmann-covariance form of the indirect term, shape ``[S, d]``.
+
+    .. math::
+
+        c(s, k) = \frac{1}{\tau}\, occ(s)\, \mathrm{Cov}_{a\sim\pi(\cdot|s)}
+                  \big(Q_L(s, a),\, dQ(s, a, k)\big),
+        \qquad \sum_s c(s, k) = \text{indirect}_k .
+
+    Only for :class:`~exact_bilevel.objectives.LeaderReturn` objectives. This is
+    the quantity the Boltzmann-covariance estimator (BC-HG, Kudo et al. 2026)
+    samples along on-policy trajectories.
+    """
+    if not isinstance(problem.objective, LeaderReturn):
+        raise ValueError("covariance_decomposition: the problem's objective must be "
+                         f"LeaderReturn, got {problem.objective!r}")
+    state = problem.follower_state(x, **solver_options)
+    lv = problem.objective.leader_values(problem, state)
+    dQ = follower_sensitivities(problem, state).dQ
+    pi = state.solution.policy
+    cov = np.einsum("sa,sak->sk", pi * lv.advantage, dQ)  # Cov(Q_L, dQ) since E_pi A_L = 0
+    return lv.occupancy[:, None] * cov / problem.tau

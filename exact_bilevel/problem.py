@@ -1,0 +1,132 @@
+r"""Bilevel problems: a leader's parameters ``x`` shape the follower's soft MDP.
+
+The follower faces the MDP ``(P_x, r_x, gamma, rho)`` and plays its soft-optimal
+(Boltzmann) policy ``pi*(x)`` at temperature ``tau``; the leader's objective
+``F(x) = f(x, pi*(x))`` is given by an :class:`~exact_bilevel.objectives.Objective`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _validate
+from .linalg import BellmanFactorization, factorize
+from .mdp import FiniteMDP
+from .parameterizations import RewardModel, TransitionModel
+from .solve import SoftSolution, solve_soft
+
+if TYPE_CHECKING:
+    from .objectives import Objective
+
+
+@dataclass(frozen=True)
+class FollowerState:
+    """Everything the hypergradient needs about the follower at one ``x``.
+
+    ``factorization`` factors ``I - gamma P_pi`` at ``solution.policy`` and is
+    reused by every solve downstream (sensitivities, adjoint, leader values when
+    ``gamma_L = gamma``).
+    """
+
+    x: np.ndarray
+    mdp: FiniteMDP
+    solution: SoftSolution
+    factorization: BellmanFactorization
+
+
+class BilevelProblem:
+    """A leader-follower problem with an entropy-regularised follower.
+
+    Parameters
+    ----------
+    follower_reward : RewardModel
+        ``r_x[s, a]`` and ``dr[s, a, k]``.
+    transitions : TransitionModel
+        ``P_x[s, a, s']`` and ``(dP V)[s, a, k]``.
+    objective : Objective
+        The leader's ``F(x) = f(x, pi*(x))``.
+    gamma : float
+        Follower discount, ``0 <= gamma < 1``.
+    tau : float
+        Follower temperature, ``> 0``.
+    initial : array_like, shape (S,), optional
+        Initial distribution ``rho[s]`` (default uniform).
+    solver_options : dict, optional
+        Keyword arguments for :func:`~exact_bilevel.solve.solve_soft`.
+    """
+
+    def __init__(self, follower_reward: RewardModel, transitions: TransitionModel,
+                 objective: Objective, *, gamma: float, tau: float,
+                 initial: object | None = None, solver_options: dict | None = None) -> None:
+        S, A, d = follower_reward.n_states, follower_reward.n_actions, follower_reward.n_params
+        if (transitions.n_states, transitions.n_actions) != (S, A):
+            raise ValueError(f"transitions: has (S, A) = ({transitions.n_states}, "
+                             f"{transitions.n_actions}) but follower_reward has ({S}, {A})")
+        if transitions.n_params != d:
+            raise ValueError(f"transitions: has d = {transitions.n_params} parameters but "
+                             f"follower_reward has d = {d}")
+        self.follower_reward = follower_reward
+        self.transitions = transitions
+        self.objective = objective
+        self.gamma = _validate.discount("gamma", gamma)
+        self.tau = _validate.temperature("tau", tau)
+        if initial is None:
+            self.initial = np.full(S, 1.0 / S)
+        else:
+            self.initial = _validate.real_array("initial", initial, shape=(S,))
+            _validate.stochastic_rows("initial", self.initial)
+        self.solver_options = dict(solver_options or {})
+        objective.check_compatible(self)
+
+    @property
+    def n_states(self) -> int:
+        return self.follower_reward.n_states
+
+    @property
+    def n_actions(self) -> int:
+        return self.follower_reward.n_actions
+
+    @property
+    def n_params(self) -> int:
+        return self.follower_reward.n_params
+
+    def check_x(self, x: object) -> np.ndarray:
+        """Validate ``x[d]`` (finite, real, length d). Complex ``x`` passes unchanged
+        (complex-step path)."""
+        if isinstance(x, np.ndarray) and np.iscomplexobj(x):
+            if x.shape != (self.n_params,):
+                raise ValueError(f"x: must have shape ({self.n_params},), got {x.shape}")
+            return x
+        return _validate.parameter_vector("x", x, self.n_params)
+
+    def follower_mdp(self, x: object) -> FiniteMDP:
+        """The follower's MDP ``(P_x, r_x, gamma, rho)``; validated for real ``x``."""
+        x = self.check_x(x)
+        P, r = self.transitions.value(x), self.follower_reward.value(x)
+        if np.iscomplexobj(x):
+            return FiniteMDP._trusted(P, r, self.gamma, self.initial)
+        try:
+            return FiniteMDP(P, r, self.gamma, self.initial)
+        except ValueError as exc:
+            raise ValueError(f"the parameterisation at this x gives an invalid MDP: {exc}") from None
+
+    def follower_state(self, x: object, **solver_options: object) -> FollowerState:
+        """Solve the follower at ``x`` and factorise ``I - gamma P_pi`` once."""
+        x = self.check_x(x)
+        mdp = self.follower_mdp(x)
+        opts = {**self.solver_options, **solver_options}
+        sol = solve_soft(mdp, self.tau, **opts)  # type: ignore[arg-type]
+        fac = factorize(mdp.P_pi(sol.policy), self.gamma)
+        return FollowerState(x=x, mdp=mdp, solution=sol, factorization=fac)
+
+    def value(self, x: object, **solver_options: object) -> float | complex:
+        """Leader objective ``F(x) = f(x, pi*(x))``."""
+        state = self.follower_state(x, **solver_options)
+        return self.objective.value(self, state)
+
+    def __repr__(self) -> str:
+        return (f"BilevelProblem(S={self.n_states}, A={self.n_actions}, d={self.n_params}, "
+                f"gamma={self.gamma}, tau={self.tau}, objective={self.objective!r})")

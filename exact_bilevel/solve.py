@@ -1,0 +1,262 @@
+r"""Exact solution of the entropy-regularised ("soft") follower MDP.
+
+The soft-optimal values are the unique fixed point of the soft Bellman
+operator (:func:`~exact_bilevel.soft_bellman.soft_bellman_operator`)
+
+.. math:: V = T(V), \qquad T(V)(s) = \tau \log \sum_a \exp\big((r + \gamma P V)(s, a)/\tau\big).
+
+Two methods:
+
+``"newton"`` (default)
+    Newton's method on ``V - T(V) = 0``. Its Jacobian is ``I - gamma P_pi``
+    with ``pi`` the Boltzmann policy of the current ``Q``, and the Newton step
+    reduces to exact evaluation of that policy with the entropy bonus,
+
+    .. math:: V_{n+1} = (I - \gamma P_{\pi_n})^{-1} \big(r_{\pi_n} + \tau H(\pi_n)\big),
+
+    i.e. soft policy iteration. It is warm-started by a few value-iteration
+    sweeps and converges quadratically near the solution. Once the residual
+    is below ``tol`` it takes one more step and keeps it if the residual fell
+    (this usually lands on the float64 rounding floor).
+``"value_iteration"``
+    The textbook iteration ``V <- T(V)``, a ``gamma``-contraction. Stopping
+    rule: stop at the first iterate with ``||T(V) - V||_inf <= tol``; then
+    ``||V - V*||_inf <= tol / (1 - gamma)``. The default iteration cap is the
+    number of sweeps the contraction bound needs, ``log(tol/res_0)/log(gamma)``,
+    plus 10.
+
+Both report the sup-norm Bellman residual ``||T(V) - V||_inf`` of the iterate
+they return and raise :class:`~exact_bilevel.errors.ConvergenceError` (carrying
+the residual reached) when they cannot reach ``tol``.
+
+The default tolerance is ``1e-12 * value_scale(mdp, tau)`` with
+``value_scale = max(1, (max|r| + tau log A) / (1 - gamma))``, a bound on
+``|V*|``; float64 rounding in ``T`` is about ``1e-16 * value_scale``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+from .errors import ConvergenceError
+from .linalg import factorize
+from .mdp import FiniteMDP
+from .soft_bellman import boltzmann, hard_bellman_operator, q_from_v
+
+#: Relative tolerance of the default stopping rule (times :func:`value_scale`).
+DEFAULT_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class SoftSolution:
+    """Soft-optimal values and policy of a :class:`FiniteMDP` at temperature ``tau``.
+
+    Attributes
+    ----------
+    q : ndarray, shape (S, A)
+        ``Q[s, a] = r[s, a] + gamma sum_s' P[s, a, s'] V[s']``.
+    v : ndarray, shape (S,)
+        The returned iterate ``V``; ``||T(V) - V||_inf = residual``.
+    policy : ndarray, shape (S, A)
+        Boltzmann policy ``pi[s, a] = exp((Q[s, a] - T(V)[s]) / tau)``.
+    log_policy : ndarray, shape (S, A)
+        ``log pi`` computed stably (finite where ``pi`` underflows).
+    residual : float
+        Sup-norm Bellman residual ``||T(V) - V||_inf`` reached.
+    iterations : int
+        Newton steps or value-iteration sweeps performed (warm start excluded).
+    method : str
+        ``"newton"`` or ``"value_iteration"``.
+    tau : float
+        Temperature.
+    tolerance : float
+        The residual that was asked for.
+    """
+
+    q: np.ndarray
+    v: np.ndarray
+    policy: np.ndarray
+    log_policy: np.ndarray
+    residual: float
+    iterations: int
+    method: str
+    tau: float
+    tolerance: float
+
+
+def value_scale(mdp: FiniteMDP, tau: float) -> float:
+    """``max(1, (max|r| + tau log A) / (1 - gamma))``, a bound on ``|V*|_inf``."""
+    rmax = float(np.max(np.abs(mdp.reward))) if mdp.reward.size else 0.0
+    return max(1.0, (rmax + tau * math.log(mdp.n_actions)) / (1.0 - mdp.gamma))
+
+
+def _residual(tv: np.ndarray, v: np.ndarray) -> float:
+    return float(np.max(np.abs(tv - v)))
+
+
+def _solution(mdp: FiniteMDP, v: np.ndarray, tau: float, iterations: int, method: str,
+              tol: float) -> SoftSolution:
+    q = q_from_v(mdp, v)
+    b = boltzmann(q, tau)
+    return SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy,
+                        residual=_residual(b.v, v), iterations=iterations, method=method,
+                        tau=tau, tolerance=tol)
+
+
+def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray,
+            warm_start: int) -> SoftSolution:
+    for _ in range(warm_start):
+        v = boltzmann(q_from_v(mdp, v), tau).v
+    best = math.inf
+    stalled = 0
+    accepted: SoftSolution | None = None
+    for it in range(max_iter + 1):
+        q = q_from_v(mdp, v)
+        b = boltzmann(q, tau)
+        res = _residual(b.v, v)
+        current = SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy,
+                               residual=res, iterations=it, method="newton", tau=tau,
+                               tolerance=tol)
+        if accepted is not None:  # after the polishing step: keep the better iterate
+            return current if res < accepted.residual else accepted
+        if res <= tol:
+            # One more (quadratically convergent) step usually lands on the rounding
+            # floor; it is kept only if it lowers the residual.
+            accepted = current
+            if res == 0.0 or it == max_iter:
+                return accepted
+        else:
+            if it == max_iter:
+                break
+            # Rounding floor: the residual stopped decreasing for 3 steps in a row.
+            stalled = stalled + 1 if res >= best else 0
+            best = min(best, res)
+            if stalled >= 3:
+                raise ConvergenceError("newton", res, tol, it, "residual stopped decreasing")
+        # Newton step = exact soft evaluation of the current Boltzmann policy.
+        rhs = np.sum(b.policy * (mdp.reward - tau * b.log_policy), axis=-1)
+        v = factorize(mdp.P_pi(b.policy), mdp.gamma).solve(rhs)
+    raise ConvergenceError("newton", res, tol, max_iter, "iteration limit reached")
+
+
+def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | None,
+                     v: np.ndarray, warm_start: int) -> SoftSolution:
+    del warm_start  # value iteration is its own warm start
+    tv = boltzmann(q_from_v(mdp, v), tau).v
+    res = _residual(tv, v)
+    if max_iter is None:
+        if res <= tol or mdp.gamma == 0.0:
+            max_iter = 10
+        else:
+            max_iter = int(math.ceil(math.log(tol / res) / math.log(mdp.gamma))) + 10
+    for it in range(max_iter + 1):
+        if res <= tol:
+            return _solution(mdp, v, tau, it, "value_iteration", tol)
+        if it == max_iter:
+            break
+        v = tv
+        tv = boltzmann(q_from_v(mdp, v), tau).v
+        res = _residual(tv, v)
+    raise ConvergenceError("value_iteration", res, tol, max_iter, "iteration limit reached")
+
+
+_METHODS: dict[str, Callable[..., SoftSolution]] = {
+    "newton": _newton,
+    "value_iteration": _value_iteration,
+}
+_DEFAULT_MAX_ITER = {"newton": 100, "value_iteration": None}
+
+
+def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float | None = None,
+               max_iter: int | None = None, v0: np.ndarray | None = None,
+               warm_start: int = 3) -> SoftSolution:
+    r"""Solve the soft Bellman equation ``V = T(V)`` of ``mdp`` at temperature ``tau``.
+
+    Parameters
+    ----------
+    mdp : FiniteMDP
+        ``P[s, a, s']``, ``r[s, a]``, ``gamma``.
+    tau : float
+        Temperature ``> 0``. Stable from 1e-6 to 1e3 (max-shifted log-sum-exp).
+    method : {"newton", "value_iteration"}
+        See the module docstring.
+    tol : float, optional
+        Sup-norm Bellman residual to reach; default ``1e-12 * value_scale(mdp, tau)``.
+    max_iter : int, optional
+        Newton: 100. Value iteration: the contraction bound plus 10.
+    v0 : ndarray, shape (S,), optional
+        Initial guess (warm start), default zeros.
+    warm_start : int
+        Value-iteration sweeps before Newton (ignored by value iteration).
+
+    Returns
+    -------
+    SoftSolution
+        ``q[s, a]``, ``v[s]``, ``policy[s, a]``, residual, iterations, method.
+
+    Raises
+    ------
+    ConvergenceError
+        If the residual ``tol`` is not reached; ``.residual`` is what was reached.
+    ValueError
+        For a bad ``tau``, ``method``, ``tol``, or ``v0``.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method = {method!r}: must be one of {sorted(_METHODS)}")
+    tau = _validate.temperature("tau", tau)
+    if tol is None:
+        tol = DEFAULT_RTOL * value_scale(mdp, tau)
+    elif not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol = {tol!r}: must be a finite number > 0")
+    if max_iter is None:
+        max_iter = _DEFAULT_MAX_ITER[method]
+    elif max_iter < 0:
+        raise ValueError(f"max_iter = {max_iter}: must be >= 0")
+    if v0 is None:
+        v = np.zeros(mdp.n_states, dtype=mdp.dtype)
+    elif np.iscomplexobj(v0):
+        v = np.array(v0)
+    else:
+        v = _validate.real_array("v0", v0, shape=(mdp.n_states,))
+    return _METHODS[method](mdp, tau, float(tol), max_iter, v, warm_start)
+
+
+@dataclass(frozen=True)
+class HardSolution:
+    """Optimal values of the unregularised MDP (the ``tau -> 0`` limit)."""
+
+    q: np.ndarray
+    v: np.ndarray
+    greedy_policy: np.ndarray
+    residual: float
+    iterations: int
+
+
+def solve_hard(mdp: FiniteMDP, *, max_iter: int = 1000) -> HardSolution:
+    """Optimal ``V*[s] = max_a Q*(s, a)`` of the unregularised MDP by policy iteration.
+
+    Policy iteration terminates in finitely many steps with the exact optimum
+    (up to the linear-solve rounding); ties are broken towards the lowest
+    action index. ``residual = ||T_0(V) - V||_inf`` for the hard operator ``T_0``.
+    """
+    S, A = mdp.n_states, mdp.n_actions
+    actions = np.zeros(S, dtype=int)
+    for it in range(1, max_iter + 1):
+        pi = np.zeros((S, A))
+        pi[np.arange(S), actions] = 1.0
+        rhs = np.sum(pi * mdp.reward, axis=-1)
+        v = factorize(mdp.P_pi(pi), mdp.gamma).solve(rhs)
+        q = q_from_v(mdp, v)
+        best = q.max(axis=-1)
+        # switch only on strict improvement beyond rounding, so the loop cannot cycle
+        improve = best > q[np.arange(S), actions] + 1e-12 * max(1.0, float(np.abs(v).max()))
+        if not improve.any():
+            res = _residual(hard_bellman_operator(mdp, v), v)
+            return HardSolution(q=q, v=v, greedy_policy=pi, residual=res, iterations=it)
+        actions = np.where(improve, np.argmax(q, axis=-1), actions)
+    raise ConvergenceError("policy_iteration", math.nan, 0.0, max_iter, "policy kept changing")
