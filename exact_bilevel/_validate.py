@@ -84,7 +84,8 @@ def stochastic_rows(name: str, arr: np.ndarray) -> None:
     neg = arr < 0
     if neg.any():
         idx = tuple(np.argwhere(neg)[0])
-        raise ValueError(f"{name}{index_str(idx)} = {arr[idx]!r}: probabilities must be >= 0")
+        raise ValueError(
+            f"{name}{index_str(idx)} = {float(arr[idx])!r}: probabilities must be >= 0")
     sums = np.atleast_1d(arr.sum(axis=-1))
     bad = np.abs(sums - 1.0) > PROBABILITY_SUM_TOL
     if bad.any():

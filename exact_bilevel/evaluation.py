@@ -44,7 +44,7 @@ def r_pi(mdp: FiniteMDP, pi: np.ndarray, reward: np.ndarray | None = None) -> np
 
 
 def entropy(pi: np.ndarray) -> np.ndarray:
-    """``H(pi)[s] = -sum_a pi[s, a] log pi[s, a]`` with ``0 log 0 = 0`` (``scipy.special.xlogy``)."""
+    """``H(pi)[s] = -sum_a pi[s, a] log pi[s, a]``, with ``0 log 0 = 0`` (scipy's ``xlogy``)."""
     return -np.sum(scipy.special.xlogy(pi, pi), axis=-1)
 
 
@@ -52,7 +52,7 @@ class PolicyValues(NamedTuple):
     v: np.ndarray
     """``V^pi[s]``."""
     q: np.ndarray
-    """``Q^pi[s, a] = r[s, a] + gamma sum_s' P[s, a, s'] V^pi[s']`` (no entropy at the first step)."""
+    """``Q^pi[s, a] = r[s, a] + gamma sum_s' P[s, a, s'] V^pi[s']`` (no entropy at step 0)."""
 
 
 def policy_evaluation(mdp: FiniteMDP, pi: object, tau: float = 0.0, *,

@@ -216,6 +216,8 @@ class FixedTransitions(TransitionModel):
 
     def __init__(self, transitions: object, n_params: int) -> None:
         P = _validate.real_array("transitions", transitions, ndim=3)
+        if P.shape[0] != P.shape[2]:
+            raise ValueError(f"transitions: shape must be (S, A, S), got {P.shape}")
         _validate.stochastic_rows("transitions", P)
         self._P = P
         self.n_states, self.n_actions = P.shape[:2]
@@ -278,6 +280,11 @@ class SoftmaxTransitions(TransitionModel):
         self._base, self._psi = b, psi
         self._support = np.isfinite(b)
         self.n_states, self.n_actions, self.n_params = S, A, psi.shape[-1]
+
+    @property
+    def features(self) -> np.ndarray:
+        """``features[s, a, s', k]``."""
+        return self._psi
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self._base + self._psi @ x

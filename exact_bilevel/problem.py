@@ -111,7 +111,8 @@ class BilevelProblem:
         try:
             return FiniteMDP(P, r, self.gamma, self.initial)
         except ValueError as exc:
-            raise ValueError(f"the parameterisation at this x gives an invalid MDP: {exc}") from None
+            raise ValueError(
+                f"the parameterisation at this x gives an invalid MDP: {exc}") from None
 
     def follower_state(self, x: object, **solver_options: object) -> FollowerState:
         """Solve the follower at ``x`` and factorise ``I - gamma P_pi`` once."""

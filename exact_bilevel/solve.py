@@ -153,7 +153,7 @@ def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | Non
         if res <= tol or mdp.gamma == 0.0:
             max_iter = 10
         else:
-            max_iter = int(math.ceil(math.log(tol / res) / math.log(mdp.gamma))) + 10
+            max_iter = math.ceil(math.log(tol / res) / math.log(mdp.gamma)) + 10
     for it in range(max_iter + 1):
         if res <= tol:
             return _solution(mdp, v, tau, it, "value_iteration", tol)

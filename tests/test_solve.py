@@ -1,0 +1,168 @@
+"""Soft solver: Bellman residual, contraction, monotonicity, limits, failure modes.
+
+Properties are checked on hypothesis-drawn random MDPs rather than magic numbers.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exact_bilevel import ConvergenceError, FiniteMDP, random_mdp, solve_hard, solve_soft
+from exact_bilevel.evaluation import policy_evaluation
+from exact_bilevel.soft_bellman import boltzmann, soft_bellman_operator
+from exact_bilevel.strategies import discounts, finite_mdps, temperatures
+
+
+def _issue_scale(mdp):
+    return max(1.0, float(np.abs(mdp.reward).max()) / (1 - mdp.gamma))
+
+
+@given(finite_mdps(max_states=8, gammas=discounts(0.0, 0.99)), temperatures(0.01, 10.0))
+def test_newton_reaches_tight_residual_in_few_iterations(mdp, tau):
+    sol = solve_soft(mdp, tau)
+    tv = soft_bellman_operator(mdp, sol.v, tau)
+    residual = float(np.max(np.abs(tv - sol.v)))
+    assert residual == pytest.approx(sol.residual, abs=1e-15 * _issue_scale(mdp))
+    assert residual <= 1e-12 * max(1.0, (np.abs(mdp.reward).max() + tau * math.log(
+        mdp.n_actions)) / (1 - mdp.gamma))
+    assert sol.iterations <= 12
+    np.testing.assert_allclose(sol.policy.sum(-1), 1.0, atol=1e-14)
+    np.testing.assert_allclose(sol.q, mdp.reward + mdp.gamma * mdp.transitions @ sol.v,
+                               atol=1e-13 * _issue_scale(mdp))
+
+
+@given(finite_mdps(max_states=6, gammas=discounts(0.0, 0.9)), temperatures(0.05, 5.0))
+def test_value_iteration_agrees_with_newton_within_its_error_bound(mdp, tau):
+    vi = solve_soft(mdp, tau, method="value_iteration", tol=1e-11)
+    nt = solve_soft(mdp, tau)
+    assert vi.method == "value_iteration" and vi.residual <= 1e-11
+    # ||V - V*|| <= residual / (1 - gamma)
+    bound = vi.residual / (1 - mdp.gamma) + nt.residual / (1 - mdp.gamma) + 1e-14
+    assert np.max(np.abs(vi.v - nt.v)) <= bound
+
+
+@given(finite_mdps(), temperatures(), st.integers(0, 2**32 - 1))
+def test_soft_bellman_operator_is_a_monotone_gamma_contraction(mdp, tau, seed):
+    rng = np.random.default_rng(seed)
+    u = rng.normal(scale=5, size=mdp.n_states)
+    v = rng.normal(scale=5, size=mdp.n_states)
+    tu, tv = soft_bellman_operator(mdp, u, tau), soft_bellman_operator(mdp, v, tau)
+    assert np.max(np.abs(tu - tv)) <= mdp.gamma * np.max(np.abs(u - v)) + 1e-12
+    w = np.maximum(u, v)  # w >= u pointwise
+    assert np.all(soft_bellman_operator(mdp, w, tau) >= tu - 1e-12)
+
+
+@given(finite_mdps(max_states=6), temperatures())
+def test_soft_values_are_the_soft_evaluation_of_the_boltzmann_policy(mdp, tau):
+    sol = solve_soft(mdp, tau)
+    ev = policy_evaluation(mdp, sol.policy, tau)
+    np.testing.assert_allclose(ev.v, sol.v, atol=1e-11 * _issue_scale(mdp))
+    # and the Boltzmann policy is greedy w.r.t. its own soft values: no policy does better
+    rng = np.random.default_rng(0)
+    other = rng.dirichlet(np.ones(mdp.n_actions), size=mdp.n_states)
+    assert np.all(policy_evaluation(mdp, other, tau).v <= sol.v + 1e-10 * _issue_scale(mdp))
+
+
+@given(finite_mdps(max_states=6, min_actions=2, gammas=discounts(0.0, 0.95)))
+def test_tau_to_zero_recovers_hard_value_iteration(mdp):
+    hard = solve_hard(mdp)
+    assert hard.residual <= 1e-12 * _issue_scale(mdp)
+    prev = np.inf
+    for tau in [1e-1, 1e-2, 1e-3, 1e-4]:
+        soft = solve_soft(mdp, tau)
+        gap = soft.v - hard.v
+        bound = tau * math.log(mdp.n_actions) / (1 - mdp.gamma)
+        assert np.all(gap >= -1e-10 * _issue_scale(mdp))  # entropy only adds value
+        assert np.max(gap) <= bound + 1e-10 * _issue_scale(mdp)
+        assert np.max(gap) <= prev + 1e-12
+        prev = np.max(gap)
+
+
+def test_tiny_tau_policy_is_greedy():
+    mdp = random_mdp(10, 4, gamma=0.9, seed=3)
+    hard = solve_hard(mdp)
+    soft = solve_soft(mdp, 1e-6)
+    np.testing.assert_array_equal(np.argmax(soft.policy, -1), np.argmax(hard.q, -1))
+    assert np.all(np.isfinite(soft.log_policy))
+    assert np.max(soft.policy.max(-1)) == 1.0
+
+
+@pytest.mark.parametrize("tau", [1e-6, 1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("gamma", [0.0, 0.9, 0.999, 0.9999])
+def test_extreme_temperatures_and_discounts_are_stable(tau, gamma):
+    mdp = random_mdp(30, 5, gamma=gamma, seed=4, support=4)
+    sol = solve_soft(mdp, tau)
+    scale = max(1.0, (1.0 + tau * math.log(5)) / (1 - gamma))
+    assert np.all(np.isfinite(sol.v)) and np.all(np.isfinite(sol.log_policy))
+    assert sol.residual <= 1e-12 * scale
+    tv = soft_bellman_operator(mdp, sol.v, tau)
+    assert np.max(np.abs(tv - sol.v)) <= 1e-12 * scale
+
+
+def test_value_iteration_stopping_rule_and_default_iteration_cap():
+    mdp = random_mdp(5, 3, gamma=0.9, seed=1)
+    sol = solve_soft(mdp, 0.5, method="value_iteration", tol=1e-8)
+    assert sol.residual <= 1e-8
+    # the stopping rule stops at the first iterate below tol
+    prev = solve_soft(mdp, 0.5, method="value_iteration", tol=1e-8, max_iter=sol.iterations,
+                      ) if sol.iterations > 0 else sol
+    assert prev.iterations == sol.iterations
+    with pytest.raises(ConvergenceError) as err:
+        solve_soft(mdp, 0.5, method="value_iteration", tol=1e-8, max_iter=sol.iterations - 1)
+    assert err.value.residual > 1e-8 and err.value.iterations == sol.iterations - 1
+    assert "residual" in str(err.value)
+
+
+def test_newton_raises_with_the_residual_it_reached():
+    mdp = random_mdp(20, 4, gamma=0.99, seed=2)
+    with pytest.raises(ConvergenceError) as err:
+        solve_soft(mdp, 0.01, max_iter=0, warm_start=0)
+    assert err.value.method == "newton" and err.value.residual > 0
+    with pytest.raises(ConvergenceError, match="did not converge"):
+        solve_soft(mdp, 0.01, tol=1e-30)  # below the rounding floor: stalls, then raises
+
+
+def test_single_state_closed_form():
+    # S = 1: V (1 - gamma) = tau log sum_a exp(r_a / tau)
+    r = np.array([[0.3, -1.2, 2.0]])
+    mdp = FiniteMDP(np.ones((1, 3, 1)), r, 0.8)
+    tau = 0.7
+    sol = solve_soft(mdp, tau)
+    expected = tau * np.log(np.sum(np.exp(r[0] / tau))) / (1 - 0.8)
+    assert sol.v[0] == pytest.approx(expected, rel=1e-14)
+    np.testing.assert_allclose(sol.policy[0], np.exp(r[0] / tau) / np.exp(r[0] / tau).sum(),
+                               rtol=1e-14)
+
+
+def test_single_action_is_policy_evaluation():
+    mdp = random_mdp(6, 1, gamma=0.9, seed=5)
+    sol = solve_soft(mdp, 0.3)
+    np.testing.assert_array_equal(sol.policy, 1.0)
+    v = np.linalg.solve(np.eye(6) - 0.9 * mdp.transitions[:, 0, :], mdp.reward[:, 0])
+    np.testing.assert_allclose(sol.v, v, rtol=1e-13)
+
+
+def test_boltzmann_is_max_shifted():
+    q = np.array([[1e6, 1e6 - 1.0, -1e6]])
+    b = boltzmann(q, 1e-3)
+    assert np.isfinite(b.v).all() and b.v[0] == pytest.approx(1e6)
+    assert b.policy[0, 2] == 0.0 and np.isfinite(b.log_policy).all()
+    b = boltzmann(q / 1e6, 1e3)
+    np.testing.assert_allclose(b.policy.sum(), 1.0)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"tau": 0.0}, r"tau = 0.0: must be > 0"),
+    ({"tau": -1.0}, r"tau = -1.0: must be > 0"),
+    ({"tau": float("inf")}, r"tau = inf: must be finite"),
+    ({"tau": 1.0, "method": "magic"}, r"method = 'magic': must be one of"),
+    ({"tau": 1.0, "tol": -1.0}, r"tol = -1.0: must be a finite number > 0"),
+    ({"tau": 1.0, "v0": [1.0]}, r"v0: axis 0 must have length 3"),
+])
+def test_bad_solver_arguments(kwargs, pattern):
+    mdp = random_mdp(3, 2, seed=0)
+    with pytest.raises(ValueError, match=pattern):
+        solve_soft(mdp, **kwargs)
