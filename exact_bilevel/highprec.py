@@ -186,6 +186,7 @@ class MPHypergradient:
 
     value: object
     gradient: list
+    indirect: list
     residual: object
     dps: int
     solution: MPSoftSolution
@@ -242,6 +243,8 @@ def hypergradient(problem: BilevelProblem, x: object, *, dps: int = 50) -> MPHyp
             df_dpi = np.asarray(obj.df_dpi(xm, pi), dtype=object)
         else:
             raise ValueError(f"{obj!r}: no high-precision evaluation")
-        grad = direct + np.einsum("sa,sak->k", df_dpi, dpi)
+        indirect = np.einsum("sa,sak->k", df_dpi, dpi)
+        grad = direct + indirect
         return MPHypergradient(value=+value, gradient=[+gk for gk in grad],
-                               residual=sol.residual, dps=dps, solution=sol)
+                               indirect=[+gk for gk in indirect], residual=sol.residual,
+                               dps=dps, solution=sol)

@@ -75,7 +75,10 @@ def centred_policy_weights(df_dpi: np.ndarray, pi: np.ndarray) -> np.ndarray:
     ``dpi = pi (dQ - E_pi dQ) / tau``.
     """
     W = df_dpi * pi
-    return W - pi * W.sum(axis=-1, keepdims=True)
+    w = W - pi * W.sum(axis=-1, keepdims=True)
+    # Second pass: the first leaves sum_a w ~ eps |W| by rounding, and that
+    # component would be amplified by 1/(1 - gamma) in the adjoint solve.
+    return w - pi * w.sum(axis=-1, keepdims=True)
 
 
 def indirect_adjoint(problem: BilevelProblem, state: FollowerState,
@@ -99,8 +102,10 @@ def _adjoint(problem: BilevelProblem, state: FollowerState,
 def _forward(problem: BilevelProblem, state: FollowerState,
              terms: ObjectiveTerms) -> tuple[np.ndarray, Sensitivities | None]:
     sens = follower_sensitivities(problem, state)
-    d = sens.dpi.shape[-1]
-    indirect = terms.df_dpi.reshape(-1) @ sens.dpi.reshape(-1, d)
+    d = sens.dQ.shape[-1]
+    # sum df_dpi * dpi = (1/tau) sum w * dQ: the centred weights avoid cancellation
+    w = centred_policy_weights(terms.df_dpi, state.solution.policy)
+    indirect = w.reshape(-1) @ sens.dQ.reshape(-1, d) / problem.tau
     return indirect, sens
 
 

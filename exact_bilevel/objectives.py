@@ -48,7 +48,11 @@ class ObjectiveTerms:
         ``partial_x f`` holding ``pi`` fixed (for the leader return: through
         ``r_L`` and ``P_x``).
     df_dpi : ndarray, shape (S, A)
-        ``partial f / partial pi[s, a]`` holding ``x`` fixed.
+        ``partial f / partial pi[s, a]`` holding ``x`` fixed. Only its part that
+        varies over actions matters: ``sum_a dpi[s, a] = 0``, so adding any
+        ``c[s]`` to ``df_dpi[s, :]`` leaves the hypergradient unchanged, and an
+        objective should return the representative with the least cancellation
+        (the leader return returns ``occ * A_L`` rather than ``occ * Q_L``).
     """
 
     value: float
@@ -111,7 +115,8 @@ class LeaderReturn(Objective):
         Q_L = r_L + \gamma_L P V_L.
 
     Partials (policy-gradient theorem in the tabular parameterisation):
-    ``df/dpi[s, a] = occ(s) Q_L(s, a)`` and
+    ``df/dpi[s, a] = occ(s) Q_L(s, a)``, returned in the equivalent advantage form
+    ``occ(s) A_L(s, a)`` (see :class:`ObjectiveTerms`), and
     ``direct[k] = sum_{s,a} occ(s) pi(a|s) [dr_L(s,a,k) + gamma_L (dP V_L)(s,a,k)]``
     with ``occ = (I - gamma_L P_pi)^{-T} rho``.
 
@@ -168,7 +173,10 @@ class LeaderReturn(Objective):
             rv, rg = self.regularizer(x)
             value = value + rv
             direct = direct + rg
-        return ObjectiveTerms(value=value, direct=direct, df_dpi=lv.occupancy[:, None] * lv.q)
+        # occ * A_L instead of occ * Q_L: the same hypergradient (sum_a dpi = 0), but
+        # without the O(1/(1 - gamma_L)) common part of Q_L that would cancel in the centring.
+        return ObjectiveTerms(value=value, direct=direct,
+                              df_dpi=lv.occupancy[:, None] * lv.advantage)
 
     def __repr__(self) -> str:
         return f"LeaderReturn(leader_gamma={self.leader_gamma})"
