@@ -60,9 +60,9 @@ class MPFactor:
 
     def __init__(self, P_pi: np.ndarray, gamma: object) -> None:
         S = P_pi.shape[0]
-        M = np.eye(S, dtype=object) * mp.mpf(1) - gamma * P_pi
-        self._lu = mp.LU_decomp(mp.matrix(M.tolist()))
-        self._luT = mp.LU_decomp(mp.matrix(M.T.tolist()))
+        self._M = np.eye(S, dtype=object) * mp.mpf(1) - gamma * P_pi
+        self._lu = mp.LU_decomp(mp.matrix(self._M.tolist()))
+        self._luT: tuple | None = None  # factorised on first use
 
     @staticmethod
     def _solve(lu: tuple, b: np.ndarray) -> np.ndarray:
@@ -79,6 +79,8 @@ class MPFactor:
         return self._solve(self._lu, b)
 
     def solve_transpose(self, b: np.ndarray) -> np.ndarray:
+        if self._luT is None:
+            self._luT = mp.LU_decomp(mp.matrix(self._M.T.tolist()))
         return self._solve(self._luT, b)
 
 
