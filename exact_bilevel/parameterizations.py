@@ -206,6 +206,20 @@ class TransitionModel(ABC):
         jd = self.jacobian_dot(x, v)
         return weights.reshape(-1) @ jd.reshape(-1, jd.shape[-1])
 
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Score ``dlogP[s, a, s', k] = dP[s, a, s', k] / P[s, a, s']`` where ``P > 0``,
+        0 elsewhere; shape ``[S, A, S, d]``.
+
+        The likelihood-ratio form ``(dP V)(s, a) = E_{s'~P(.|s,a)}[dlogP(s'|s,a) V(s')]``
+        is what sample-based estimators use. The default builds ``dP`` column by
+        column from :meth:`jacobian_dot` (``S`` calls); subclasses override it.
+        """
+        S = self.n_states
+        P = self.value(x)
+        dP = np.stack([self.jacobian_dot(x, np.eye(S)[j]) for j in range(S)], axis=2)
+        pos = P > 0
+        return np.where(pos[..., None], dP / np.where(pos, P, 1.0)[..., None], 0.0)
+
     @property
     def depends_on_x(self) -> bool:
         return True
@@ -231,6 +245,10 @@ class FixedTransitions(TransitionModel):
 
     def vjp(self, x: np.ndarray, weights: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.zeros(self.n_params, dtype=np.result_type(weights, v, x))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        S, A = self.n_states, self.n_actions
+        return np.zeros((S, A, S, self.n_params))
 
     @property
     def depends_on_x(self) -> bool:
@@ -304,6 +322,13 @@ class SoftmaxTransitions(TransitionModel):
     def vjp(self, x: np.ndarray, weights: np.ndarray, v: np.ndarray) -> np.ndarray:
         c = self._centred_weights(x, v) * weights[..., None]
         return c.reshape(-1) @ self._psi.reshape(-1, self.n_params)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``dlogP[s, a, s', k] = Psi[s, a, s', k] - sum_s'' P(s''|s,a) Psi[s, a, s'', k]``
+        on the support, 0 on structural zeros."""
+        P = self.value(x)
+        mean = np.einsum("ijk,ijkd->ijd", P, self._psi)
+        return np.where(self._support[..., None], self._psi - mean[:, :, None, :], 0.0)
 
 
 class CallableTransitions(TransitionModel):

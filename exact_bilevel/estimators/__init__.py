@@ -1,0 +1,118 @@
+r"""Sample-based hypergradient estimators from the literature, behind one interface.
+
+Every estimator is a function ``(know, sampler, budget, critic) -> Estimate``:
+``know`` is the sample-free :class:`LeaderKnowledge` at ``x``, ``sampler`` the
+only access to the environment, ``budget`` the expected number of transitions
+(steps + resets). :func:`estimate` runs one by name. :data:`ESTIMATORS` records,
+for each, the access it needs and whether it is unbiased.
+
+================== ========================================== ======================
+name               access                                     bias
+================== ========================================== ======================
+bc-hg              on-policy episodes; follower pi (and V)    unbiased (exact critic)
+hpgd               on-policy episodes (repeated visits)       consistent
+hpgd-td            on-policy episodes (repeated visits)       consistent
+hpgd-oracle        on-policy episodes + resets to (s, a)      consistent
+sobirl             resets to (s, a); exact partials of f      consistent
+sobirl-simplified  generative model (if P depends on x)       biased by design
+model-based        generative model                           consistent
+naive              on-policy episodes                         biased (no indirect)
+zeroth-order       deploy perturbed x; on-policy episodes     biased O(mu^2)
+================== ========================================== ======================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..problem import BilevelProblem
+from ..sampling import Sampler
+from ._common import Estimate, LeaderKnowledge, leader_knowledge
+from .bchg import bchg, naive
+from .critics import CRITICS
+from .hpgd import hpgd, hpgd_oracle, hpgd_td
+from .model_based import model_based
+from .sobirl import sobirl, sobirl_simplified
+from .tabular import DQ_METHODS
+from .zeroth_order import zeroth_order
+
+EstimatorFn = Callable[[LeaderKnowledge, Sampler, int, str], Estimate]
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """An estimator, the access it needs, its critics and whether it is unbiased."""
+
+    fn: EstimatorFn
+    access: str
+    critics: tuple[str, ...]
+    default_critic: str
+    unbiased: bool
+    reference: str
+
+
+ESTIMATORS: dict[str, EstimatorInfo] = {
+    "bc-hg": EstimatorInfo(bchg, "on-policy episodes; follower policy and value", CRITICS,
+                           "exact", True, "Kudo et al. 2026"),
+    "hpgd": EstimatorInfo(hpgd, "on-policy episodes (repeated visits)", CRITICS, "exact",
+                          False, "Thoma et al. 2024"),
+    "hpgd-td": EstimatorInfo(hpgd_td, "on-policy episodes (repeated visits)", CRITICS,
+                             "exact", False, "Thoma et al. 2024"),
+    "hpgd-oracle": EstimatorInfo(hpgd_oracle, "on-policy episodes and resets", CRITICS,
+                                 "exact", False, "Thoma et al. 2024"),
+    "sobirl": EstimatorInfo(sobirl, "resets to (s, a); exact partials of f", DQ_METHODS,
+                            "monte-carlo", False, "Yang, Gao, Yuan 2024"),
+    "sobirl-simplified": EstimatorInfo(sobirl_simplified, "generative model",
+                                       ("monte-carlo",), "monte-carlo", False,
+                                       "Yang, Gao, Yuan 2024 (simplified)"),
+    "model-based": EstimatorInfo(model_based, "generative model", ("exact",), "exact", False,
+                                 "Yang, Gao, Yuan 2024 (M-SoBiRL)"),
+    "naive": EstimatorInfo(naive, "on-policy episodes", CRITICS, "exact", False,
+                           "direct term only"),
+    "zeroth-order": EstimatorInfo(zeroth_order, "deploy perturbed x; on-policy episodes",
+                                  ("exact",), "exact", False, "Gaussian smoothing"),
+}
+
+
+def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
+             rng: np.random.Generator, critic: str | None = None,
+             know: LeaderKnowledge | None = None) -> Estimate:
+    """One estimate of ``grad F(x)`` by ``estimator`` from about ``budget`` transitions.
+
+    ``critic`` defaults to the estimator's :attr:`EstimatorInfo.default_critic`;
+    ``know`` may be passed to reuse the follower solve across replicates.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(ESTIMATORS)}")
+    info = ESTIMATORS[estimator]
+    critic = info.default_critic if critic is None else critic
+    if critic not in info.critics:
+        raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    if know is None:
+        know = leader_knowledge(problem, x)
+    return info.fn(know, Sampler(know.state.mdp, rng), budget, critic)
+
+
+def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
+               n_replicates: int, seed: int, critic: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``n_replicates`` independent estimates (``[R, d]``) and their costs (``[R]``).
+
+    Replicate ``i`` uses ``numpy.random.default_rng([seed, i])``, so any one can be
+    reproduced alone.
+    """
+    know = leader_knowledge(problem, x)
+    out, cost = [], []
+    for i in range(n_replicates):
+        e = estimate(problem, x, estimator, budget, np.random.default_rng([seed, i]), critic,
+                     know)
+        out.append(e.gradient)
+        cost.append(e.transitions)
+    return np.array(out), np.array(cost)
+
+
+__all__ = ["ESTIMATORS", "Estimate", "EstimatorInfo", "LeaderKnowledge", "estimate",
+           "leader_knowledge", "replicates"]

@@ -1,0 +1,137 @@
+r"""What the leader knows without sampling, the estimate record, and shared sums.
+
+Access model (stated per estimator in its docstring). The leader knows its own
+design: the follower's reward Jacobian ``dr[s, a, k]``, the score of its
+transition parameterisation ``dlogP[s, a, s', k]`` (zero when ``P`` does not
+depend on ``x``), its own reward ``r_L[s, a]`` with ``dr_L[s, a, k]`` and the
+regulariser. It observes the follower's optimisation outcome: the policy
+``pi[s, a]`` and, where an estimator says so, the follower's soft value
+``V[s]``. Everything about ``P`` (and hence every value, occupancy and
+sensitivity) has to come from samples through a :class:`~exact_bilevel.sampling.Sampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..objectives import LeaderReturn
+from ..problem import BilevelProblem, FollowerState
+from ..sampling import Episodes
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One hypergradient estimate and what it cost.
+
+    ``transitions`` counts environment steps plus resets (see
+    :mod:`exact_bilevel.sampling`); ``resets`` is the part spent on resets.
+    """
+
+    gradient: np.ndarray
+    transitions: int
+    resets: int
+    estimator: str
+
+
+@dataclass(frozen=True)
+class LeaderKnowledge:
+    """The sample-free information of the access model above, at one ``x``.
+
+    Shapes: ``pi[S, A]``, ``v[S]`` (follower soft value), ``dr[S, A, d]``,
+    ``score[S, A, S, d]``, ``r_leader[S, A]``, ``dr_leader[S, A, d]``,
+    ``reg_grad[d]``.
+    """
+
+    problem: BilevelProblem
+    state: FollowerState
+    pi: np.ndarray
+    v: np.ndarray
+    dr: np.ndarray
+    score: np.ndarray
+    r_leader: np.ndarray | None
+    dr_leader: np.ndarray | None
+    reg_grad: np.ndarray | None
+    gamma: float
+    gamma_leader: float
+    tau: float
+
+    @property
+    def beta(self) -> float:
+        """Episode continuation probability ``max(gamma, gamma_L)``."""
+        return max(self.gamma, self.gamma_leader)
+
+
+def leader_knowledge(problem: BilevelProblem, x: object) -> LeaderKnowledge:
+    """Solve the follower at ``x`` (its outcome, which the leader observes) and
+    collect the leader's own derivatives.
+
+    For an objective other than :class:`LeaderReturn` the leader-reward fields are
+    ``None`` and ``gamma_leader = gamma``; estimators that sample the leader's
+    return reject such problems (:func:`require_leader_return`).
+    """
+    obj = problem.objective
+    state = problem.follower_state(x)
+    x = state.x
+    common = dict(problem=problem, state=state, pi=state.solution.policy, v=state.solution.v,
+                  dr=problem.follower_reward.jacobian(x), score=problem.transitions.score(x),
+                  gamma=problem.gamma, tau=problem.tau)
+    if not isinstance(obj, LeaderReturn):
+        return LeaderKnowledge(**common, r_leader=None, dr_leader=None, reg_grad=None,
+                               gamma_leader=problem.gamma)
+    reg = (np.zeros(problem.n_params) if obj.regularizer is None
+           else np.asarray(obj.regularizer(x)[1], dtype=float))
+    return LeaderKnowledge(**common, r_leader=obj.leader_reward.value(x),
+                           dr_leader=obj.leader_reward.jacobian(x), reg_grad=reg,
+                           gamma_leader=obj.gamma_for(problem))
+
+
+def require_leader_return(know: LeaderKnowledge, estimator: str) -> None:
+    """Raise ``ValueError`` unless the objective is a :class:`LeaderReturn`."""
+    if know.r_leader is None:
+        raise ValueError(f"objective: {know.problem.objective!r} is not a LeaderReturn; "
+                         f"estimator {estimator!r} samples the leader's return")
+
+
+def episodes_for_budget(budget: int, beta: float, share: float = 1.0) -> int:
+    """Number of discount-terminated episodes whose expected cost (``1/(1 - beta)``
+    steps + 1 reset each) is ``share * budget``; at least 1."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget = {budget!r}: must be a positive integer (transitions)")
+    return max(1, int(share * budget / (1.0 + 1.0 / (1.0 - beta))))
+
+
+def step_weights(length: int, ratio: float) -> np.ndarray:
+    """``ratio^t`` for ``t < length`` (``0^0 = 1``)."""
+    return ratio ** np.arange(length, dtype=float)
+
+
+def suffix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarray:
+    """``Z[i, t] = sum_{k >= t, k < T_i} ratio^(k - t) values[i, k]`` by a backward
+    recursion (no overflow for long episodes); ``values[n, L, ...]``, ``mask[n, L]``."""
+    vals = np.where(mask.reshape(mask.shape + (1,) * (values.ndim - 2)), values, 0.0)
+    Z = np.empty_like(vals)
+    acc = np.zeros_like(vals[:, 0])
+    for t in range(vals.shape[1] - 1, -1, -1):
+        acc = vals[:, t] + ratio * acc
+        Z[:, t] = acc
+    return Z
+
+
+def sensitivity_samples(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+    """``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})``, shape ``[n, L, d]``.
+
+    Given ``(s_k, a_k)`` its expectation is ``g(s_k, a_k)`` of MATH.md. Uses the
+    follower's value ``V``.
+    """
+    s, a, s1 = ep.states[:, :-1], ep.actions, ep.states[:, 1:]
+    g = know.dr[s, a]
+    if know.problem.transitions.depends_on_x:
+        g = g + know.gamma * know.score[s, a, s1] * know.v[s1][..., None]
+    return g
+
+
+def ratio(num: float, beta: float) -> float:
+    """``num / beta`` with ``0 / 0 = 0`` (``beta = 0``: one-step episodes)."""
+    return num / beta if beta > 0 else 0.0

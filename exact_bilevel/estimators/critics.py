@@ -1,0 +1,110 @@
+r"""Leader critics: tables ``Q_L[s, a]``, ``V_L[s]`` for the follower's policy.
+
+* :func:`exact_critic` — the exact ``Q_L``, ``V_L`` (uses the model: an oracle).
+* :func:`monte_carlo_critic` — every-visit averages of the sampled returns
+  ``G_t = sum_{j >= t} (gamma_L / beta)^(j - t) r_L(s_j, a_j)`` (unbiased per visit
+  for ``Q_L(s_t, a_t)`` under discount-terminated episodes), ``V_L = E_pi Q_L``.
+* :func:`td_critic` — the fixed point of expected-SARSA TD(0) on the batch,
+  ``Q = r_L + gamma_L P_hat (pi Q)`` with ``P_hat`` the empirical transition
+  frequencies (what tabular TD converges to on a fixed batch; LSTD).
+
+The sampled critics are consistent, not unbiased: an estimator that multiplies
+them with other quantities from the same samples inherits an ``O(1/n)`` bias.
+Pairs never visited get ``Q_L(s, a) = r_L(s, a)`` (the immediate reward; no
+continuation is known).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from ..sampling import Episodes
+from ._common import LeaderKnowledge, ratio, suffix_sums
+
+CRITICS = ("exact", "monte-carlo", "td")
+
+
+@dataclass(frozen=True)
+class Critic:
+    """``q[S, A]`` and ``v[S] = sum_a pi q``; ``advantage = q - v``."""
+
+    q: np.ndarray
+    v: np.ndarray
+
+    @property
+    def advantage(self) -> np.ndarray:
+        return self.q - self.v[:, None]
+
+
+def _from_q(q: np.ndarray, pi: np.ndarray) -> Critic:
+    return Critic(q=q, v=np.sum(pi * q, axis=-1))
+
+
+def exact_critic(know: LeaderKnowledge) -> Critic:
+    """Exact leader values at the follower's policy (oracle access to ``P``)."""
+    lv = know.problem.objective.leader_values(know.problem, know.state)
+    return Critic(q=lv.q, v=lv.v)
+
+
+def visit_counts(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
+    """``N[s, a]``: number of steps taken at ``(s, a)``."""
+    s, a, _ = ep.transitions()
+    return np.bincount(s * n_actions + a, minlength=n_states * n_actions).reshape(
+        n_states, n_actions).astype(float)
+
+
+def tabular_mean(ep: Episodes, values: np.ndarray, n_states: int, n_actions: int,
+                 fill: np.ndarray) -> np.ndarray:
+    """Every-visit average of ``values[n, L, ...]`` per ``(s_t, a_t)``; ``fill`` where unvisited."""
+    m = ep.mask
+    idx = ep.states[:, :-1][m] * n_actions + ep.actions[m]
+    vals = values[m].reshape(idx.size, -1)
+    sums = np.zeros((n_states * n_actions, vals.shape[1]))
+    np.add.at(sums, idx, vals)
+    counts = np.bincount(idx, minlength=n_states * n_actions).astype(float)
+    mean = sums / np.maximum(counts, 1.0)[:, None]
+    mean = mean.reshape((n_states, n_actions, *values.shape[2:]))
+    seen = (counts > 0).reshape(n_states, n_actions)
+    return np.where(seen.reshape(seen.shape + (1,) * (mean.ndim - 2)), mean, fill)
+
+
+def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
+    """Every-visit Monte Carlo estimate of ``Q_L`` from discount-terminated episodes."""
+    S, A = know.pi.shape
+    rewards = know.r_leader[ep.states[:, :-1], ep.actions]
+    G = suffix_sums(rewards, ep.mask, ratio(know.gamma_leader, know.beta))
+    return _from_q(tabular_mean(ep, G, S, A, know.r_leader), know.pi)
+
+
+def empirical_transitions(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
+    """``P_hat[s, a, s'] = N(s, a, s') / N(s, a)``; rows of unvisited pairs are 0."""
+    s, a, s1 = ep.transitions()
+    counts = np.bincount((s * n_actions + a) * n_states + s1,
+                         minlength=n_states * n_actions * n_states).astype(float)
+    counts = counts.reshape(n_states, n_actions, n_states)
+    tot = counts.sum(axis=-1, keepdims=True)
+    return counts / np.maximum(tot, 1.0)
+
+
+def td_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
+    """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``."""
+    S, A = know.pi.shape
+    P_hat = empirical_transitions(ep, S, A)
+    P_pi = np.einsum("sa,sat->st", know.pi, P_hat)
+    v = scipy.linalg.solve(np.eye(S) - know.gamma_leader * P_pi,
+                           np.sum(know.pi * know.r_leader, axis=-1))
+    return _from_q(know.r_leader + know.gamma_leader * P_hat @ v, know.pi)
+
+
+def leader_critic(name: str, know: LeaderKnowledge, ep: Episodes) -> Critic:
+    """Dispatch on ``name`` in :data:`CRITICS`."""
+    if name == "exact":
+        return exact_critic(know)
+    if name == "monte-carlo":
+        return monte_carlo_critic(know, ep)
+    if name == "td":
+        return td_critic(know, ep)
+    raise ValueError(f"critic = {name!r}: must be one of {CRITICS}")

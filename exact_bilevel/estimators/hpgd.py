@@ -1,0 +1,80 @@
+r"""Hyper-policy-gradient estimator (HPGD; Thoma et al. 2024).
+
+HPGD samples the indirect term in the score-function form
+
+.. math:: \frac{1}{\tau}\,\mathbb{E}\Big[\sum_t \gamma_L^t A_L(s_t,a_t)
+          \big(dQ(s_t,a_t) - dV(s_t)\big)\Big],
+
+which needs ``dV(s) = E_pi dQ(s, .)`` per state: an estimate of ``dQ`` for every
+action at each visited state (repeated visits or resets). Here ``dQ`` comes from
+:mod:`.tabular` (every-visit Monte Carlo, ``hpgd``; batch SARSA/TD, ``hpgd-td``),
+built from the same on-policy episodes, or, in the oracle variant
+``hpgd-oracle``, from those plus as many extra episodes started at uniformly
+drawn states with a uniformly drawn first action (resets). The direct term and
+``A_L`` are as in :mod:`.bchg`. Consistent, biased at finite budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..sampling import Episodes, Sampler, concatenate
+from ._common import (
+    Estimate,
+    LeaderKnowledge,
+    episodes_for_budget,
+    ratio,
+    require_leader_return,
+    step_weights,
+)
+from .bchg import direct_samples
+from .critics import leader_critic
+from .tabular import estimate_dq
+
+
+def hpgd_indirect_samples(know: LeaderKnowledge, ep: Episodes, adv: np.ndarray,
+                          dq: np.ndarray) -> np.ndarray:
+    """Per-episode ``(1/tau) sum_t (gamma_L/beta)^t A_L (dQ_hat - E_pi dQ_hat)(s_t, a_t)``."""
+    s, a = ep.states[:, :-1], ep.actions
+    centred = dq - np.einsum("sa,sak->sk", know.pi, dq)[:, None, :]
+    terms = np.where(ep.mask[..., None], adv[s, a][..., None] * centred[s, a], 0.0)
+    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
+    return np.einsum("t,ntk->nk", w, terms) / know.tau
+
+
+def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str, dq_method: str,
+          oracle: bool, name: str) -> Estimate:
+    require_leader_return(know, name)
+    start, resets0 = sampler.transitions, sampler.resets
+    S, A = know.pi.shape
+    n = episodes_for_budget(budget, know.beta, share=0.5 if oracle else 1.0)
+    ep = sampler.episodes(know.pi, n, know.beta)
+    data = ep
+    if oracle:
+        extra = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
+                                 first_action=sampler.rng.integers(A, size=n))
+        data = concatenate(ep, extra)
+    c = leader_critic(critic, know, ep)
+    dq = estimate_dq(dq_method, know, data)
+    per_episode = direct_samples(know, ep, c) + hpgd_indirect_samples(know, ep, c.advantage, dq)
+    return Estimate(gradient=per_episode.mean(axis=0), transitions=sampler.transitions - start,
+                    resets=sampler.resets - resets0, estimator=name)
+
+
+def hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int,
+         critic: str = "exact") -> Estimate:
+    """HPGD with every-visit Monte Carlo ``dQ`` from on-policy episodes only."""
+    return _hpgd(know, sampler, budget, critic, "monte-carlo", False, "hpgd")
+
+
+def hpgd_td(know: LeaderKnowledge, sampler: Sampler, budget: int,
+            critic: str = "exact") -> Estimate:
+    """HPGD with a batch SARSA/TD ``dQ`` critic from on-policy episodes only."""
+    return _hpgd(know, sampler, budget, critic, "td", False, "hpgd-td")
+
+
+def hpgd_oracle(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                critic: str = "exact") -> Estimate:
+    """HPGD whose Monte Carlo ``dQ`` also uses half the budget on episodes reset to
+    uniformly drawn ``(s, a)`` (needs resets)."""
+    return _hpgd(know, sampler, budget, critic, "monte-carlo", True, "hpgd-oracle")

@@ -1,0 +1,62 @@
+r"""Model-based hypergradient (M-SoBiRL style): estimate ``P``, then the exact formula.
+
+``budget // (S*A)`` generative-model draws per pair give ``P_hat[s, a, s'] =
+N(s, a, s') / N(s, a)``. Rewards are deterministic functions of ``(s, a)``
+known to the leader's design (``r_hat = r`` once every pair is sampled). The
+empirical problem keeps the leader's transition parameterisation around the
+estimate: ``P_hat`` fixed when ``P`` does not depend on ``x``; for softmax-logit
+transitions the exponential tilt ``P_hat_x' ∝ P_hat exp(Psi (x' - x))``, i.e.
+logits ``log P_hat - Psi x`` (``-inf`` where ``N(s, a, s') = 0``). The follower is
+re-solved in the empirical MDP and the exact hypergradient of that problem is
+returned. Consistent; biased at finite budget (``O(1/n)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..hypergradient import hypergradient
+from ..parameterizations import FixedTransitions, SoftmaxTransitions, TransitionModel
+from ..problem import BilevelProblem
+from ..sampling import Sampler
+from ._common import Estimate, LeaderKnowledge
+
+
+def empirical_model(problem: BilevelProblem, x: np.ndarray, P_hat: np.ndarray
+                    ) -> BilevelProblem:
+    """``problem`` with its transitions replaced by the estimate ``P_hat[S, A, S]``."""
+    tr = problem.transitions
+    new: TransitionModel
+    if not tr.depends_on_x:
+        new = FixedTransitions(P_hat, problem.n_params)
+    elif isinstance(tr, SoftmaxTransitions):
+        with np.errstate(divide="ignore"):
+            logp = np.where(P_hat > 0, np.log(np.where(P_hat > 0, P_hat, 1.0)), -np.inf)
+        new = SoftmaxTransitions(logp - tr.features @ x, tr.features)
+    else:
+        raise ValueError(f"transitions: model-based estimation supports fixed and softmax-logit "
+                         f"transitions, not {type(tr).__name__}")
+    return BilevelProblem(problem.follower_reward, new, problem.objective, gamma=problem.gamma,
+                          tau=problem.tau, initial=problem.initial,
+                          solver_options=problem.solver_options)
+
+
+def model_based(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                critic: str = "exact") -> Estimate:
+    """Exact hypergradient of the empirical model from ``budget // (S*A)`` draws per pair.
+    ``critic`` is unused (the model gives every value)."""
+    start = sampler.transitions
+    S, A = know.pi.shape
+    m = budget // (S * A)
+    if m < 1:
+        raise ValueError(f"budget = {budget}: model-based needs at least S*A = {S * A} "
+                         "generative-model draws")
+    s = np.repeat(np.arange(S), A * m)
+    a = np.tile(np.repeat(np.arange(A), m), S)
+    s1 = sampler.step(s, a)
+    counts = np.bincount((s * A + a) * S + s1, minlength=S * A * S).reshape(S, A, S)
+    P_hat = counts / m
+    x = know.state.x
+    h = hypergradient(empirical_model(know.problem, x, P_hat), x)
+    return Estimate(gradient=h.gradient, transitions=sampler.transitions - start, resets=0,
+                    estimator="model-based")

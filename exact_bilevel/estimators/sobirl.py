@@ -1,0 +1,68 @@
+r"""SoBiRL-style model-free hypergradient for a general ``f(x, pi)`` (Yang, Gao, Yuan 2024).
+
+.. math:: \nabla F = \partial_x f + \sum_{s,a} \frac{\partial f}{\partial \pi(a|s)}\,
+          \pi(a|s)\,\frac{dQ(s,a) - \mathbb{E}_{\pi} dQ(s,\cdot)}{\tau}.
+
+``dQ`` is estimated from samples (:mod:`.tabular`: every-visit Monte Carlo or
+batch TD on the vector reward ``g``) using episodes reset to uniformly drawn
+``(s, a)`` (a uniform first action, then the follower's policy), so that every
+pair is covered; ``partial_x f`` and ``partial f / partial pi`` are the
+objective's own partials at the observed ``pi`` (the setting of the paper: ``f``
+known in closed form; for the leader return they are an exact-critic oracle).
+Consistent, biased at finite budget.
+
+``sobirl-simplified`` replaces ``dQ - dV`` by ``g - E_pi g`` (the one-step
+sensitivity, ignoring how the change propagates through future values). It is
+**biased by design**; its bias is measured in ``verification/`` and never hidden.
+With reward-only parameterisations ``g = dr`` needs no samples; otherwise
+``E_{s'}[dlogP V]`` is estimated with ``budget // (S*A)`` generative-model draws
+per pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..sampling import Sampler
+from ._common import Estimate, LeaderKnowledge, episodes_for_budget
+from .tabular import dlogpi_from_dq, estimate_dq
+
+
+def _policy_term(know: LeaderKnowledge, dlogpi: np.ndarray) -> np.ndarray:
+    terms = know.problem.objective.evaluate(know.problem, know.state)
+    return terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dlogpi)
+
+
+def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
+           critic: str = "monte-carlo") -> Estimate:
+    """SoBiRL estimate with ``critic`` in ``{"monte-carlo", "td"}`` estimating ``dQ``."""
+    start, resets0 = sampler.transitions, sampler.resets
+    S, A = know.pi.shape
+    n = episodes_for_budget(budget, know.beta)
+    ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
+                          first_action=sampler.rng.integers(A, size=n))
+    dq = estimate_dq(critic, know, ep)
+    return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, dq, know.tau)),
+                    transitions=sampler.transitions - start,
+                    resets=sampler.resets - resets0, estimator="sobirl")
+
+
+def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                      critic: str = "monte-carlo") -> Estimate:
+    """``dQ - dV`` replaced by ``g - E_pi g`` (biased by design). ``critic`` is unused."""
+    start = sampler.transitions
+    S, A = know.pi.shape
+    g = know.dr
+    if know.problem.transitions.depends_on_x:
+        m = budget // (S * A)
+        if m < 1:
+            raise ValueError(f"budget = {budget}: sobirl-simplified needs at least S*A = "
+                             f"{S * A} generative-model draws")
+        s = np.repeat(np.arange(S), A * m)
+        a = np.tile(np.repeat(np.arange(A), m), S)
+        s1 = sampler.step(s, a)
+        lr = (know.score[s, a, s1] * know.v[s1][:, None]).reshape(S, A, m, -1).mean(axis=2)
+        g = g + know.gamma * lr
+    return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),
+                    transitions=sampler.transitions - start, resets=0,
+                    estimator="sobirl-simplified")

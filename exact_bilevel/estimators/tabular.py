@@ -1,0 +1,57 @@
+r"""Per-state-action estimates of the follower's sensitivities ``dQ[s, a, k]``.
+
+Both estimators use the sampled sensitivity rewards
+``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})`` (MATH.md:
+``dQ`` is the policy evaluation of the vector reward ``g``):
+
+* :func:`dq_monte_carlo` — every-visit average of the forward sums
+  ``Z_t = sum_{k>=t} (gamma/beta)^(k-t) g_k`` (each unbiased for ``dQ(s_t, a_t)``);
+* :func:`dq_td` — the batch fixed point of expected-SARSA TD(0) on ``g``:
+  ``dQ = g_bar + gamma P_hat dV``, ``dV = (I - gamma P_hat_pi)^{-1} sum_a pi g_bar``
+  with ``g_bar`` the per-pair mean of ``g_k`` (tabular LSTD).
+
+Both are consistent, not unbiased, and need repeated visits to every pair that
+matters; unvisited pairs get ``dQ = dr`` (the immediate term).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from ..sampling import Episodes
+from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
+from .critics import empirical_transitions, tabular_mean
+
+DQ_METHODS = ("monte-carlo", "td")
+
+
+def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+    """Every-visit Monte Carlo ``dQ_hat[S, A, d]``."""
+    S, A = know.pi.shape
+    Z = suffix_sums(sensitivity_samples(know, ep), ep.mask, ratio(know.gamma, know.beta))
+    return tabular_mean(ep, Z, S, A, know.dr)
+
+
+def dq_td(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+    """Batch TD(0) fixed point ``dQ_hat[S, A, d]``."""
+    S, A = know.pi.shape
+    g_bar = tabular_mean(ep, sensitivity_samples(know, ep), S, A, know.dr)
+    P_hat = empirical_transitions(ep, S, A)
+    P_pi = np.einsum("sa,sat->st", know.pi, P_hat)
+    dV = scipy.linalg.solve(np.eye(S) - know.gamma * P_pi,
+                            np.einsum("sa,sak->sk", know.pi, g_bar))
+    return g_bar + know.gamma * np.einsum("sat,tk->sak", P_hat, dV)
+
+
+def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+    if method == "monte-carlo":
+        return dq_monte_carlo(know, ep)
+    if method == "td":
+        return dq_td(know, ep)
+    raise ValueError(f"dQ estimator = {method!r}: must be one of {DQ_METHODS}")
+
+
+def dlogpi_from_dq(pi: np.ndarray, dq: np.ndarray, tau: float) -> np.ndarray:
+    """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[S, A, d]`` (Boltzmann policy)."""
+    return (dq - np.einsum("sa,sak->sk", pi, dq)[:, None, :]) / tau

@@ -1,0 +1,199 @@
+r"""Sampling access to a finite MDP, with a transition counter.
+
+A :class:`Sampler` is the only way an estimator touches the environment. It
+offers the three kinds of access the literature assumes, and counts what each
+costs:
+
+* **on-policy episodes** from the initial distribution ``rho`` — of a fixed
+  horizon (:meth:`Sampler.rollouts`) or terminated with probability ``1 - beta``
+  after each step (:meth:`Sampler.episodes`);
+* **resets** to chosen states (:meth:`Sampler.episodes` with ``start``);
+* a **generative model** ``s' ~ P(.|s, a)`` for any ``(s, a)`` (:meth:`Sampler.step`).
+
+Cost accounting: every transition ``(s, a) -> s'`` drawn counts 1 in
+``steps``; every episode start (a reset, whether to ``rho`` or a chosen state)
+counts 1 in ``resets``; ``transitions = steps + resets`` is the budget an
+estimator reports.
+
+Discount-terminated episodes and unbiasedness
+---------------------------------------------
+With continuation probability ``beta`` the episode length ``T`` is geometric,
+``Pr(T > k) = beta^k``, so step ``k`` is observed with probability ``beta^k``.
+Weighting a term at step ``k`` by ``(gamma / beta)^k`` (``beta >= gamma``)
+turns any truncated sum into an unbiased estimate of the infinite discounted
+sum ``E[sum_k gamma^k c_k]``; the estimators use ``beta = max(gamma, gamma_L)``.
+
+Sampling is vectorised over episodes and reproducible bit for bit for a given
+``numpy.random.Generator`` state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+from .evaluation import check_policy
+from .mdp import FiniteMDP
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """A batch of ``n`` episodes, padded to the longest.
+
+    Attributes
+    ----------
+    states : ndarray of int, shape (n, L + 1)
+        ``states[i, t] = s_t`` for ``t <= lengths[i]`` (``s_T`` is the state the
+        last transition led to); padding is 0.
+    actions : ndarray of int, shape (n, L)
+        ``actions[i, t] = a_t`` for ``t < lengths[i]``; padding is 0.
+    lengths : ndarray of int, shape (n,)
+        Number of transitions ``T_i >= 1`` in each episode.
+    """
+
+    states: np.ndarray
+    actions: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``mask[i, t] = t < lengths[i]``: the step ``(s_t, a_t, s_{t+1})`` was taken."""
+        return np.arange(self.actions.shape[1])[None, :] < self.lengths[:, None]
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.lengths.sum())
+
+    def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat arrays ``(s, a, s')`` of every taken step, episode by episode."""
+        m = self.mask
+        return self.states[:, :-1][m], self.actions[m], self.states[:, 1:][m]
+
+
+def concatenate(*batches: Episodes) -> Episodes:
+    """One batch holding every episode of ``batches`` (padded to the longest)."""
+    L = max(b.actions.shape[1] for b in batches)
+    states = np.concatenate([np.pad(b.states, ((0, 0), (0, L - b.actions.shape[1])))
+                             for b in batches])
+    actions = np.concatenate([np.pad(b.actions, ((0, 0), (0, L - b.actions.shape[1])))
+                              for b in batches])
+    return Episodes(states=states, actions=actions,
+                    lengths=np.concatenate([b.lengths for b in batches]))
+
+
+def _categorical(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index ``j`` with ``cdf[j-1] <= u * cdf[-1] < cdf[j]`` for each row.
+
+    Scaling ``u`` by the row total keeps the draw inside the support even when a
+    row's sum is ``1 - 1e-16``; an entry with probability 0 is never drawn.
+    """
+    return np.sum(u[:, None] * cdf[:, -1:] >= cdf, axis=1)
+
+
+class Sampler:
+    """Sampling access to ``mdp`` with a seeded generator and a cost counter.
+
+    Parameters
+    ----------
+    mdp : FiniteMDP
+        ``P[s, a, s']`` and ``rho[s]`` (rewards are not used: estimators evaluate
+        known reward functions at the sampled ``(s, a)``).
+    rng : numpy.random.Generator
+        Source of randomness; all draws come from it, in a fixed order.
+    """
+
+    def __init__(self, mdp: FiniteMDP, rng: np.random.Generator) -> None:
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("rng: must be a numpy.random.Generator")
+        self.mdp = mdp
+        self.rng = rng
+        self._cdf = np.cumsum(mdp.transitions, axis=-1)
+        self._rho_cdf = np.cumsum(mdp.initial)[None, :]
+        self.steps = 0
+        self.resets = 0
+
+    @property
+    def transitions(self) -> int:
+        """Total cost so far: ``steps + resets``."""
+        return self.steps + self.resets
+
+    # -- primitive draws --------------------------------------------------
+    def reset(self, n: int) -> np.ndarray:
+        """``n`` states drawn from ``rho``; costs ``n`` resets."""
+        self.resets += n
+        return _categorical(np.broadcast_to(self._rho_cdf, (n, self.mdp.n_states)),
+                            self.rng.random(n))
+
+    def step(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Generative model: ``s'[i] ~ P(.|s[i], a[i])``; costs ``len(s)`` steps."""
+        s, a = np.asarray(s), np.asarray(a)
+        self.steps += s.size
+        return _categorical(self._cdf[s, a], self.rng.random(s.size))
+
+    def act(self, pi: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """``a[i] ~ pi(.|s[i])`` (free: the policy is the follower's, not the environment)."""
+        return _categorical(np.cumsum(pi[s], axis=-1), self.rng.random(s.size))
+
+    # -- episodes -----------------------------------------------------------
+    def rollouts(self, pi: object, n: int, horizon: int,
+                 start: np.ndarray | None = None) -> Episodes:
+        """``n`` episodes of exactly ``horizon`` steps under ``pi[s, a]``.
+
+        Start states are drawn from ``rho`` (or given by ``start[n]``, a reset
+        to chosen states); costs ``n`` resets and ``n * horizon`` steps.
+        """
+        lengths = np.full(_validate_count("n", n), _validate_count("horizon", horizon))
+        return self._run(pi, lengths, start)
+
+    def episodes(self, pi: object, n: int, beta: float,
+                 start: np.ndarray | None = None, first_action: np.ndarray | None = None
+                 ) -> Episodes:
+        """``n`` episodes under ``pi`` that continue after each step with probability
+        ``beta`` (so ``T ~ Geometric(1 - beta)``, ``Pr(T > k) = beta^k``, ``E T =
+        1/(1 - beta)``).
+
+        ``start[n]`` resets to chosen states instead of drawing from ``rho``;
+        ``first_action[n]`` fixes ``a_0`` (to sample ``Q``-type quantities).
+        """
+        n = _validate_count("n", n)
+        beta = _validate.real_scalar("beta", beta)
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta = {beta}: must satisfy 0 <= beta < 1")
+        lengths = self.rng.geometric(1.0 - beta, size=n) if beta > 0 else np.ones(n, int)
+        return self._run(pi, lengths, start, first_action)
+
+    def _run(self, pi: object, lengths: np.ndarray, start: np.ndarray | None,
+             first_action: np.ndarray | None = None) -> Episodes:
+        pi = check_policy(self.mdp, pi)
+        n, L = lengths.size, int(lengths.max())
+        S = self.mdp.n_states
+        if start is None:
+            s = self.reset(n)
+        else:
+            s = np.asarray(start)
+            if s.shape != (n,) or s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= S:
+                raise ValueError(f"start: must be {n} state indices in [0, {S})")
+            self.resets += n
+        states = np.zeros((n, L + 1), dtype=np.int64)
+        actions = np.zeros((n, L), dtype=np.int64)
+        states[:, 0] = s
+        pi_cdf = np.cumsum(pi, axis=-1)
+        alive = np.arange(n)
+        for t in range(L):
+            alive = alive[lengths[alive] > t]
+            st = states[alive, t]
+            if t == 0 and first_action is not None:
+                a = np.asarray(first_action)[alive]
+            else:
+                a = _categorical(pi_cdf[st], self.rng.random(alive.size))
+            actions[alive, t] = a
+            states[alive, t + 1] = self.step(st, a)
+        return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
+
+
+def _validate_count(name: str, n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} = {n!r}: must be a positive integer")
+    return int(n)
