@@ -13,9 +13,8 @@ For other projects' test suites as much as ours. Two questions, two tests:
   that is off is rejected, not skipped.
 * **Consistent?** :func:`consistency_test`: squared errors at budgets ``N`` and
   ``4N``; for an estimator with error ``O(N^{-1/2})`` the mean squared error
-  drops ~4x. The test passes when a one-sided lower confidence bound for
-  ``MSE(N) / MSE(4N)`` exceeds ``min_ratio`` (default 2); a biased estimator's
-  ratio tends to 1.
+  drops ~4x, for one stalled on a bias ~1x. The test accepts when the estimated
+  ratio exceeds 2 and reports both error probabilities.
 
 :func:`assert_unbiased`, :func:`assert_consistent` and :func:`assert_matches_exact`
 raise ``AssertionError`` with a readable report.
@@ -155,10 +154,15 @@ def hotelling_test(samples: object, exact: object, alpha: float = 0.01) -> TestR
 
 
 def unbiasedness_test(samples: object, exact: object, alpha: float = 0.01) -> TestResult:
-    """Hotelling when ``R > 2 d``, otherwise Bonferroni (the better-powered choice)."""
+    """Hotelling when ``R > 2 d`` and the sample covariance is non-singular, otherwise
+    Bonferroni-t (e.g. estimates confined to a subspace, as when ``S = 1``)."""
     X = np.asarray(samples)
     if X.ndim == 2 and X.shape[0] > 2 * X.shape[1]:
-        return hotelling_test(samples, exact, alpha)
+        try:
+            return hotelling_test(samples, exact, alpha)
+        except ValueError as exc:
+            if "singular" not in str(exc):
+                raise
     return bonferroni_test(samples, exact, alpha)
 
 
@@ -171,42 +175,49 @@ def assert_unbiased(samples: object, exact: object, alpha: float = 0.01) -> Test
 
 
 def consistency_test(samples_small: object, samples_large: object, exact: object,
-                     alpha: float = 0.01, min_ratio: float = 2.0) -> TestResult:
+                     min_ratio: float = 2.0) -> TestResult:
     r"""Does the mean squared error drop by more than ``min_ratio`` from budget ``N`` to ``4N``?
 
     ``samples_small[R, d]`` at budget ``N``, ``samples_large[R', d]`` at ``4N``.
-    With ``e_i = |X_i - g|^2`` the log-ratio ``log(mean e_small / mean e_large)``
-    has delta-method standard error ``sqrt(cv_small^2 / R + cv_large^2 / R')``;
-    the test *rejects consistency* unless ``log ratio - z_{1-alpha} se > log min_ratio``.
-    An ``O(N^{-1/2})`` estimator has ratio ~4; a biased one tends to 1.
+    An estimator whose error is ``O(N^{-1/2})`` has ``MSE(N) / MSE(4N) ~ 4``;
+    one that has stalled on a bias has ratio ~1. The test accepts when the
+    estimated ratio exceeds ``min_ratio`` (default 2, the geometric midpoint).
+    With ``e_i = |X_i - g|^2`` the log-ratio has delta-method standard error
+    ``se = sqrt(cv_small^2 / R + cv_large^2 / R')``; both error probabilities
+    (rejecting a ratio-4 estimator, accepting a ratio-1 one) are then about
+    ``Phi(-log(2) / se)``, reported in the result (choose ``R`` so that
+    ``se <= 0.23`` for rates below ~1e-3). ``p_value`` is
+    ``Phi((log min_ratio - log ratio) / se)``.
     """
     Xs, g = _check_samples(samples_small, exact)
     Xl, _ = _check_samples(samples_large, exact)
-    alpha = _alpha(alpha)
+    min_ratio = _validate.real_scalar("min_ratio", min_ratio)
+    if not min_ratio > 1.0:
+        raise ValueError(f"min_ratio = {min_ratio}: must be > 1")
     es = np.sum((Xs - g) ** 2, axis=1)
     el = np.sum((Xl - g) ** 2, axis=1)
     ms, ml = es.mean(), el.mean()
-    if ml == 0.0:
-        ratio = np.inf if ms > 0 else 1.0
+    if ms == 0.0 or ml == 0.0:
+        ratio = np.inf if ms > 0 else (1.0 if ml == 0.0 else 0.0)
         se = 0.0
     else:
         ratio = ms / ml
         se = float(np.sqrt((es.std(ddof=1) / ms) ** 2 / es.size
-                           + (el.std(ddof=1) / ml) ** 2 / el.size)) if ms > 0 else 0.0
-    lower = np.log(ratio) - scipy.stats.norm.ppf(1 - alpha) * se if ratio > 0 else -np.inf
-    reject = not lower > np.log(min_ratio)
-    p = float(scipy.stats.norm.cdf((np.log(min_ratio) - np.log(ratio)) / se)) if se > 0 \
-        else (1.0 if reject else 0.0)
+                           + (el.std(ddof=1) / ml) ** 2 / el.size))
+    reject = not ratio > min_ratio
+    gap = np.log(min_ratio) - np.log(ratio) if 0 < ratio < np.inf else -np.sign(ratio) * np.inf
+    p = float(scipy.stats.norm.cdf(gap / se)) if se > 0 else float(reject)
+    rate = float(scipy.stats.norm.cdf(-np.log(2.0) / se)) if se > 0 else 0.0
     report = (f"consistency: MSE(N) = {ms:.4g}, MSE(4N) = {ml:.4g}, ratio = {ratio:.3g} "
-              f"(lower {100 * (1 - alpha):g}% bound {np.exp(lower):.3g}, needed > {min_ratio:g})"
-              f" -> {'REJECT' if reject else 'accept'}")
-    return TestResult("consistency", float(ratio), p, alpha, reject, _z(Xl, g), report)
+              f"(needed > {min_ratio:g}; se of log ratio {se:.3g}, so either error rate "
+              f"~{rate:.2g}) -> {'REJECT' if reject else 'accept'}")
+    return TestResult("consistency", float(ratio), p, rate, reject, _z(Xl, g), report)
 
 
 def assert_consistent(samples_small: object, samples_large: object, exact: object,
-                      alpha: float = 0.01, min_ratio: float = 2.0) -> TestResult:
+                      min_ratio: float = 2.0) -> TestResult:
     """Raise ``AssertionError`` if :func:`consistency_test` rejects."""
-    res = consistency_test(samples_small, samples_large, exact, alpha, min_ratio)
+    res = consistency_test(samples_small, samples_large, exact, min_ratio)
     if res.reject:
         raise AssertionError(res.report)
     return res
@@ -221,5 +232,6 @@ def assert_matches_exact(gradient: object, exact: object, rtol: float = 1e-8,
     tol = rtol * np.max(np.abs(g), initial=0.0) + atol
     if np.max(err, initial=0.0) > tol:
         k = int(np.argmax(err))
-        raise AssertionError(f"gradient[{k}] = {grad[k]!r} but exact[{k}] = {g[k]!r}: "
+        raise AssertionError(f"gradient[{k}] = {float(grad[k])!r} but exact[{k}] = "
+                             f"{float(g[k])!r}: "
                              f"error {err[k]:.3g} > tolerance {tol:.3g}")

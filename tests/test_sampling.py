@@ -1,0 +1,112 @@
+"""Samplers: reproducibility, cost accounting, and the sampled laws (chi-square checks).
+
+Statistical checks use fixed seeds; each states its false-alarm rate under a
+correct sampler (chi-square / z tests at alpha = 1e-4).
+"""
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given
+
+from exact_bilevel import solve_soft
+from exact_bilevel.generators import random_mdp
+from exact_bilevel.sampling import Sampler, concatenate
+from exact_bilevel.strategies import finite_mdps
+
+
+def _mdp():
+    return random_mdp(5, 3, gamma=0.9, seed=4)
+
+
+def test_reproducible_bit_for_bit():
+    mdp = _mdp()
+    pi = solve_soft(mdp, 0.5).policy
+    a = Sampler(mdp, np.random.default_rng(7)).episodes(pi, 50, 0.9)
+    b = Sampler(mdp, np.random.default_rng(7)).episodes(pi, 50, 0.9)
+    assert np.array_equal(a.states, b.states) and np.array_equal(a.actions, b.actions)
+    assert np.array_equal(a.lengths, b.lengths)
+
+
+def test_cost_accounting():
+    mdp = _mdp()
+    pi = solve_soft(mdp, 0.5).policy
+    smp = Sampler(mdp, np.random.default_rng(0))
+    ep = smp.episodes(pi, 30, 0.8)
+    assert smp.steps == ep.n_steps == ep.mask.sum()
+    assert smp.resets == 30 and smp.transitions == ep.n_steps + 30
+    ro = smp.rollouts(pi, 4, 7)
+    assert ro.states.shape == (4, 8) and ro.lengths.tolist() == [7] * 4
+    assert smp.resets == 34 and smp.steps == ep.n_steps + 28
+    smp.step(np.array([0, 1]), np.array([2, 0]))
+    assert smp.steps == ep.n_steps + 30
+
+
+def test_generative_model_law():
+    """Chi-square goodness of fit of 2e5 draws of s' ~ P(.|s, a) (false alarm 1e-4)."""
+    mdp = _mdp()
+    smp = Sampler(mdp, np.random.default_rng(1))
+    for s, a in [(0, 0), (3, 2)]:
+        draws = smp.step(np.full(200_000, s), np.full(200_000, a))
+        counts = np.bincount(draws, minlength=5)
+        p = scipy.stats.chisquare(counts, 200_000 * mdp.transitions[s, a]).pvalue
+        assert p > 1e-4
+
+
+def test_initial_and_policy_laws():
+    mdp = _mdp()
+    pi = solve_soft(mdp, 0.3).policy
+    smp = Sampler(mdp, np.random.default_rng(2))
+    ro = smp.rollouts(pi, 100_000, 1)
+    assert scipy.stats.chisquare(np.bincount(ro.states[:, 0], minlength=5),
+                                 100_000 * mdp.initial).pvalue > 1e-4
+    s0 = ro.states[:, 0] == 2
+    counts = np.bincount(ro.actions[s0, 0], minlength=3)
+    assert scipy.stats.chisquare(counts, counts.sum() * pi[2]).pvalue > 1e-4
+
+
+def test_episode_lengths_are_geometric():
+    """Mean length 1/(1 - beta) within 4.5 standard errors (false alarm ~7e-6)."""
+    mdp = _mdp()
+    pi = np.full((5, 3), 1 / 3)
+    for beta in (0.0, 0.5, 0.95):
+        ep = Sampler(mdp, np.random.default_rng(3)).episodes(pi, 20_000, beta)
+        assert ep.lengths.min() >= 1
+        mean, sd = 1 / (1 - beta), np.sqrt(beta) / (1 - beta)
+        assert abs(ep.lengths.mean() - mean) <= 4.5 * sd / np.sqrt(20_000) + 1e-12
+
+
+@given(finite_mdps(min_states=2))
+def test_zero_probability_never_drawn(mdp):
+    pi = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)
+    ep = Sampler(mdp, np.random.default_rng(0)).episodes(pi, 200, 0.9)
+    s, a, s1 = ep.transitions()
+    assert np.all(mdp.transitions[s, a, s1] > 0)
+
+
+def test_resets_and_first_action():
+    mdp = _mdp()
+    pi = np.full((5, 3), 1 / 3)
+    smp = Sampler(mdp, np.random.default_rng(0))
+    ep = smp.episodes(pi, 3, 0.5, start=np.array([4, 4, 1]), first_action=np.array([2, 0, 1]))
+    assert ep.states[:, 0].tolist() == [4, 4, 1] and ep.actions[:, 0].tolist() == [2, 0, 1]
+    both = concatenate(ep, smp.rollouts(pi, 2, 9))
+    assert both.states.shape[0] == 5 and both.n_steps == ep.n_steps + 18
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda s, pi: s.episodes(pi, 0, 0.5), "n = 0: must be a positive integer"),
+    (lambda s, pi: s.episodes(pi, 3, 1.0), "beta = 1.0: must satisfy 0 <= beta < 1"),
+    (lambda s, pi: s.rollouts(pi, 2, 2.5), "horizon = 2.5"),
+    (lambda s, pi: s.episodes(pi, 2, 0.5, start=np.array([0, 5])), "start: must be 2 state"),
+    (lambda s, pi: s.episodes(pi * 2, 2, 0.5), "policy"),
+])
+def test_validation(call, match):
+    mdp = _mdp()
+    with pytest.raises(ValueError, match=match):
+        call(Sampler(mdp, np.random.default_rng(0)), np.full((5, 3), 1 / 3))
+
+
+def test_rng_must_be_a_generator():
+    with pytest.raises(ValueError, match=r"rng: must be a numpy\.random\.Generator"):
+        Sampler(_mdp(), 0)
