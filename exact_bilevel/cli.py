@@ -1,4 +1,4 @@
-"""Command line: ``exact-bilevel demo | solve FILE | hypergradient FILE``.
+"""Command line: ``exact-bilevel demo | solve FILE | hypergradient FILE | estimate FILE``.
 
 Exit codes: 0 success, 1 numerical failure (a solver did not converge),
 2 bad input (unreadable or invalid file, bad option) with one line on stderr
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import ConvergenceError
+from .estimators import ESTIMATORS, replicates
 from .examples import demo_problem
 from .finite_differences import richardson_gradient
 from .hypergradient import hypergradient
@@ -66,6 +67,27 @@ def _cmd_hypergradient(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    problem, x = load_problem(args.file)
+    X, cost = replicates(problem, x, args.estimator, args.transitions, args.replicates,
+                         args.seed, critic=args.critic)
+    critic = args.critic or ESTIMATORS[args.estimator].default_critic
+    print(json.dumps({"estimator": args.estimator, "critic": critic, "budget": args.transitions,
+                      "seed": args.seed, "estimates": X.tolist(),
+                      "transitions": [int(c) for c in cost]}))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be >= 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exact-bilevel",
@@ -82,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--mode", choices=["adjoint", "forward"], default="adjoint")
     p.set_defaults(func=_cmd_hypergradient)
+    p = sub.add_parser("estimate", help="R independent sample-based estimates, each from a "
+                                        "budget of N transitions, as JSON")
+    p.add_argument("file")
+    p.add_argument("--estimator", required=True, choices=sorted(ESTIMATORS))
+    p.add_argument("--critic", choices=["exact", "monte-carlo", "td"], default=None,
+                   help="leader critic (bc-hg, hpgd*, naive) or dQ estimator (sobirl); "
+                        "default: the estimator's own")
+    p.add_argument("--transitions", type=_positive_int, required=True, metavar="N")
+    p.add_argument("--replicates", type=_positive_int, default=1, metavar="R")
+    p.add_argument("--seed", type=int, default=0, metavar="K",
+                   help="replicate i uses numpy.random.default_rng([K, i])")
+    p.set_defaults(func=_cmd_estimate)
     return parser
 
 

@@ -144,9 +144,15 @@ def problem_from_dict(data: object) -> tuple[BilevelProblem, np.ndarray]:
     return problem, x
 
 
+#: Format tag of the golden-vector files in ``verification/golden``.
+GOLDEN_FORMAT = "exact-bilevel-golden/1"
+
+
 def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarray]:
     """Read a problem file; returns ``(problem, x)``.
 
+    A golden-vector file (format ``exact-bilevel-golden/1``, see
+    ``verification/golden``) is accepted too: its ``problem`` field is read.
     Raises ``ValueError`` for a missing, unreadable or invalid file.
     """
     try:
@@ -158,6 +164,10 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarr
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from None
+    if isinstance(data, dict) and data.get("format") == GOLDEN_FORMAT:
+        if "problem" not in data:
+            raise ValueError("problem: missing in a golden-vector file")
+        data = data["problem"]
     return problem_from_dict(data)
 
 

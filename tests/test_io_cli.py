@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -136,3 +137,41 @@ def test_cli_demo_runs(capsys):
     assert "agreement: OK" in out and "exact hypergradient" in out
     assert FORMAT == "exact-bilevel/1"
     assert math.isfinite(float(out.split("F(x)")[1].split("=")[1].split()[0]))
+
+
+def test_cli_estimate(tmp_path, capsys):
+    problem, x = random_problem(4, 3, 2, seed=9, parameterize="both")
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    args = ["estimate", str(path), "--estimator", "bc-hg", "--transitions", "500",
+            "--replicates", "3", "--seed", "4"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert np.array(out["estimates"]).shape == (3, 2) and len(out["transitions"]) == 3
+    assert out["critic"] == "exact" and out["budget"] == 500
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == out  # reproducible
+    assert main([*args[:3], "hpgd", "--critic", "td", "--transitions", "300"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["estimates"]) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--estimator", "sobirl", "--critic", "exact", "--transitions", "100"],
+     "critic = 'exact': estimator 'sobirl' accepts"),
+    (["--estimator", "model-based", "--transitions", "5"], "model-based needs at least"),
+])
+def test_cli_estimate_bad_options_exit_2(tmp_path, capsys, extra, message):
+    problem, x = random_problem(4, 3, 2, seed=9)
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    assert main(["estimate", str(path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["estimate", str(path), "--estimator", "bc-hg", "--transitions", "0"])
+    assert exc.value.code == 2
+
+
+def test_golden_files_load_as_problems():
+    golden = pathlib.Path(__file__).resolve().parent.parent / "verification" / "golden"
+    problem, x = load_problem(golden / "01_random_reward_S3A2.json")
+    assert problem.n_states == 3 and x.shape == (2,)

@@ -40,11 +40,10 @@ from exact_bilevel.examples import (
     random_problem,
     random_softmax_transitions,
 )
-from exact_bilevel.io import problem_to_dict
+from exact_bilevel.io import GOLDEN_FORMAT, problem_to_dict
 
 OUT = pathlib.Path(__file__).parent / "golden"
 DIGITS = 30
-GOLDEN_FORMAT = "exact-bilevel-golden/1"
 
 
 def _random(S: int, A: int, d: int, seed: int, **kw: object) -> Callable:
