@@ -37,7 +37,7 @@ from .estimators._common import (
     step_weights,
     suffix_sums,
 )
-from .estimators.bchg import direct_samples
+from .estimators.bchg import direct_sum
 from .estimators.critics import exact_critic
 from .sampling import Episodes, Sampler
 
@@ -74,9 +74,8 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
                        "no-survival": know.gamma_leader,
                        "gamma": ratio(know.gamma, know.beta)}[outer]
         s = {"1/tau": 1.0 / know.tau, "tau": know.tau}[scale]
-        per_episode = direct_samples(know, ep, c) + _indirect(
-            know, ep, adv_table=table, outer_ratio=outer_ratio, z=Z, scale=s)
-        return Estimate(gradient=per_episode.mean(axis=0),
+        indirect = _indirect(know, ep, adv_table=table, outer_ratio=outer_ratio, z=Z, scale=s)
+        return Estimate(gradient=direct_sum(know, ep, c) + indirect.mean(axis=0),
                         transitions=sampler.transitions - start, resets=n, estimator=name)
     estimator.__name__ = name.replace("-", "_").replace("+", "plus")
     return estimator

@@ -119,6 +119,40 @@ def suffix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarra
     return Z
 
 
+def prefix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarray:
+    """``Y[i, k] = sum_{t <= k} ratio^(k - t) values[i, t]`` (forward recursion), shape ``[n, L]``.
+
+    The dual of :func:`suffix_sums`: ``sum_t a_t sum_{k>=t} r^(k-t) g_k =
+    sum_k g_k sum_{t<=k} r^(k-t) a_t``, which lets a scalar weight per step
+    replace a ``d``-vector per step.
+    """
+    vals = np.where(mask, values, 0.0)
+    Y = np.empty_like(vals)
+    acc = np.zeros(vals.shape[0])
+    for t in range(vals.shape[1]):
+        acc = ratio * acc + vals[:, t]
+        Y[:, t] = acc
+    return np.where(mask, Y, 0.0)
+
+
+def contract_steps(know: LeaderKnowledge, ep: Episodes, weights: np.ndarray,
+                   dr: np.ndarray, v_next: np.ndarray, gamma_next: float) -> np.ndarray:
+    """``sum_{i, t < T_i} weights[i, t] (dr[s_t, a_t] + gamma_next dlogP(s_{t+1}|s_t, a_t)
+    v_next[s_{t+1}])``, shape ``[d]``.
+
+    Accumulates the scalar weights into ``[S, A]`` and ``[S, A, S]`` tables first,
+    so memory is ``O(n L + S^2 A d)`` rather than ``O(n L d)``.
+    """
+    S, A = know.pi.shape
+    s, a, s1 = ep.transitions()
+    w = weights[ep.mask]
+    out = np.bincount(s * A + a, weights=w, minlength=S * A) @ dr.reshape(S * A, -1)
+    if know.problem.transitions.depends_on_x:
+        w3 = np.bincount((s * A + a) * S + s1, weights=w * v_next[s1], minlength=S * A * S)
+        out = out + gamma_next * (w3 @ know.score.reshape(S * A * S, -1))
+    return out
+
+
 def sensitivity_samples(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
     """``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})``, shape ``[n, L, d]``.
 

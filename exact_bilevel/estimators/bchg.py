@@ -35,7 +35,9 @@ from ..sampling import Episodes, Sampler
 from ._common import (
     Estimate,
     LeaderKnowledge,
+    contract_steps,
     episodes_for_budget,
+    prefix_sums,
     ratio,
     require_leader_return,
     sensitivity_samples,
@@ -45,24 +47,43 @@ from ._common import (
 from .critics import Critic, leader_critic
 
 
-def direct_samples(know: LeaderKnowledge, ep: Episodes, critic: Critic) -> np.ndarray:
-    """Per-episode direct term ``sum_t (gamma_L/beta)^t [dr_L + gamma_L dlogP V_L(s_{t+1})]
-    + grad reg``, shape ``[n, d]``."""
+def direct_sum(know: LeaderKnowledge, ep: Episodes, critic: Critic) -> np.ndarray:
+    """Mean over episodes of ``sum_t (gamma_L/beta)^t [dr_L(s_t, a_t) + gamma_L
+    dlogP(s_{t+1}|s_t, a_t) V_L(s_{t+1})]``, plus ``grad reg``; shape ``[d]``."""
+    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
+    weights = np.broadcast_to(w, ep.actions.shape)
+    total = contract_steps(know, ep, weights, know.dr_leader, critic.v, know.gamma_leader)
+    return total / ep.lengths.size + know.reg_grad
+
+
+def bchg_indirect_sum(know: LeaderKnowledge, ep: Episodes, critic: Critic) -> np.ndarray:
+    """Mean over episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L(s_t, a_t) Z_t``,
+    ``Z_t = sum_{k>=t} (gamma/beta)^(k-t) g_k``, computed in the dual order
+    ``sum_k Y_k g_k`` with the scalar ``Y_k = sum_{t<=k} (gamma/beta)^(k-t)
+    (gamma_L/beta)^t A_L(s_t, a_t)`` (:func:`prefix_sums`); shape ``[d]``."""
+    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
+    adv = critic.advantage[ep.states[:, :-1], ep.actions] * w[None, :]
+    Y = prefix_sums(adv, ep.mask, ratio(know.gamma, know.beta))
+    total = contract_steps(know, ep, Y, know.dr, know.v, know.gamma)
+    return total / (know.tau * ep.lengths.size)
+
+
+def bchg_per_episode(know: LeaderKnowledge, ep: Episodes, critic: Critic) -> np.ndarray:
+    """The literal per-episode form of the whole estimate, ``[n, d]`` (memory ``O(n L d)``).
+
+    Reference for :func:`direct_sum` + :func:`bchg_indirect_sum` (tests check that
+    its mean equals them) and the base of :mod:`exact_bilevel.mutants`.
+    """
     s, a, s1 = ep.states[:, :-1], ep.actions, ep.states[:, 1:]
-    terms = know.dr_leader[s, a]
+    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
+    direct = know.dr_leader[s, a]
     if know.problem.transitions.depends_on_x:
-        terms = terms + know.gamma_leader * know.score[s, a, s1] * critic.v[s1][..., None]
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    return np.einsum("t,ntk->nk", w, np.where(ep.mask[..., None], terms, 0.0)) + know.reg_grad
-
-
-def bchg_indirect_samples(know: LeaderKnowledge, ep: Episodes, critic: Critic) -> np.ndarray:
-    """Per-episode ``(1/tau) sum_t (gamma_L/beta)^t A_L(s_t, a_t) Z_t`` with
-    ``Z_t = sum_{k>=t} (gamma/beta)^(k-t) g_k``, shape ``[n, d]``."""
+        direct = direct + know.gamma_leader * know.score[s, a, s1] * critic.v[s1][..., None]
+    direct = np.einsum("t,ntk->nk", w, np.where(ep.mask[..., None], direct, 0.0))
     Z = suffix_sums(sensitivity_samples(know, ep), ep.mask, ratio(know.gamma, know.beta))
-    adv = np.where(ep.mask, critic.advantage[ep.states[:, :-1], ep.actions], 0.0)
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    return np.einsum("t,nt,ntk->nk", w, adv, Z) / know.tau
+    adv = np.where(ep.mask, critic.advantage[s, a], 0.0)
+    indirect = np.einsum("t,nt,ntk->nk", w, adv, Z) / know.tau
+    return direct + indirect + know.reg_grad
 
 
 def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -90,9 +111,8 @@ def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
     n = episodes_for_budget(budget, know.beta)
     ep = sampler.episodes(know.pi, n, know.beta)
     c = leader_critic(critic, know, ep)
-    per_episode = direct_samples(know, ep, c) + bchg_indirect_samples(know, ep, c)
-    return Estimate(gradient=per_episode.mean(axis=0), transitions=sampler.transitions - start,
-                    resets=n, estimator="bc-hg")
+    return Estimate(gradient=direct_sum(know, ep, c) + bchg_indirect_sum(know, ep, c),
+                    transitions=sampler.transitions - start, resets=n, estimator="bc-hg")
 
 
 def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -104,5 +124,5 @@ def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
     n = episodes_for_budget(budget, know.beta)
     ep = sampler.episodes(know.pi, n, know.beta)
     c = leader_critic(critic, know, ep)
-    return Estimate(gradient=direct_samples(know, ep, c).mean(axis=0),
+    return Estimate(gradient=direct_sum(know, ep, c),
                     transitions=sampler.transitions - start, resets=n, estimator="naive")

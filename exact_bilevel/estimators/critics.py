@@ -58,17 +58,15 @@ def visit_counts(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
 
 def tabular_mean(ep: Episodes, values: np.ndarray, n_states: int, n_actions: int,
                  fill: np.ndarray) -> np.ndarray:
-    """Every-visit average of ``values[n, L, ...]`` per ``(s_t, a_t)``; ``fill`` where unvisited."""
-    m = ep.mask
-    idx = ep.states[:, :-1][m] * n_actions + ep.actions[m]
-    vals = values[m].reshape(idx.size, -1)
-    sums = np.zeros((n_states * n_actions, vals.shape[1]))
-    np.add.at(sums, idx, vals)
-    counts = np.bincount(idx, minlength=n_states * n_actions).astype(float)
-    mean = sums / np.maximum(counts, 1.0)[:, None]
-    mean = mean.reshape((n_states, n_actions, *values.shape[2:]))
-    seen = (counts > 0).reshape(n_states, n_actions)
-    return np.where(seen.reshape(seen.shape + (1,) * (mean.ndim - 2)), mean, fill)
+    """Every-visit average of the scalars ``values[n, L]`` per ``(s_t, a_t)``, shape
+    ``[S, A]``; ``fill[S, A]`` where unvisited."""
+    s, a, _ = ep.transitions()
+    idx = s * n_actions + a
+    size = n_states * n_actions
+    sums = np.bincount(idx, weights=values[ep.mask], minlength=size)
+    counts = np.bincount(idx, minlength=size)
+    mean = (sums / np.maximum(counts, 1)).reshape(n_states, n_actions)
+    return np.where(counts.reshape(n_states, n_actions) > 0, mean, fill)
 
 
 def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:

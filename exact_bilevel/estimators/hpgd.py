@@ -27,19 +27,22 @@ from ._common import (
     require_leader_return,
     step_weights,
 )
-from .bchg import direct_samples
+from .bchg import direct_sum
 from .critics import leader_critic
 from .tabular import estimate_dq
 
 
-def hpgd_indirect_samples(know: LeaderKnowledge, ep: Episodes, adv: np.ndarray,
-                          dq: np.ndarray) -> np.ndarray:
-    """Per-episode ``(1/tau) sum_t (gamma_L/beta)^t A_L (dQ_hat - E_pi dQ_hat)(s_t, a_t)``."""
-    s, a = ep.states[:, :-1], ep.actions
+def hpgd_indirect_sum(know: LeaderKnowledge, ep: Episodes, adv: np.ndarray,
+                      dq: np.ndarray) -> np.ndarray:
+    """Mean over episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L (dQ_hat - E_pi dQ_hat)(s_t,
+    a_t)``, accumulated as a ``[S, A]`` table of scalar weights; shape ``[d]``."""
+    S, A = know.pi.shape
     centred = dq - np.einsum("sa,sak->sk", know.pi, dq)[:, None, :]
-    terms = np.where(ep.mask[..., None], adv[s, a][..., None] * centred[s, a], 0.0)
     w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    return np.einsum("t,ntk->nk", w, terms) / know.tau
+    s, a, _ = ep.transitions()
+    weights = (adv[ep.states[:, :-1], ep.actions] * w[None, :])[ep.mask]
+    table = np.bincount(s * A + a, weights=weights, minlength=S * A)
+    return table @ centred.reshape(S * A, -1) / (know.tau * ep.lengths.size)
 
 
 def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str, dq_method: str,
@@ -56,8 +59,8 @@ def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str, dq_
         data = concatenate(ep, extra)
     c = leader_critic(critic, know, ep)
     dq = estimate_dq(dq_method, know, data)
-    per_episode = direct_samples(know, ep, c) + hpgd_indirect_samples(know, ep, c.advantage, dq)
-    return Estimate(gradient=per_episode.mean(axis=0), transitions=sampler.transitions - start,
+    gradient = direct_sum(know, ep, c) + hpgd_indirect_sum(know, ep, c.advantage, dq)
+    return Estimate(gradient=gradient, transitions=sampler.transitions - start,
                     resets=sampler.resets - resets0, estimator=name)
 
 

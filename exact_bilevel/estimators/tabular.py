@@ -18,25 +18,56 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 
 from ..sampling import Episodes
 from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
-from .critics import empirical_transitions, tabular_mean
+from .critics import empirical_transitions
 
 DQ_METHODS = ("monte-carlo", "td")
 
 
+def _chunks(ep: Episodes, cells: int) -> list[Episodes]:
+    """Split ``ep`` into groups of episodes with at most ~``cells`` padded entries each."""
+    size = max(1, cells // max(1, ep.actions.shape[1]))
+    n = ep.lengths.size
+    return [Episodes(ep.states[i:i + size], ep.actions[i:i + size], ep.lengths[i:i + size])
+            for i in range(0, n, size)]
+
+
 def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
-    """Every-visit Monte Carlo ``dQ_hat[S, A, d]``."""
+    """Every-visit Monte Carlo ``dQ_hat[S, A, d]`` (episodes processed in chunks so that
+    the ``[n, L, d]`` forward sums never exceed ~4e6 entries)."""
     S, A = know.pi.shape
-    Z = suffix_sums(sensitivity_samples(know, ep), ep.mask, ratio(know.gamma, know.beta))
-    return tabular_mean(ep, Z, S, A, know.dr)
+    d = know.dr.shape[-1]
+    sums = np.zeros((S * A, d))
+    counts = np.zeros(S * A)
+    for sub in _chunks(ep, 4_000_000 // max(1, d)):
+        Z = suffix_sums(sensitivity_samples(know, sub), sub.mask, ratio(know.gamma, know.beta))
+        m = sub.mask
+        idx = sub.states[:, :-1][m] * A + sub.actions[m]
+        onehot = scipy.sparse.csr_matrix((np.ones(idx.size), (idx, np.arange(idx.size))),
+                                         shape=(S * A, idx.size))
+        sums += onehot @ Z[m]
+        counts += np.bincount(idx, minlength=S * A)
+    mean = sums / np.maximum(counts, 1.0)[:, None]
+    return np.where((counts > 0)[:, None], mean, know.dr.reshape(S * A, d)).reshape(S, A, d)
+
+
+def mean_sensitivity_reward(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+    """Per-pair mean of the samples ``g_k``: ``dr + gamma sum_s' (N(s,a,s')/N(s,a))
+    dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[S, A, d]``."""
+    if not know.problem.transitions.depends_on_x:
+        return know.dr
+    S, A = know.pi.shape
+    P_hat = empirical_transitions(ep, S, A)
+    return know.dr + know.gamma * np.einsum("sat,satk,t->sak", P_hat, know.score, know.v)
 
 
 def dq_td(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
     """Batch TD(0) fixed point ``dQ_hat[S, A, d]``."""
     S, A = know.pi.shape
-    g_bar = tabular_mean(ep, sensitivity_samples(know, ep), S, A, know.dr)
+    g_bar = mean_sensitivity_reward(know, ep)
     P_hat = empirical_transitions(ep, S, A)
     P_pi = np.einsum("sa,sat->st", know.pi, P_hat)
     dV = scipy.linalg.solve(np.eye(S) - know.gamma * P_pi,
