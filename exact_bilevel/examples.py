@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generators import random_mdp
+from .generators import four_rooms, random_mdp
 from .objectives import LeaderReturn, Objective, quadratic_objective
 from .parameterizations import (
     AffineReward,
@@ -17,6 +17,7 @@ from .parameterizations import (
     RewardModel,
     SoftmaxTransitions,
     TransitionModel,
+    tabular_incentive,
 )
 from .problem import BilevelProblem
 
@@ -103,3 +104,30 @@ def demo_problem() -> tuple[BilevelProblem, np.ndarray]:
     problem = BilevelProblem(reward, transitions, objective, gamma=0.95, tau=0.3,
                              initial=rng.dirichlet(np.ones(S)))
     return problem, 0.5 * rng.normal(size=d)
+
+
+def four_rooms_incentives(tau: float = 0.05, n_incentives: int = 104, *,
+                          gamma: float = 0.99, scale: float = -0.2
+                          ) -> tuple[BilevelProblem, np.ndarray]:
+    """FourRooms incentive design with tabular state incentives.
+
+    The 13x13 FourRooms map (:func:`~exact_bilevel.generators.four_rooms`; start
+    (4, 1), absorbing goal (1, 9) with reward 1 on reaching it, actions replaced by
+    a uniform random one with probability 0.33*4/3). The follower's reward gets
+    ``scale * x[k]`` at ``n_incentives`` evenly spread cells (all 104 by default);
+    the leader earns 1 per step at the target cell (8, 4). ``x = 1/d`` everywhere.
+    (The softmax-logit incentive and goal-charged cost of Kudo et al. are a
+    separate benchmark.)
+    """
+    mdp, grid = four_rooms(gamma=gamma, random_action_prob=0.33 * 4 / 3)
+    S = grid.n_states
+    states = (list(range(S)) if n_incentives >= S
+              else [int(s) for s in np.linspace(0, S - 1, n_incentives).round()])
+    follower = tabular_incentive(mdp.reward, states=states, scale=scale)
+    d = follower.n_params
+    target = np.zeros((S, 4))
+    target[grid.state((8, 4))] = 1.0
+    problem = BilevelProblem(follower, FixedTransitions(mdp.transitions, d),
+                             LeaderReturn(FixedReward(target, d)), gamma=gamma, tau=tau,
+                             initial=mdp.initial)
+    return problem, np.full(d, 1.0 / d)

@@ -50,13 +50,14 @@ def _indirect(know: LeaderKnowledge, ep: Episodes, *, adv_table: np.ndarray,
 
 
 def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "correct",
-            scale: str = "1/tau") -> Callable[[LeaderKnowledge, Sampler, int], Estimate]:
-    def estimator(know: LeaderKnowledge, sampler: Sampler, budget: int) -> Estimate:
+            scale: str = "1/tau") -> Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]:
+    def estimator(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                  baseline: bool = False) -> Estimate:
         start = sampler.transitions
         n = episodes_for_budget(budget, know.beta)
         ep = sampler.episodes(know.pi, n, know.beta)
         c = exact_critic(know)
-        g = sensitivity_samples(know, ep)
+        g = sensitivity_samples(know, ep, baseline)
         inner = ratio(know.gamma, know.beta)
         if z == "correct":
             Z = suffix_sums(g, ep.mask, inner)
@@ -75,13 +76,13 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
                        "gamma": ratio(know.gamma, know.beta)}[outer]
         s = {"1/tau": 1.0 / know.tau, "tau": know.tau}[scale]
         indirect = _indirect(know, ep, adv_table=table, outer_ratio=outer_ratio, z=Z, scale=s)
-        return Estimate(gradient=direct_sum(know, ep, c) + indirect.mean(axis=0),
+        return Estimate(gradient=direct_sum(know, ep, c, baseline) + indirect.mean(axis=0),
                         transitions=sampler.transitions - start, resets=n, estimator=name)
     estimator.__name__ = name.replace("-", "_").replace("+", "plus")
     return estimator
 
 
-MUTANTS: dict[str, Callable[[LeaderKnowledge, Sampler, int], Estimate]] = {
+MUTANTS: dict[str, Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]] = {
     "sign-flip": _mutant("sign-flip", adv="-A"),
     "no-centring": _mutant("no-centring", adv="Q"),
     "wrong-discount-power": _mutant("wrong-discount-power", z="from-start"),
@@ -94,9 +95,10 @@ MUTANTS: dict[str, Callable[[LeaderKnowledge, Sampler, int], Estimate]] = {
 
 
 def mutant_replicates(name: str, know: LeaderKnowledge, budget: int, n_replicates: int,
-                      seed: int) -> np.ndarray:
+                      seed: int, baseline: bool = False) -> np.ndarray:
     """``n_replicates`` estimates ``[R, d]`` of mutant ``name``, seeded like
-    :func:`exact_bilevel.estimators.replicates`."""
+    :func:`exact_bilevel.estimators.replicates`; ``baseline`` mutates
+    ``bc-hg-baseline`` instead of ``bc-hg``."""
     fn = MUTANTS[name]
     return np.array([fn(know, Sampler(know.state.mdp, np.random.default_rng([seed, i])),
-                        budget).gradient for i in range(n_replicates)])
+                        budget, baseline).gradient for i in range(n_replicates)])

@@ -32,13 +32,22 @@ from exact_bilevel.testing import (
 LEADER_RETURNS = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward")
 
 
+@pytest.mark.parametrize("name", ["bc-hg", "bc-hg-baseline"])
 @settings(max_examples=15)
-@given(bilevel_problems(max_states=4, max_params=3, objectives=LEADER_RETURNS,
-                        gammas=discounts(0.0, 0.9)))
-def test_bchg_exact_critic_is_unbiased(case):
+@given(case=bilevel_problems(max_states=4, max_params=3, objectives=LEADER_RETURNS,
+                             gammas=discounts(0.0, 0.9)))
+def test_bchg_exact_critic_is_unbiased(name, case):
     exact = hypergradient(case.problem, case.x).gradient
-    X, _ = replicates(case.problem, case.x, "bc-hg", 1000, 80, seed=5)
+    X, _ = replicates(case.problem, case.x, name, 1000, 80, seed=5)
     assert_unbiased(X, exact, alpha=1e-3)
+
+
+def test_baseline_cuts_the_variance_on_transition_parameterised_problems():
+    """Measured: standard deviation 5.5 -> 0.08 per coordinate (seed 1)."""
+    p, x = random_problem(5, 3, 3, seed=1, parameterize="transitions")
+    X, _ = replicates(p, x, "bc-hg", 2000, 50, seed=0)
+    Y, _ = replicates(p, x, "bc-hg-baseline", 2000, 50, seed=0)
+    assert np.all(Y.std(axis=0) < 0.05 * X.std(axis=0))
 
 
 def _fixed(parameterize="reward", objective="leader_return_own_gamma", seed=3):
@@ -152,6 +161,7 @@ def test_dual_order_sums_equal_the_literal_per_episode_form(case):
     know = leader_knowledge(case.problem, case.x)
     ep = Sampler(know.state.mdp, np.random.default_rng(0)).episodes(know.pi, 40, know.beta)
     c = td_critic(know, ep)
-    literal = bchg_per_episode(know, ep, c).mean(axis=0)
-    fast = direct_sum(know, ep, c) + bchg_indirect_sum(know, ep, c)
-    assert np.max(np.abs(fast - literal)) <= 1e-12 * max(1.0, np.max(np.abs(literal)))
+    for baseline in (False, True):
+        literal = bchg_per_episode(know, ep, c, baseline).mean(axis=0)
+        fast = direct_sum(know, ep, c, baseline) + bchg_indirect_sum(know, ep, c, baseline)
+        assert np.max(np.abs(fast - literal)) <= 1e-12 * max(1.0, np.max(np.abs(literal)))

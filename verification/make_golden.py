@@ -30,12 +30,12 @@ from exact_bilevel import (
     FixedReward,
     FixedTransitions,
     LeaderReturn,
-    four_rooms,
     gridworld,
     highprec,
     tabular_incentive,
 )
 from exact_bilevel.examples import (
+    four_rooms_incentives,
     random_affine_reward,
     random_problem,
     random_softmax_transitions,
@@ -83,21 +83,7 @@ def _grid(states: bool, tau: float) -> Callable:
 
 
 def _four_rooms(tau: float, n_incentives: int) -> Callable:
-    def make() -> tuple[BilevelProblem, np.ndarray]:
-        mdp, grid = four_rooms(gamma=0.99, random_action_prob=0.33 * 4 / 3)
-        S = grid.n_states
-        states = list(range(S)) if n_incentives >= S else \
-            [int(s) for s in np.linspace(0, S - 1, n_incentives).round()]
-        follower = tabular_incentive(mdp.reward, states=states, scale=-0.2)
-        d = follower.n_params
-        target = np.zeros((S, 4))
-        target[grid.state((8, 4))] = 1.0
-        p = BilevelProblem(follower, FixedTransitions(mdp.transitions, d),
-                           LeaderReturn(FixedReward(target, d)), gamma=0.99, tau=tau,
-                           initial=mdp.initial)
-        x = np.full(d, 1.0 / d)
-        return p, x
-    return make
+    return lambda: four_rooms_incentives(tau, n_incentives)
 
 
 CASES: dict[str, Callable] = {

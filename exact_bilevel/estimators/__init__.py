@@ -10,6 +10,7 @@ for each, the access it needs and whether it is unbiased.
 name               access                                     bias
 ================== ========================================== ======================
 bc-hg              on-policy episodes; follower pi (and V)    unbiased (exact critic)
+bc-hg-baseline     as bc-hg                                   unbiased (exact critic)
 hpgd               on-policy episodes (repeated visits)       consistent
 hpgd-td            on-policy episodes (repeated visits)       consistent
 hpgd-oracle        on-policy episodes + resets to (s, a)      consistent
@@ -31,13 +32,24 @@ import numpy as np
 from ..problem import BilevelProblem
 from ..sampling import Sampler
 from ._common import Estimate, LeaderKnowledge, leader_knowledge
-from .bchg import bchg, naive
+
+# Aliased so that the package attributes ``bchg``, ``hpgd``, ... stay the submodules.
+from .bchg import bchg as _bchg
+from .bchg import naive as _naive
 from .critics import CRITICS
-from .hpgd import hpgd, hpgd_oracle, hpgd_td
-from .model_based import model_based
-from .sobirl import sobirl, sobirl_simplified
+from .hpgd import hpgd as _hpgd
+from .hpgd import hpgd_oracle as _hpgd_oracle
+from .hpgd import hpgd_td as _hpgd_td
+from .model_based import model_based as _model_based
+from .sobirl import sobirl as _sobirl
+from .sobirl import sobirl_simplified as _sobirl_simplified
 from .tabular import DQ_METHODS
-from .zeroth_order import zeroth_order
+from .zeroth_order import zeroth_order as _zeroth_order
+
+
+def _bchg_baseline(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                   critic: str = "exact") -> Estimate:
+    return _bchg(know, sampler, budget, critic, baseline=True)
 
 EstimatorFn = Callable[[LeaderKnowledge, Sampler, int, str], Estimate]
 
@@ -55,24 +67,26 @@ class EstimatorInfo:
 
 
 ESTIMATORS: dict[str, EstimatorInfo] = {
-    "bc-hg": EstimatorInfo(bchg, "on-policy episodes; follower policy and value", CRITICS,
+    "bc-hg": EstimatorInfo(_bchg, "on-policy episodes; follower policy and value", CRITICS,
                            "exact", True, "Kudo et al. 2026"),
-    "hpgd": EstimatorInfo(hpgd, "on-policy episodes (repeated visits)", CRITICS, "exact",
+    "bc-hg-baseline": EstimatorInfo(_bchg_baseline, "as bc-hg", CRITICS, "exact", True,
+                                    "Kudo et al. 2026 + state-value baseline on the score"),
+    "hpgd": EstimatorInfo(_hpgd, "on-policy episodes (repeated visits)", CRITICS, "exact",
                           False, "Thoma et al. 2024"),
-    "hpgd-td": EstimatorInfo(hpgd_td, "on-policy episodes (repeated visits)", CRITICS,
+    "hpgd-td": EstimatorInfo(_hpgd_td, "on-policy episodes (repeated visits)", CRITICS,
                              "exact", False, "Thoma et al. 2024"),
-    "hpgd-oracle": EstimatorInfo(hpgd_oracle, "on-policy episodes and resets", CRITICS,
+    "hpgd-oracle": EstimatorInfo(_hpgd_oracle, "on-policy episodes and resets", CRITICS,
                                  "exact", False, "Thoma et al. 2024"),
-    "sobirl": EstimatorInfo(sobirl, "resets to (s, a); exact partials of f", DQ_METHODS,
+    "sobirl": EstimatorInfo(_sobirl, "resets to (s, a); exact partials of f", DQ_METHODS,
                             "monte-carlo", False, "Yang, Gao, Yuan 2024"),
-    "sobirl-simplified": EstimatorInfo(sobirl_simplified, "generative model",
+    "sobirl-simplified": EstimatorInfo(_sobirl_simplified, "generative model",
                                        ("monte-carlo",), "monte-carlo", False,
                                        "Yang, Gao, Yuan 2024 (simplified)"),
-    "model-based": EstimatorInfo(model_based, "generative model", ("exact",), "exact", False,
+    "model-based": EstimatorInfo(_model_based, "generative model", ("exact",), "exact", False,
                                  "Yang, Gao, Yuan 2024 (M-SoBiRL)"),
-    "naive": EstimatorInfo(naive, "on-policy episodes", CRITICS, "exact", False,
+    "naive": EstimatorInfo(_naive, "on-policy episodes", CRITICS, "exact", False,
                            "direct term only"),
-    "zeroth-order": EstimatorInfo(zeroth_order, "deploy perturbed x; on-policy episodes",
+    "zeroth-order": EstimatorInfo(_zeroth_order, "deploy perturbed x; on-policy episodes",
                                   ("exact",), "exact", False, "Gaussian smoothing"),
 }
 

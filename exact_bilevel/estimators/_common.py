@@ -136,10 +136,15 @@ def prefix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarra
 
 
 def contract_steps(know: LeaderKnowledge, ep: Episodes, weights: np.ndarray,
-                   dr: np.ndarray, v_next: np.ndarray, gamma_next: float) -> np.ndarray:
+                   dr: np.ndarray, v_next: np.ndarray, gamma_next: float,
+                   baseline: bool = False) -> np.ndarray:
     """``sum_{i, t < T_i} weights[i, t] (dr[s_t, a_t] + gamma_next dlogP(s_{t+1}|s_t, a_t)
-    v_next[s_{t+1}])``, shape ``[d]``.
+    (v_next[s_{t+1}] - b_t))``, shape ``[d]``, with ``b_t = v_next[s_t]`` if
+    ``baseline`` else 0.
 
+    Any ``b_t`` fixed given ``(s_t, a_t)`` leaves the expectation unchanged
+    (``E_{s'} dlogP(s'|s, a) = 0``); ``v_next[s_t]`` removes the common level of
+    ``V``, which otherwise dominates the variance of the score-function term.
     Accumulates the scalar weights into ``[S, A]`` and ``[S, A, S]`` tables first,
     so memory is ``O(n L + S^2 A d)`` rather than ``O(n L d)``.
     """
@@ -148,21 +153,25 @@ def contract_steps(know: LeaderKnowledge, ep: Episodes, weights: np.ndarray,
     w = weights[ep.mask]
     out = np.bincount(s * A + a, weights=w, minlength=S * A) @ dr.reshape(S * A, -1)
     if know.problem.transitions.depends_on_x:
-        w3 = np.bincount((s * A + a) * S + s1, weights=w * v_next[s1], minlength=S * A * S)
+        level = v_next[s1] - v_next[s] if baseline else v_next[s1]
+        w3 = np.bincount((s * A + a) * S + s1, weights=w * level, minlength=S * A * S)
         out = out + gamma_next * (w3 @ know.score.reshape(S * A * S, -1))
     return out
 
 
-def sensitivity_samples(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
-    """``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})``, shape ``[n, L, d]``.
+def sensitivity_samples(know: LeaderKnowledge, ep: Episodes,
+                        baseline: bool = False) -> np.ndarray:
+    """``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) (V(s_{k+1}) - b_k)``, shape
+    ``[n, L, d]``, with ``b_k = V(s_k)`` if ``baseline`` else 0.
 
-    Given ``(s_k, a_k)`` its expectation is ``g(s_k, a_k)`` of MATH.md. Uses the
-    follower's value ``V``.
+    Given ``(s_k, a_k)`` its expectation is ``g(s_k, a_k)`` of MATH.md either way.
+    Uses the follower's value ``V``.
     """
     s, a, s1 = ep.states[:, :-1], ep.actions, ep.states[:, 1:]
     g = know.dr[s, a]
     if know.problem.transitions.depends_on_x:
-        g = g + know.gamma * know.score[s, a, s1] * know.v[s1][..., None]
+        level = know.v[s1] - know.v[s] if baseline else know.v[s1]
+        g = g + know.gamma * know.score[s, a, s1] * level[..., None]
     return g
 
 
