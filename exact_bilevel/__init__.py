@@ -3,7 +3,10 @@
 Layout follows the math: model (:mod:`.mdp`, :mod:`.generators`) -> soft solve
 (:mod:`.soft_bellman`, :mod:`.solve`, :mod:`.evaluation`) -> sensitivities
 (:mod:`.parameterizations`, :mod:`.sensitivities`) -> hypergradient
-(:mod:`.objectives`, :mod:`.problem`, :mod:`.hypergradient`).
+(:mod:`.objectives`, :mod:`.problem`, :mod:`.hypergradient`) -> estimators
+(:mod:`.sampling`, :mod:`.estimators`) -> verification (:mod:`.testing`,
+:mod:`.mutants`, and the independent routes :mod:`.complex_step`,
+:mod:`.highprec`, :mod:`.symbolic`).
 """
 
 from .errors import ConvergenceError
