@@ -13,16 +13,26 @@ objective, and the point ``x`` to evaluate it at::
         #  "features": [S][A][S][d]}
       "initial": [S],                    # optional, default uniform
       "follower_reward": {"base": [S][A], "features": [S][A][d]},   # features optional
-      "leader_reward":   {"base": [S][A], "features": [S][A][d]},   # features optional
+        # features may also be sparse: {"entries": [[s, a, k, value], ...]}
+        # or tabular incentives instead of features:
+        # {"base": ..., "incentive": {"states": [s_0, ...] | "pairs": [[s, a], ...],
+        #                             "scale": c}}
+      "leader_reward":   {"base": [S][A], "features": ...},         # as above
       "leader_gamma": 0.9,               # optional, default gamma
+      "regularizer": {"kind": "l2", "weight": w, "center": [d]},    # optional
+      "objective": {"kind": "leader_return"},   # optional (default), or
+                   {"kind": "quadratic"}        # f = 1/2|x|^2 + 1/2|pi|_F^2: no leader_*
       "x": [d]
     }
 
 with ``r_x = base + features @ x`` for both rewards and the objective
-``F(x) = sum_s rho(s) V_L(s)``. Unknown fields and unknown format versions
-are rejected. Only JSON is read; nothing is unpickled or evaluated. Every
-error is a ``ValueError`` whose message names the field (with its index) and
-the rule.
+``F(x) = sum_s rho(s) V_L(s) + reg(x)``. Unknown fields and unknown format
+versions are rejected. Size caps (checked before any dense array is built):
+files of at most :data:`MAX_FILE_BYTES`; ``S*A*S`` and ``S*A*S*d`` at most
+:data:`MAX_ENTRIES`. The JSON Schema of the format ships as
+``exact_bilevel/schema/problem.schema.json`` (:func:`schema`). Only JSON is
+read; nothing is unpickled or evaluated. Every error is a ``ValueError`` whose
+message names the field (with its index) and the rule.
 """
 
 from __future__ import annotations
@@ -33,9 +43,10 @@ import os
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from . import _validate
-from .objectives import LeaderReturn
+from .objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
 from .parameterizations import (
     AffineReward,
     FixedReward,
@@ -43,14 +54,25 @@ from .parameterizations import (
     RewardModel,
     SoftmaxTransitions,
     TransitionModel,
+    tabular_incentive,
 )
 from .problem import BilevelProblem
 
 FORMAT = "exact-bilevel/1"
-_TOP_REQUIRED = ("format", "gamma", "tau", "transitions", "follower_reward", "leader_reward", "x")
-_TOP_OPTIONAL = ("initial", "leader_gamma")
-_REWARD_FIELDS = ("base", "features")
+#: Largest problem file :func:`load_problem` reads.
+MAX_FILE_BYTES = 512 * 2**20
+#: Largest dense array (``S*A*S`` transitions, ``S*A*S*d`` logit features) a file may imply.
+MAX_ENTRIES = 50_000_000
+_TOP_REQUIRED = ("format", "gamma", "tau", "transitions", "follower_reward", "x")
+_TOP_OPTIONAL = ("initial", "leader_reward", "leader_gamma", "regularizer", "objective")
 _SOFTMAX_FIELDS = ("logits", "features")
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of format ``exact-bilevel/1``."""
+    from importlib.resources import files
+
+    return json.loads(files(__package__).joinpath("schema/problem.schema.json").read_text())
 
 
 def _is_number(v: object) -> bool:
@@ -95,25 +117,130 @@ def _object(name: str, value: object, required: tuple[str, ...],
     return value
 
 
+def _int(name: str, v: object, upper: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < upper:
+        raise ValueError(f"{name} = {v!r}: must be an integer in [0, {upper})"[:200])
+    return v
+
+
+def _sparse_features(name: str, value: object, S: int, A: int, d: int) -> scipy.sparse.spmatrix:
+    obj = _object(name, value, ("entries",), ())
+    entries = obj["entries"]
+    if not isinstance(entries, list):
+        raise ValueError(f"{name}.entries: must be a list of [s, a, k, value]")
+    rows, cols, vals, seen = [], [], [], set()
+    for i, e in enumerate(entries):
+        where = f"{name}.entries[{i}]"
+        if not isinstance(e, list) or len(e) != 4:
+            raise ValueError(f"{where}: must be [s, a, k, value]")
+        s_, a_, k_ = _int(f"{where}[0]", e[0], S), _int(f"{where}[1]", e[1], A), \
+            _int(f"{where}[2]", e[2], d)
+        if not _is_number(e[3]) or not math.isfinite(e[3]):
+            raise ValueError(f"{where}[3] = {e[3]!r}: must be a finite number"[:200])
+        if (s_, a_, k_) in seen:
+            raise ValueError(f"{where}: entry ({s_}, {a_}, {k_}) appears twice")
+        seen.add((s_, a_, k_))
+        rows.append(s_ * A + a_)
+        cols.append(k_)
+        vals.append(float(e[3]))
+    return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(S * A, d))
+
+
+def _incentive(name: str, value: object, base: np.ndarray, d: int) -> RewardModel:
+    obj = _object(name, value, ("scale",), ("states", "pairs"))
+    if ("states" in obj) == ("pairs" in obj):
+        raise ValueError(f"{name}: give exactly one of 'states' or 'pairs'")
+    if not _is_number(obj["scale"]) or not math.isfinite(obj["scale"]):
+        raise ValueError(f"{name}.scale: must be a finite number")
+    S, A = base.shape
+    key = "states" if "states" in obj else "pairs"
+    items = obj[key]
+    if not isinstance(items, list) or len(items) != d:
+        raise ValueError(f"{name}.{key}: must be a list of d = {d} items")
+    if key == "states":
+        states = [_int(f"{name}.states[{i}]", s_, S) for i, s_ in enumerate(items)]
+        return tabular_incentive(base, states=states, scale=obj["scale"])
+    pairs = []
+    for i, pr in enumerate(items):
+        if not isinstance(pr, list) or len(pr) != 2:
+            raise ValueError(f"{name}.pairs[{i}]: must be [s, a]")
+        pairs.append((_int(f"{name}.pairs[{i}][0]", pr[0], S),
+                      _int(f"{name}.pairs[{i}][1]", pr[1], A)))
+    return tabular_incentive(base, pairs=pairs, scale=obj["scale"])
+
+
 def _reward(name: str, value: object, S: int, A: int, d: int) -> RewardModel:
-    obj = _object(name, value, ("base",), ("features",))
+    obj = _object(name, value, ("base",), ("features", "incentive"))
     base = _array(f"{name}.base", obj["base"], (S, A))
+    if "features" in obj and "incentive" in obj:
+        raise ValueError(f"{name}: give at most one of 'features' or 'incentive'")
+    if "incentive" in obj:
+        return _incentive(f"{name}.incentive", obj["incentive"], base, d)
     if "features" not in obj:
         return FixedReward(base, d)
+    if isinstance(obj["features"], dict):
+        return AffineReward(base, _sparse_features(f"{name}.features", obj["features"], S, A, d),
+                            name=name)
     return AffineReward(base, _array(f"{name}.features", obj["features"], (S, A, d)), name=name)
+
+
+def _check_size(name: str, shape: tuple[int, ...]) -> None:
+    if math.prod(shape) > MAX_ENTRIES:
+        raise ValueError(f"{name}: shape {shape} has more than MAX_ENTRIES = {MAX_ENTRIES} "
+                         "entries")
+
+
+def _outer_len(value: object, depth: int) -> tuple[int, ...]:
+    """Lengths along the first element of each nesting level (for the size cap)."""
+    out = []
+    for _ in range(depth):
+        if not isinstance(value, list) or not value:
+            break
+        out.append(len(value))
+        value = value[0]
+    return tuple(out)
+
+
+def _objective(obj: dict[str, Any], S: int, A: int, d: int) -> Objective:
+    spec = obj.get("objective", {"kind": "leader_return"})
+    spec = _object("objective", spec, ("kind",), ())
+    if spec["kind"] == "quadratic":
+        extra = [k for k in ("leader_reward", "leader_gamma", "regularizer") if k in obj]
+        if extra:
+            raise ValueError(f"objective: kind 'quadratic' takes no {extra}")
+        return QuadraticObjective()
+    if spec["kind"] != "leader_return":
+        raise ValueError(f"objective.kind = {spec['kind']!r}: must be 'leader_return' or "
+                         "'quadratic'"[:200])
+    if "leader_reward" not in obj:
+        raise ValueError("leader_reward: required for the leader_return objective")
+    leader = _reward("leader_reward", obj["leader_reward"], S, A, d)
+    reg = None
+    if "regularizer" in obj:
+        r = _object("regularizer", obj["regularizer"], ("kind", "weight"), ("center",))
+        if r["kind"] != "l2":
+            raise ValueError(f"regularizer.kind = {r['kind']!r}: must be 'l2'"[:200])
+        if not _is_number(r["weight"]) or not math.isfinite(r["weight"]):
+            raise ValueError("regularizer.weight: must be a finite number")
+        center = _array("regularizer.center", r["center"], (d,)) if "center" in r else None
+        reg = l2_penalty(r["weight"], center)
+    return LeaderReturn(leader, leader_gamma=obj.get("leader_gamma"), regularizer=reg)
 
 
 def _transitions(value: object, d: int) -> TransitionModel:
     if isinstance(value, dict):
         obj = _object("transitions", value, _SOFTMAX_FIELDS, ())
+        _check_size("transitions.logits", _outer_len(obj["logits"], 3))
         _nested_numbers("transitions.logits", obj["logits"], 3, allow_null=True)
         logits = np.array([[[-np.inf if z is None else z for z in row] for row in block]
                            for block in obj["logits"]], dtype=object)
         if logits.ndim != 3 or logits.shape[0] != logits.shape[2]:
             raise ValueError(f"transitions.logits: shape must be (S, A, S), got {logits.shape}")
         S, A, _ = logits.shape
+        _check_size("transitions.features", (S, A, S, d))
         feats = _array("transitions.features", obj["features"], (S, A, S, d))
         return SoftmaxTransitions(logits.astype(float), feats)
+    _check_size("transitions", _outer_len(value, 3))
     _nested_numbers("transitions", value, 3)
     P = _validate.real_array("transitions", value, ndim=3)
     return FixedTransitions(P, d)
@@ -127,18 +254,19 @@ def problem_from_dict(data: object) -> tuple[BilevelProblem, np.ndarray]:
                          f"supports {FORMAT!r}")
     x = _array("x", obj["x"], (None,))
     d = x.shape[0]
+    if d < 1:
+        raise ValueError("x: must have at least one parameter")
     transitions = _transitions(obj["transitions"], d)
     S, A = transitions.n_states, transitions.n_actions
     if S < 1 or A < 1:
         raise ValueError(f"transitions: need at least one state and one action, got (S, A) = "
                          f"({S}, {A})")
     follower = _reward("follower_reward", obj["follower_reward"], S, A, d)
-    leader = _reward("leader_reward", obj["leader_reward"], S, A, d)
     for key in ("gamma", "tau", "leader_gamma"):
         if key in obj and not _is_number(obj[key]):
             raise ValueError(f"{key}: must be a number, got {type(obj[key]).__name__}")
+    objective = _objective(obj, S, A, d)
     initial = _array("initial", obj["initial"], (S,)) if "initial" in obj else None
-    objective = LeaderReturn(leader, leader_gamma=obj.get("leader_gamma"))
     problem = BilevelProblem(follower, transitions, objective, gamma=obj["gamma"],
                              tau=obj["tau"], initial=initial)
     return problem, x
@@ -156,14 +284,25 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarr
     Raises ``ValueError`` for a missing, unreadable or invalid file.
     """
     try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{os.fspath(path)}: {size} bytes is over MAX_FILE_BYTES = "
+                             f"{MAX_FILE_BYTES}")
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{os.fspath(path)}: cannot read file ({exc})") from None
+    return problem_from_json(text, source=os.fspath(path))
+
+
+def problem_from_json(text: str, source: str = "problem") -> tuple[BilevelProblem, np.ndarray]:
+    """Parse a problem (or golden-vector) file's text; see :func:`load_problem`."""
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from None
+        raise ValueError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{source}: JSON nested too deeply") from None
     if isinstance(data, dict) and data.get("format") == GOLDEN_FORMAT:
         if "problem" not in data:
             raise ValueError("problem: missing in a golden-vector file")
@@ -179,6 +318,12 @@ def _reward_to_dict(model: RewardModel) -> dict[str, Any]:
     if isinstance(model, FixedReward):
         return {"base": model.base.tolist()}
     if isinstance(model, AffineReward):
+        if model.is_sparse:
+            phi = model.features.reshape(model.n_states, model.n_actions, model.n_params)
+            idx = np.argwhere(phi != 0)
+            return {"base": model.base.tolist(),
+                    "features": {"entries": [[int(s_), int(a_), int(k_), float(phi[s_, a_, k_])]
+                                             for s_, a_, k_ in idx]}}
         return {"base": model.base.tolist(), "features": model.features.tolist()}
     raise ValueError(f"{type(model).__name__}: not expressible in format {FORMAT}")
 
@@ -186,13 +331,12 @@ def _reward_to_dict(model: RewardModel) -> dict[str, Any]:
 def problem_to_dict(problem: BilevelProblem, x: object) -> dict[str, Any]:
     """The file form of ``(problem, x)``; inverse of :func:`problem_from_dict`.
 
-    Supports affine/fixed rewards, fixed or softmax-logit transitions and the
-    unregularised :class:`~exact_bilevel.objectives.LeaderReturn` objective.
+    Supports fixed, affine (dense or sparse, e.g. tabular incentives) rewards;
+    fixed or softmax-logit transitions; the :class:`LeaderReturn` objective with
+    an optional :func:`~exact_bilevel.objectives.l2_penalty`, and the quadratic
+    objective. Anything else raises ``ValueError``.
     """
     obj = problem.objective
-    if not isinstance(obj, LeaderReturn) or obj.regularizer is not None:
-        raise ValueError(f"objective {obj!r}: only an unregularised LeaderReturn is "
-                         f"expressible in format {FORMAT}")
     x = problem.check_x(x)
     tr = problem.transitions
     zero = np.zeros(problem.n_params)
@@ -209,11 +353,24 @@ def problem_to_dict(problem: BilevelProblem, x: object) -> dict[str, Any]:
         "format": FORMAT, "gamma": problem.gamma, "tau": problem.tau,
         "transitions": trans, "initial": problem.initial.tolist(),
         "follower_reward": _reward_to_dict(problem.follower_reward),
-        "leader_reward": _reward_to_dict(obj.leader_reward),
-        "x": x.tolist(),
     }
-    if obj.leader_gamma is not None:
-        out["leader_gamma"] = obj.leader_gamma
+    if isinstance(obj, QuadraticObjective):
+        out["objective"] = {"kind": "quadratic"}
+    elif isinstance(obj, LeaderReturn):
+        out["leader_reward"] = _reward_to_dict(obj.leader_reward)
+        if obj.leader_gamma is not None:
+            out["leader_gamma"] = obj.leader_gamma
+        if isinstance(obj.regularizer, L2Penalty):
+            reg: dict[str, Any] = {"kind": "l2", "weight": obj.regularizer.weight}
+            if obj.regularizer.center is not None:
+                reg["center"] = obj.regularizer.center.tolist()
+            out["regularizer"] = reg
+        elif obj.regularizer is not None:
+            raise ValueError(f"regularizer {obj.regularizer!r}: only l2_penalty is expressible "
+                             f"in format {FORMAT}")
+    else:
+        raise ValueError(f"objective {obj!r}: not expressible in format {FORMAT}")
+    out["x"] = x.tolist()
     return out
 
 

@@ -74,15 +74,23 @@ class Objective(ABC):
         return self.evaluate(problem, state).value
 
 
-def l2_penalty(weight: float, center: np.ndarray | None = None) -> Regularizer:
+@dataclass(frozen=True)
+class L2Penalty:
+    """``reg(x) = -weight/2 * |x - center|^2`` and its gradient ``-weight (x - center)``."""
+
+    weight: float
+    center: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        dx = x if self.center is None else x - self.center
+        return -0.5 * self.weight * np.sum(dx * dx), -self.weight * dx
+
+
+def l2_penalty(weight: float, center: np.ndarray | None = None) -> L2Penalty:
     """``reg(x) = -weight/2 * |x - center|^2`` (a penalty on a maximised objective)."""
     w = _validate.real_scalar("weight", weight)
-
-    def reg(x: np.ndarray) -> tuple[float, np.ndarray]:
-        dx = x if center is None else x - center
-        return -0.5 * w * np.sum(dx * dx), -w * dx
-
-    return reg
+    c = None if center is None else _validate.real_array("center", center, ndim=1)
+    return L2Penalty(w, c)
 
 
 @dataclass(frozen=True)
@@ -210,11 +218,15 @@ class GeneralObjective(Objective):
         return f"GeneralObjective({self.name})"
 
 
-def quadratic_objective() -> GeneralObjective:
+class QuadraticObjective(GeneralObjective):
     """``f(x, pi) = 1/2 |x|^2 + 1/2 |pi|_F^2`` (the SoBiRL synthetic benchmark)."""
-    return GeneralObjective(
-        f=lambda x, pi: 0.5 * np.sum(x * x) + 0.5 * np.sum(pi * pi),
-        df_dx=lambda x, pi: x,
-        df_dpi=lambda x, pi: pi,
-        name="1/2|x|^2 + 1/2|pi|_F^2",
-    )
+
+    def __init__(self) -> None:
+        super().__init__(f=lambda x, pi: 0.5 * np.sum(x * x) + 0.5 * np.sum(pi * pi),
+                         df_dx=lambda x, pi: x, df_dpi=lambda x, pi: pi,
+                         name="1/2|x|^2 + 1/2|pi|_F^2")
+
+
+def quadratic_objective() -> QuadraticObjective:
+    """``f(x, pi) = 1/2 |x|^2 + 1/2 |pi|_F^2`` (the SoBiRL synthetic benchmark)."""
+    return QuadraticObjective()

@@ -110,6 +110,11 @@ class AffineReward(RewardModel):
         return self._base
 
     @property
+    def is_sparse(self) -> bool:
+        """Whether the features are stored as a sparse matrix."""
+        return scipy.sparse.issparse(self._phi)
+
+    @property
     def features(self) -> np.ndarray:
         """Dense ``features[s, a, k]``."""
         phi = self._phi.toarray() if scipy.sparse.issparse(self._phi) else self._phi
