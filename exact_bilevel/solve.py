@@ -99,6 +99,9 @@ def _residual(tv: np.ndarray, v: np.ndarray) -> float:
     return float(np.max(np.abs(tv - v)))
 
 
+_EPS = float(np.finfo(np.float64).eps)
+
+
 def _solution(mdp: FiniteMDP, v: np.ndarray, tau: float, iterations: int, method: str,
               tol: float) -> SoftSolution:
     q = q_from_v(mdp, v)
@@ -112,8 +115,6 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             warm_start: int) -> SoftSolution:
     for _ in range(warm_start):
         v = boltzmann(q_from_v(mdp, v), tau).v
-    best = math.inf
-    stalled = 0
     accepted: SoftSolution | None = None
     for it in range(max_iter + 1):
         q = q_from_v(mdp, v)
@@ -130,17 +131,19 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             accepted = current
             if res == 0.0 or it == max_iter:
                 return accepted
-        else:
-            if it == max_iter:
-                break
-            # Rounding floor: the residual stopped decreasing for 3 steps in a row.
-            stalled = stalled + 1 if res >= best else 0
-            best = min(best, res)
-            if stalled >= 3:
-                raise ConvergenceError("newton", res, tol, it, "residual stopped decreasing")
-        # Newton step = exact soft evaluation of the current Boltzmann policy.
+        elif it == max_iter:
+            break
+        # Newton step = exact soft evaluation of the current Boltzmann policy. In exact
+        # arithmetic V increases monotonically (soft policy improvement), but the
+        # residual need not decrease at every step far from the solution.
         rhs = np.sum(b.policy * (mdp.reward - tau * b.log_policy), axis=-1)
-        v = factorize(mdp.P_pi(b.policy), mdp.gamma).solve(rhs)
+        v_new = factorize(mdp.P_pi(b.policy), mdp.gamma).solve(rhs)
+        step = float(np.max(np.abs(v_new - v)))
+        if accepted is None and step <= 8 * _EPS * float(np.max(np.abs(v_new), initial=1.0)):
+            # V no longer moves but the residual is above tol: the rounding floor.
+            raise ConvergenceError("newton", res, tol, it, "iterates stopped moving (rounding "
+                                   "floor above the tolerance)")
+        v = v_new
     raise ConvergenceError("newton", res, tol, max_iter, "iteration limit reached")
 
 
