@@ -1,4 +1,4 @@
-"""Command line: ``exact-bilevel demo | solve FILE | hypergradient FILE | estimate FILE``.
+"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check``.
 
 Exit codes: 0 success, 1 numerical failure (a solver did not converge),
 2 bad input (unreadable or invalid file, bad option) with one line on stderr
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _validate, testing
 from .errors import ConvergenceError
 from .estimators import ESTIMATORS, replicates
 from .examples import demo_problem
@@ -78,6 +79,109 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+_EST_FIELDS = ("gradient", "estimates", "estimator", "critic", "budget", "seed", "transitions")
+
+
+def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh, parse_constant=lambda c: float("nan"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: cannot read a JSON estimate file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a JSON object with 'gradient' or 'estimates'")
+    unknown = sorted(set(data) - set(_EST_FIELDS))
+    if unknown:
+        raise ValueError(f"estimate: unknown field(s) {unknown}; allowed: {list(_EST_FIELDS)}")
+    if ("gradient" in data) == ("estimates" in data):
+        raise ValueError("estimate: give exactly one of 'gradient' (one deterministic value) "
+                         "or 'estimates' (independent replicates)")
+    if "gradient" in data:
+        return "gradient", _validate.real_array("estimate.gradient", data["gradient"],
+                                                shape=(d,))
+    return "estimates", _validate.real_array("estimate.estimates", data["estimates"],
+                                             shape=(None, d))
+
+
+def _finite_json(obj: object) -> object:
+    """Non-finite floats as the strings "inf", "-inf", "nan" (strict JSON has no such numbers)."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    problem, x = load_problem(args.file)
+    exact = hypergradient(problem, x).gradient
+    kind, est = _read_estimate(args.estimate, exact.size)
+    norm = float(np.linalg.norm(exact))
+    if kind == "gradient":
+        mean, z = est, None
+        err = np.abs(est - exact)
+        tol = args.rtol * float(np.max(np.abs(exact))) + args.atol
+        passed = bool(np.max(err) <= tol)
+        verdict = {"mode": "deterministic", "tolerance": tol, "rtol": args.rtol,
+                   "atol": args.atol, "max_error": float(np.max(err))}
+    else:
+        res = testing.unbiasedness_test(est, exact, args.alpha)
+        mean, z = est.mean(axis=0), res.z
+        passed = not res.reject
+        verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,
+                   "p_value": res.p_value, "alpha": args.alpha, "replicates": est.shape[0]}
+    diff = mean - exact
+    cos = float(mean @ exact / (np.linalg.norm(mean) * norm)) if norm and np.any(mean) else 0.0
+    out = {"pass": passed, **verdict,
+           "relative_error": float(np.linalg.norm(diff) / norm) if norm else float("inf"),
+           "cosine": cos,
+           "coordinates": [{"k": k, "exact": float(exact[k]), "estimate": float(mean[k]),
+                            "error": float(diff[k]),
+                            **({} if z is None else {"z": float(z[k])})}
+                           for k in range(exact.size)]}
+    if args.json:
+        print(json.dumps(_finite_json(out), allow_nan=False))
+    else:
+        print(f"exact-bilevel check: {args.estimate} against {args.file} "
+              f"({verdict['mode']} check)")
+        if kind == "gradient":
+            print(f"  |error|_inf = {verdict['max_error']:.3e}, tolerance {tol:.3e} "
+                  f"(rtol {args.rtol:g} * max|exact| + atol {args.atol:g})")
+        else:
+            print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
+                  f"{verdict['p_value']:.3g}, alpha = {args.alpha:g} (false-alarm rate)")
+        print(f"  relative error {out['relative_error']:.3e}, cosine {cos:.6f}")
+        head = f"  {'k':>4} {'exact':>14} {'estimate':>14} {'error':>11}"
+        print(head + ("" if z is None else f" {'z':>8}"))
+        for c in out["coordinates"]:
+            line = f"  {c['k']:>4} {c['exact']:>14.6g} {c['estimate']:>14.6g} {c['error']:>11.3e}"
+            print(line + ("" if z is None else f" {c['z']:>8.2f}"))
+        print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"{v} must lie in (0, 1)")
+    return v
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0.0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{v} must be a finite number >= 0")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         n = int(text)
@@ -116,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="K",
                    help="replicate i uses numpy.random.default_rng([K, i])")
     p.set_defaults(func=_cmd_estimate)
+    p = sub.add_parser("check", help="check an estimate file against the exact hypergradient "
+                                     "(exit 0 pass, 1 fail, 2 bad input)")
+    p.add_argument("file", help="problem file (or golden-vector file)")
+    p.add_argument("--estimate", required=True, metavar="EST.json",
+                   help='{"gradient": [...]} or {"estimates": [[...], ...]} (the output of '
+                        "`exact-bilevel estimate` works as is)")
+    p.add_argument("--alpha", type=_unit_interval, default=0.01,
+                   help="false-alarm rate of the statistical test (default 0.01)")
+    p.add_argument("--rtol", type=_nonnegative, default=1e-8,
+                   help="relative tolerance of a deterministic gradient (default 1e-8)")
+    p.add_argument("--atol", type=_nonnegative, default=0.0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 

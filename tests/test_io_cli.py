@@ -175,3 +175,62 @@ def test_golden_files_load_as_problems():
     golden = pathlib.Path(__file__).resolve().parent.parent / "verification" / "golden"
     problem, x = load_problem(golden / "01_random_reward_S3A2.json")
     assert problem.n_states == 3 and x.shape == (2,)
+
+
+def _est_file(tmp_path, name, payload):
+    path = tmp_path / name
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_cli_check_statistical_pass_and_fail(tmp_path, capsys):
+    from exact_bilevel.estimators import replicates
+
+    problem, x = random_problem(4, 3, 2, seed=9)
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    assert main(["estimate", str(path), "--estimator", "bc-hg", "--transitions", "2000",
+                 "--replicates", "60"]) == 0
+    good = _est_file(tmp_path, "good.json", json.loads(capsys.readouterr().out))
+    assert main(["check", str(path), "--estimate", good]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "false-alarm rate" in out and "cosine" in out
+    X, _ = replicates(problem, x, "naive", 2000, 60, seed=0)
+    bad = _est_file(tmp_path, "bad.json", {"estimates": X.tolist()})
+    assert main(["check", str(path), "--estimate", bad, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["pass"] is False and report["mode"] == "statistical"
+    assert len(report["coordinates"]) == 2 and "z" in report["coordinates"][0]
+
+
+def test_cli_check_deterministic(tmp_path, capsys):
+    problem, x = random_problem(4, 3, 2, seed=9, parameterize="both")
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    g = hypergradient(problem, x).gradient
+    ok = _est_file(tmp_path, "ok.json", {"gradient": (g * (1 + 1e-10)).tolist()})
+    assert main(["check", str(path), "--estimate", ok]) == 0
+    off = _est_file(tmp_path, "off.json", {"gradient": (g * (1 + 1e-6)).tolist()})
+    assert main(["check", str(path), "--estimate", off, "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rep["mode"] == "deterministic" and rep["max_error"] > rep["tolerance"]
+    assert main(["check", str(path), "--estimate", off, "--rtol", "1e-5"]) == 0
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"gradient": [1.0]}, r"estimate.gradient: axis 0 must have length 2"),
+    ({"gradient": [1.0, 2.0], "estimates": [[1.0, 2.0]]}, "give exactly one of"),
+    ({"grad": [1.0, 2.0]}, r"estimate: unknown field\(s\) \['grad'\]"),
+    ({"estimates": [[1.0, "a"]]}, "estimate.estimates"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_cli_check_bad_estimate_exits_2(tmp_path, capsys, payload, message):
+    problem, x = random_problem(4, 3, 2, seed=9)
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    est = _est_file(tmp_path, "e.json", payload)
+    assert main(["check", str(path), "--estimate", est]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    import re
+    assert re.search(message, err)
