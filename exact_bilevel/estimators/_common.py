@@ -63,16 +63,19 @@ class LeaderKnowledge:
         return max(self.gamma, self.gamma_leader)
 
 
-def leader_knowledge(problem: BilevelProblem, x: object) -> LeaderKnowledge:
+def leader_knowledge(problem: BilevelProblem, x: object,
+                     state: FollowerState | None = None) -> LeaderKnowledge:
     """Solve the follower at ``x`` (its outcome, which the leader observes) and
     collect the leader's own derivatives.
 
     For an objective other than :class:`LeaderReturn` the leader-reward fields are
     ``None`` and ``gamma_leader = gamma``; estimators that sample the leader's
-    return reject such problems (:func:`require_leader_return`).
+    return reject such problems (:func:`require_leader_return`). ``state`` reuses a
+    follower solve at ``x``.
     """
     obj = problem.objective
-    state = problem.follower_state(x)
+    if state is None:
+        state = problem.follower_state(x)
     x = state.x
     common = dict(problem=problem, state=state, pi=state.solution.policy, v=state.solution.v,
                   dr=problem.follower_reward.jacobian(x), score=problem.transitions.score(x),
