@@ -350,3 +350,8 @@ class CallableTransitions(TransitionModel):
 
     def jacobian_dot(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.einsum("ijkd,k->ijd", np.asarray(self._jac(x)), v)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        P, dP = self.value(x), np.asarray(self._jac(x))
+        pos = P > 0
+        return np.where(pos[..., None], dP / np.where(pos, P, 1.0)[..., None], 0.0)
