@@ -1,4 +1,4 @@
-"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check``.
+"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check | reproduce``.
 
 Exit codes: 0 success, 1 numerical failure (a solver did not converge),
 2 bad input (unreadable or invalid file, bad option) with one line on stderr
@@ -101,6 +101,13 @@ def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
                                                 shape=(d,))
     return "estimates", _validate.real_array("estimate.estimates", data["estimates"],
                                              shape=(None, d))
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    print(reproduce(args.name, args.out))
+    return 0
 
 
 def _finite_json(obj: object) -> object:
@@ -233,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=_nonnegative, default=0.0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("reproduce", help="run a paper's experiment with exact ground truth; "
+                                         "write NAME.md and NAME.png")
+    p.add_argument("name", choices=["fourrooms", "sobirl", "discrete-toy"])
+    p.add_argument("--out", default="verification", metavar="DIR")
+    p.set_defaults(func=_cmd_reproduce)
     return parser
 
 
