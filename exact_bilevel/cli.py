@@ -15,12 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _validate, testing
+from . import markov_game as mg
 from .errors import ConvergenceError
 from .estimators import ESTIMATORS, replicates
 from .examples import demo_problem
 from .finite_differences import richardson_gradient
 from .hypergradient import hypergradient
-from .io import load_problem
+from .io import load_any
+from .problem import BilevelProblem
 from .solve import solve_soft
 
 
@@ -51,8 +53,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _follower(obj: BilevelProblem | mg.MarkovGame, x: np.ndarray) -> BilevelProblem:
+    return mg.follower_problem(obj, x) if isinstance(obj, mg.MarkovGame) else obj
+
+
+def _exact(obj: BilevelProblem | mg.MarkovGame, x: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """Value, exact gradient and follower residual of a problem or Markov game at ``x``."""
+    if isinstance(obj, mg.MarkovGame):
+        h = mg.hypergradient(obj, x)
+        problem = mg.follower_problem(obj, x)
+        return h.value, h.gradient, problem.follower_state(x).solution.residual
+    hg = hypergradient(obj, x)
+    return float(hg.value), hg.gradient, hg.residual
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
-    problem, x = load_problem(args.file)
+    obj, x = load_any(args.file)
+    problem = _follower(obj, x)
     sol = solve_soft(problem.follower_mdp(x), problem.tau, method=args.method)
     out = {"q": sol.q.tolist(), "v": sol.v.tolist(), "policy": sol.policy.tolist(),
            "residual": sol.residual, "iterations": sol.iterations, "method": sol.method}
@@ -61,18 +78,29 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_hypergradient(args: argparse.Namespace) -> int:
-    problem, x = load_problem(args.file)
-    hg = hypergradient(problem, x, mode=args.mode)
-    print(json.dumps({"value": float(hg.value), "gradient": hg.gradient.tolist(),
-                      "residual": hg.residual}))
+    obj, x = load_any(args.file)
+    if isinstance(obj, mg.MarkovGame):
+        value, grad, residual = _exact(obj, x)
+    else:
+        hg = hypergradient(obj, x, mode=args.mode)
+        value, grad, residual = float(hg.value), hg.gradient, hg.residual
+    print(json.dumps({"value": float(value), "gradient": grad.tolist(), "residual": residual}))
     return 0
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    problem, x = load_problem(args.file)
-    X, cost = replicates(problem, x, args.estimator, args.transitions, args.replicates,
-                         args.seed, critic=args.critic)
-    critic = args.critic or ESTIMATORS[args.estimator].default_critic
+    obj, x = load_any(args.file)
+    if isinstance(obj, mg.MarkovGame):
+        critic = args.critic or "exact"
+        runs = [mg.estimate(obj, x, args.estimator, args.transitions,
+                            np.random.default_rng([args.seed, i]), critic)
+                for i in range(args.replicates)]
+        X = np.array([r.gradient for r in runs])
+        cost = np.array([r.transitions for r in runs])
+    else:
+        X, cost = replicates(obj, x, args.estimator, args.transitions, args.replicates,
+                             args.seed, critic=args.critic)
+        critic = args.critic or ESTIMATORS[args.estimator].default_critic
     print(json.dumps({"estimator": args.estimator, "critic": critic, "budget": args.transitions,
                       "seed": args.seed, "estimates": X.tolist(),
                       "transitions": [int(c) for c in cost]}))
@@ -122,8 +150,8 @@ def _finite_json(obj: object) -> object:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    problem, x = load_problem(args.file)
-    exact = hypergradient(problem, x).gradient
+    obj, x = load_any(args.file)
+    exact = _exact(obj, x)[1]
     kind, est = _read_estimate(args.estimate, exact.size)
     norm = float(np.linalg.norm(exact))
     if kind == "gradient":
@@ -218,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="R independent sample-based estimates, each from a "
                                         "budget of N transitions, as JSON")
     p.add_argument("file")
-    p.add_argument("--estimator", required=True, choices=sorted(ESTIMATORS))
+    p.add_argument("--estimator", required=True,
+                   choices=sorted(set(ESTIMATORS) | set(mg.GAME_ESTIMATORS)),
+                   help="for a Markov-game file: " + ", ".join(mg.GAME_ESTIMATORS))
     p.add_argument("--critic", choices=["exact", "monte-carlo", "td"], default=None,
                    help="leader critic (bc-hg, hpgd*, naive) or dQ estimator (sobirl); "
                         "default: the estimator's own")

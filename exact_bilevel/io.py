@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse
 
 from . import _validate
+from .markov_game import MarkovGame
 from .objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
 from .parameterizations import (
     AffineReward,
@@ -68,11 +69,14 @@ _TOP_OPTIONAL = ("initial", "leader_reward", "leader_gamma", "regularizer", "obj
 _SOFTMAX_FIELDS = ("logits", "features")
 
 
-def schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of format ``exact-bilevel/1``."""
+def schema(kind: str = "problem") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of format ``exact-bilevel/1`` (``kind="problem"``)
+    or ``exact-bilevel-game/1`` (``kind="game"``)."""
     from importlib.resources import files
 
-    return json.loads(files(__package__).joinpath("schema/problem.schema.json").read_text())
+    if kind not in ("problem", "game"):
+        raise ValueError(f"kind = {kind!r}: must be 'problem' or 'game'")
+    return json.loads(files(__package__).joinpath(f"schema/{kind}.schema.json").read_text())
 
 
 def _is_number(v: object) -> bool:
@@ -276,13 +280,69 @@ def problem_from_dict(data: object) -> tuple[BilevelProblem, np.ndarray]:
 GOLDEN_FORMAT = "exact-bilevel-golden/1"
 
 
-def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarray]:
-    """Read a problem file; returns ``(problem, x)``.
+#: Format tag of Markov-game files.
+GAME_FORMAT = "exact-bilevel-game/1"
+_GAME_REQUIRED = ("format", "gamma", "tau", "transitions", "follower_reward", "leader_reward",
+                  "initial", "observes", "x")
+_GAME_OPTIONAL = ("leader_gamma",)
 
-    A golden-vector file (format ``exact-bilevel-golden/1``, see
-    ``verification/golden``) is accepted too: its ``problem`` field is read.
-    Raises ``ValueError`` for a missing, unreadable or invalid file.
+
+def game_from_dict(data: object) -> tuple[MarkovGame, np.ndarray]:
+    """Build ``(game, theta)`` from a parsed Markov-game file::
+
+        {"format": "exact-bilevel-game/1", "gamma": g, "tau": t,
+         "transitions": [S][AL][AF][S], "follower_reward": [S][AL][AF],
+         "leader_reward": [S][AL][AF], "initial": [S],
+         "observes": "state" | "state_and_leader_action",
+         "leader_gamma": gL (optional), "x": [S * AL]}
+
+    ``x`` holds the leader's softmax logits ``theta[s, aL]`` flattened row-major.
     """
+    obj = _object("game", data, _GAME_REQUIRED, _GAME_OPTIONAL)
+    if obj["format"] != GAME_FORMAT:
+        raise ValueError(f"format: {obj['format']!r} is not a known version; this reader "
+                         f"supports {GAME_FORMAT!r}")
+    _check_size("transitions", _outer_len(obj["transitions"], 4))
+    _nested_numbers("transitions", obj["transitions"], 4)
+    P = _validate.real_array("transitions", obj["transitions"], ndim=4)
+    S, AL, AF, _ = P.shape
+    rF = _array("follower_reward", obj["follower_reward"], (S, AL, AF))
+    rL = _array("leader_reward", obj["leader_reward"], (S, AL, AF))
+    rho = _array("initial", obj["initial"], (S,))
+    for key in ("gamma", "tau", "leader_gamma"):
+        if key in obj and not _is_number(obj[key]):
+            raise ValueError(f"{key}: must be a number, got {type(obj[key]).__name__}")
+    if not isinstance(obj["observes"], str):
+        raise ValueError("observes: must be a string")
+    game = MarkovGame(P, rF, rL, rho, obj["gamma"], obj["tau"], observes=obj["observes"],
+                      leader_gamma=obj.get("leader_gamma"))
+    x = _array("x", obj["x"], (S * AL,))
+    return game, x
+
+
+def game_to_dict(game: MarkovGame, x: object) -> dict[str, Any]:
+    """The file form of ``(game, theta)``; inverse of :func:`game_from_dict`."""
+    x = _validate.parameter_vector("x", x, game.n_params)
+    out: dict[str, Any] = {
+        "format": GAME_FORMAT, "gamma": game.gamma, "tau": game.tau,
+        "transitions": game.transitions.tolist(),
+        "follower_reward": game.follower_reward.tolist(),
+        "leader_reward": game.leader_reward.tolist(), "initial": game.initial.tolist(),
+        "observes": game.observes, "x": x.tolist()}
+    if game.leader_gamma is not None:
+        out["leader_gamma"] = game.leader_gamma
+    return out
+
+
+def load_any(path: str | os.PathLike[str]) -> tuple[BilevelProblem | MarkovGame, np.ndarray]:
+    """A problem, golden-vector or Markov-game file, dispatched on its ``format``."""
+    data = _read_json(path)
+    if isinstance(data, dict) and data.get("format") == GAME_FORMAT:
+        return game_from_dict(data)
+    return _problem_from_data(data)
+
+
+def _read_json(path: str | os.PathLike[str]) -> object:
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
@@ -292,22 +352,39 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarr
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{os.fspath(path)}: cannot read file ({exc})") from None
-    return problem_from_json(text, source=os.fspath(path))
+    return _parse(text, os.fspath(path))
 
 
-def problem_from_json(text: str, source: str = "problem") -> tuple[BilevelProblem, np.ndarray]:
-    """Parse a problem (or golden-vector) file's text; see :func:`load_problem`."""
+def _parse(text: str, source: str) -> object:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not valid JSON ({exc})") from None
     except RecursionError:
         raise ValueError(f"{source}: JSON nested too deeply") from None
+
+
+def _problem_from_data(data: object) -> tuple[BilevelProblem, np.ndarray]:
     if isinstance(data, dict) and data.get("format") == GOLDEN_FORMAT:
         if "problem" not in data:
             raise ValueError("problem: missing in a golden-vector file")
         data = data["problem"]
     return problem_from_dict(data)
+
+
+def load_problem(path: str | os.PathLike[str]) -> tuple[BilevelProblem, np.ndarray]:
+    """Read a problem file; returns ``(problem, x)``.
+
+    A golden-vector file (format ``exact-bilevel-golden/1``, see
+    ``verification/golden``) is accepted too: its ``problem`` field is read.
+    Raises ``ValueError`` for a missing, unreadable or invalid file.
+    """
+    return _problem_from_data(_read_json(path))
+
+
+def problem_from_json(text: str, source: str = "problem") -> tuple[BilevelProblem, np.ndarray]:
+    """Parse a problem (or golden-vector) file's text; see :func:`load_problem`."""
+    return _problem_from_data(_parse(text, source))
 
 
 def _reject_constant(name: str) -> float:

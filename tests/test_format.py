@@ -190,3 +190,37 @@ def test_fuzz_one_field_replaced(data):
         assert str(exc)
     else:  # accepted: must be a usable problem
         assert np.isfinite(problem.value(x))
+
+
+def test_game_files_roundtrip_and_drive_the_cli(tmp_path, capsys):
+    from exact_bilevel import markov_game as mg
+    from exact_bilevel.cli import main
+    from exact_bilevel.io import game_from_dict, game_to_dict
+
+    game_validator = jsonschema.Draft202012Validator(schema("game"))
+    for game in (mg.discrete_toy(2.0),
+                 mg.MarkovGame(np.full((2, 2, 2, 2), 0.5), np.ones((2, 2, 2)),
+                               np.eye(2)[:, :, None] * np.ones((2, 2, 2)), [1.0, 0.0], 0.8,
+                               0.3, observes="state", leader_gamma=0.7)):
+        x = np.linspace(-0.3, 0.4, game.n_params)
+        data = json.loads(json.dumps(game_to_dict(game, x)))
+        game_validator.validate(data)
+        g2, x2 = game_from_dict(data)
+        assert np.array_equal(mg.hypergradient(g2, x2).gradient,
+                              mg.hypergradient(game, x).gradient)
+    path = tmp_path / "toy.json"
+    path.write_text(json.dumps(game_to_dict(mg.discrete_toy(), np.zeros(6))))
+    assert main(["hypergradient", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gradient"] == mg.hypergradient(mg.discrete_toy(), np.zeros(6)).gradient.tolist()
+    assert main(["estimate", str(path), "--estimator", "bc-hg-baseline", "--transitions", "3000",
+                 "--replicates", "60"]) == 0
+    est = tmp_path / "est.json"
+    est.write_text(capsys.readouterr().out)
+    assert main(["check", str(path), "--estimate", str(est)]) == 0
+    capsys.readouterr()
+    assert main(["estimate", str(path), "--estimator", "hpgd", "--transitions", "100"]) == 2
+    with pytest.raises(ValueError, match="observes = 'psychic'"):
+        game_from_dict({**data, "observes": "psychic"})
+    with pytest.raises(ValueError, match=r"x: axis 0 must have length 4"):
+        game_from_dict({**data, "x": [0.0]})
