@@ -1,15 +1,17 @@
 """The one internal interface through which every algorithm touches ``P[s, a, s']``.
 
-Keeping transition access behind :class:`DenseTransitions` lets a sparse
-``(S*A, S)`` matrix replace the dense array later without touching the solver,
-the evaluation or the hypergradient code. All methods are linear in their
-argument and analytic (they work unchanged on complex arrays, which the
-complex-step checks rely on).
+Two implementations of the same five methods: :class:`DenseTransitions` (a
+``[S, A, S]`` array) and :class:`SparseTransitions` (a scipy CSR ``(S*A, S)``
+matrix, row ``s * A + a``). The solver, the evaluation, the hypergradient and
+the samplers only call these methods, so either storage serves every
+algorithm. The linear maps are analytic (the dense one works unchanged on
+complex arrays, which the complex-step checks rely on).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 
 class DenseTransitions:
@@ -21,6 +23,7 @@ class DenseTransitions:
         self.n_actions = A
         self._P = P
         self._P2 = P.reshape(S * A, S)
+        self._cdf: np.ndarray | None = None  # row CDFs, built on the first draw
 
     def dense(self) -> np.ndarray:
         """Return ``P[s, a, s']``."""
@@ -43,3 +46,67 @@ class DenseTransitions:
         rest = w.shape[2:]
         out = self._P2.T @ w.reshape(S * A, -1)
         return out.reshape((S, *rest))
+
+    def matrix(self) -> np.ndarray:
+        """The ``(S*A, S)`` matrix view."""
+        return self._P2
+
+    def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``s'`` for rows ``s * A + a`` and uniforms ``u`` in [0, 1): the index ``j`` with
+        ``cdf[j-1] <= u * total < cdf[j]`` (scaling by the row total keeps the draw in
+        the support even when a row sums to ``1 - 1e-16``)."""
+        if self._cdf is None:
+            self._cdf = np.cumsum(self._P2, axis=1)
+        cdf = self._cdf[rows]
+        return np.sum(u[:, None] * cdf[:, -1:] >= cdf, axis=1)
+
+
+class SparseTransitions:
+    """Sparse transitions: CSR matrix ``P2[(s * A + a), s']`` of shape ``(S*A, S)``."""
+
+    def __init__(self, P2: scipy.sparse.csr_matrix, n_actions: int) -> None:
+        self._P2 = scipy.sparse.csr_matrix(P2)
+        self._P2.eliminate_zeros()
+        self._P2.sort_indices()
+        self.n_states = self._P2.shape[1]
+        self.n_actions = n_actions
+        # per-row cumulative sums of the stored probabilities, for sampling
+        cum = np.cumsum(self._P2.data)
+        starts = self._P2.indptr[:-1]
+        offset = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
+        self._cum = cum
+        self._row_offset = offset
+        self._row_total = np.asarray(self._P2.sum(axis=1)).ravel()
+
+    def dense(self) -> np.ndarray:
+        """``P[s, a, s']`` as a dense array (``S^2 A`` memory)."""
+        return self._P2.toarray().reshape(self.n_states, self.n_actions, self.n_states)
+
+    def matrix(self) -> scipy.sparse.csr_matrix:
+        return self._P2
+
+    def expect(self, v: np.ndarray) -> np.ndarray:
+        S, A = self.n_states, self.n_actions
+        rest = v.shape[1:]
+        out = self._P2 @ v.reshape(S, -1)
+        return np.asarray(out).reshape((S, A, *rest))
+
+    def policy_matrix(self, pi: np.ndarray) -> scipy.sparse.csr_matrix:
+        """Sparse ``P_pi = Pi P2`` with ``Pi[s, s * A + a] = pi[s, a]``."""
+        S, A = self.n_states, self.n_actions
+        Pi = scipy.sparse.csr_matrix((pi.ravel(), np.arange(S * A), np.arange(0, S * A + 1, A)),
+                                     shape=(S, S * A))
+        return (Pi @ self._P2).tocsr()
+
+    def pullback(self, w: np.ndarray) -> np.ndarray:
+        S, A = self.n_states, self.n_actions
+        rest = w.shape[2:]
+        out = self._P2.T @ w.reshape(S * A, -1)
+        return np.asarray(out).reshape((S, *rest))
+
+    def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """As :meth:`DenseTransitions.sample_next`, by a search in the stored entries."""
+        target = self._row_offset[rows] + u * self._row_total[rows]
+        k = np.searchsorted(self._cum, target, side="right")
+        last = self._P2.indptr[rows + 1] - 1
+        return self._P2.indices[np.minimum(k, last)]

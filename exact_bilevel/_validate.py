@@ -11,6 +11,7 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse
 
 #: Absolute tolerance on ``sum_s' P[s, a, s'] == 1`` and ``sum_s rho[s] == 1``.
 PROBABILITY_SUM_TOL = 1e-10
@@ -103,3 +104,32 @@ def parameter_vector(name: str, value: object, n_params: int) -> np.ndarray:
         raise ValueError(f"{name}: must have length {n_params} (the number of leader "
                          f"parameters), got {x.shape[0]}")
     return x
+
+
+def sparse_transitions(name: str, P2: object, n_actions: int | None) -> scipy.sparse.csr_matrix:
+    """Validate a sparse ``(S*A, S)`` transition matrix (same rules as the dense form)."""
+    M = scipy.sparse.csr_matrix(P2, dtype=np.float64)
+    SA, S = M.shape
+    if n_actions is None or isinstance(n_actions, bool) or int(n_actions) < 1:
+        raise ValueError("n_actions: required (a positive integer) with sparse transitions")
+    A = int(n_actions)
+    if S < 1 or SA != S * A:
+        raise ValueError(f"{name}: a sparse matrix must have shape (S*A, S) = "
+                         f"({S * A}, {S}), got {M.shape}")
+    if not np.all(np.isfinite(M.data)):
+        k = int(np.argmax(~np.isfinite(M.data)))
+        row = int(np.searchsorted(M.indptr, k, side="right") - 1)
+        raise ValueError(f"{name}[{row // A}, {row % A}, {M.indices[k]}] = {M.data[k]}: "
+                         "must be finite")
+    if np.any(M.data < 0):
+        k = int(np.argmax(M.data < 0))
+        row = int(np.searchsorted(M.indptr, k, side="right") - 1)
+        raise ValueError(f"{name}[{row // A}, {row % A}, {M.indices[k]}] = "
+                         f"{float(M.data[k])!r}: probabilities must be >= 0")
+    sums = np.asarray(M.sum(axis=1)).ravel()
+    bad = np.abs(sums - 1.0) > PROBABILITY_SUM_TOL
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{name}[{row // A}, {row % A}, :]: sums to {float(sums[row])!r} but "
+                         f"must sum to 1 (tolerance {PROBABILITY_SUM_TOL:g})")
+    return M

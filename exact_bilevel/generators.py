@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 
 from . import _validate
 from .mdp import FiniteMDP
@@ -116,41 +117,73 @@ class GridWorld:
         """``P[s, a, s']`` of the four moves, where with probability
         ``random_action_prob`` the chosen action is replaced by a uniformly random
         one (possibly the same)."""
+        S = self.n_states
+        return self.move_matrix(random_action_prob).toarray().reshape(S, 4, S)
+
+    def move_matrix(self, random_action_prob: float = 0.0) -> scipy.sparse.csr_matrix:
+        """The same transitions as a sparse ``(S*4, S)`` matrix (row ``s * 4 + a``);
+        at most 5 non-zeros per row, so large maps fit in memory."""
         p = _validate.real_scalar("random_action_prob", random_action_prob)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"random_action_prob = {p}: must be in [0, 1]")
         S = self.n_states
         index = {c: s for s, c in enumerate(self.cells)}
-        det = np.zeros((S, 4, S))
-        for s, (i, j) in enumerate(self.cells):
-            for a, (di, dj) in enumerate(MOVES):
-                det[s, a, index.get((i + di, j + dj), s)] = 1.0
-        return (1.0 - p) * det + p * det.mean(axis=1, keepdims=True)
+        nxt = np.array([[index.get((i + di, j + dj), s) for di, dj in MOVES]
+                        for s, (i, j) in enumerate(self.cells)])  # [S, 4]
+        rows = np.arange(S * 4)
+        data = [np.full(S * 4, 1.0 - p)]
+        cols = [nxt.reshape(-1)]
+        ridx = [rows]
+        for b in range(4):  # the random replacement: each move b with prob p / 4
+            data.append(np.full(S * 4, p / 4))
+            cols.append(np.repeat(nxt[:, b], 4))
+            ridx.append(rows)
+        M = scipy.sparse.coo_matrix((np.concatenate(data), (np.concatenate(ridx),
+                                                            np.concatenate(cols))),
+                                    shape=(S * 4, S)).tocsr()  # duplicates are summed
+        M.eliminate_zeros()
+        return M
 
 
 def gridworld(layout: Sequence[str], goal: tuple[int, int], *, gamma: float = 0.99,
               random_action_prob: float = 0.0, goal_reward: float = 1.0,
-              start: tuple[int, int] | None = None) -> tuple[FiniteMDP, GridWorld]:
+              start: tuple[int, int] | None = None,
+              storage: str = "auto") -> tuple[FiniteMDP, GridWorld]:
     """A goal-reaching gridworld with an absorbing goal.
 
     ``r[s, a] = goal_reward * P[s, a, goal]`` for ``s != goal`` (reward on
     reaching the goal), and the goal is absorbing with reward 0. Note that in a
     *soft* MDP an absorbing state still yields the entropy bonus
     ``tau log A`` per step. Initial distribution: all mass on ``start``, or
-    uniform over free cells if ``start`` is None.
+    uniform over free cells if ``start`` is None. ``storage`` as in
+    :class:`FiniteMDP` (``"auto"``: sparse above 2000 free cells).
     """
     grid = GridWorld.from_map(layout)
-    P = grid.move_transitions(random_action_prob)
+    S = grid.n_states
+    M = grid.move_matrix(random_action_prob).tolil()
     g = grid.state(goal)
-    P[g] = 0.0
-    P[g, :, g] = 1.0
-    r = goal_reward * P[:, :, g].copy()
+    for a in range(4):
+        M.rows[g * 4 + a] = [g]
+        M.data[g * 4 + a] = [1.0]
+    M = M.tocsr()
+    r = goal_reward * np.asarray(M[:, g].todense()).reshape(S, 4)
     r[g] = 0.0
     rho = None
     if start is not None:
-        rho = np.zeros(grid.n_states)
+        rho = np.zeros(S)
         rho[grid.state(start)] = 1.0
-    return FiniteMDP(P, r, gamma, rho), grid
+    if storage == "auto":
+        storage = "sparse" if S > 2000 else "dense"
+    return FiniteMDP(M, r, gamma, rho, storage=storage, n_actions=4), grid
+
+
+def open_gridworld(n_rows: int, n_cols: int, *, gamma: float = 0.99,
+                   random_action_prob: float = 0.1) -> tuple[FiniteMDP, GridWorld]:
+    """An ``n_rows x n_cols`` room without inner walls (``S = n_rows * n_cols``), start
+    top-left, absorbing goal bottom-right: the scale benchmark of issue 8."""
+    layout = [" " * n_cols] * n_rows
+    return gridworld(layout, (n_rows - 1, n_cols - 1), gamma=gamma,
+                     random_action_prob=random_action_prob, start=(0, 0))
 
 
 def four_rooms(*, gamma: float = 0.99, random_action_prob: float = 0.0,

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
+import scipy.sparse.linalg
 
 
 class BellmanFactorization(Protocol):
@@ -48,6 +50,27 @@ class DenseLU:
         return scipy.linalg.lu_solve(self._lu, b, trans=1, check_finite=False)
 
 
-def factorize(P_pi: np.ndarray, gamma: float) -> BellmanFactorization:
-    """Factorise ``I - gamma P_pi`` for repeated solves (``P_pi[s, s']``)."""
+class SparseLU:
+    """Sparse LU (SuperLU, ``scipy.sparse.linalg.splu``) of ``M = I - gamma P_pi``."""
+
+    def __init__(self, P_pi: scipy.sparse.spmatrix, gamma: float) -> None:
+        S = P_pi.shape[0]
+        self.gamma = gamma
+        M = (scipy.sparse.identity(S, dtype=P_pi.dtype, format="csc")
+             - gamma * scipy.sparse.csc_matrix(P_pi))
+        self._lu = scipy.sparse.linalg.splu(M.tocsc())
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return self._lu.solve(np.asarray(b))
+
+    def solve_transpose(self, b: np.ndarray) -> np.ndarray:
+        return self._lu.solve(np.asarray(b), trans="T")
+
+
+def factorize(P_pi: np.ndarray | scipy.sparse.spmatrix,
+              gamma: float) -> BellmanFactorization:
+    """Factorise ``I - gamma P_pi`` for repeated solves (``P_pi[s, s']``): dense LU for
+    an array, sparse LU for a scipy sparse matrix."""
+    if scipy.sparse.issparse(P_pi):
+        return SparseLU(P_pi, gamma)
     return DenseLU(P_pi, gamma)

@@ -231,16 +231,27 @@ class TransitionModel(ABC):
 
 
 class FixedTransitions(TransitionModel):
-    """Transitions that do not depend on ``x``."""
+    """Transitions that do not depend on ``x``: a dense ``[S, A, S]`` array, a
+    scipy sparse ``(S*A, S)`` matrix (give ``n_actions``), or a :class:`FiniteMDP`'s
+    stored form (``FixedTransitions(mdp.transition_matrix, d, n_actions=A)``)."""
 
-    def __init__(self, transitions: object, n_params: int) -> None:
-        P = _validate.real_array("transitions", transitions, ndim=3)
-        if P.shape[0] != P.shape[2]:
-            raise ValueError(f"transitions: shape must be (S, A, S), got {P.shape}")
-        _validate.stochastic_rows("transitions", P)
+    def __init__(self, transitions: object, n_params: int, *,
+                 n_actions: int | None = None) -> None:
+        if scipy.sparse.issparse(transitions):
+            P = _validate.sparse_transitions("transitions", transitions, n_actions)
+            self.n_states, self.n_actions = P.shape[1], P.shape[0] // P.shape[1]
+        else:
+            P = _validate.real_array("transitions", transitions, ndim=3)
+            if P.shape[0] != P.shape[2]:
+                raise ValueError(f"transitions: shape must be (S, A, S), got {P.shape}")
+            _validate.stochastic_rows("transitions", P)
+            self.n_states, self.n_actions = P.shape[:2]
         self._P = P
-        self.n_states, self.n_actions = P.shape[:2]
         self.n_params = int(n_params)
+
+    @property
+    def is_sparse(self) -> bool:
+        return scipy.sparse.issparse(self._P)
 
     def value(self, x: np.ndarray) -> np.ndarray:
         return self._P

@@ -109,7 +109,7 @@ class BilevelProblem:
         if np.iscomplexobj(x):
             return FiniteMDP._trusted(P, r, self.gamma, self.initial)
         try:
-            return FiniteMDP(P, r, self.gamma, self.initial)
+            return FiniteMDP(P, r, self.gamma, self.initial, n_actions=self.n_actions)
         except ValueError as exc:
             raise ValueError(
                 f"the parameterisation at this x gives an invalid MDP: {exc}") from None

@@ -109,7 +109,6 @@ class Sampler:
             raise ValueError("rng: must be a numpy.random.Generator")
         self.mdp = mdp
         self.rng = rng
-        self._cdf = np.cumsum(mdp.transitions, axis=-1)
         self._rho_cdf = np.cumsum(mdp.initial)[None, :]
         self.steps = 0
         self.resets = 0
@@ -130,7 +129,7 @@ class Sampler:
         """Generative model: ``s'[i] ~ P(.|s[i], a[i])``; costs ``len(s)`` steps."""
         s, a = np.asarray(s), np.asarray(a)
         self.steps += s.size
-        return _categorical(self._cdf[s, a], self.rng.random(s.size))
+        return self.mdp.sample_next(s, a, self.rng.random(s.size))
 
     def act(self, pi: np.ndarray, s: np.ndarray) -> np.ndarray:
         """``a[i] ~ pi(.|s[i])`` (free: the policy is the follower's, not the environment)."""

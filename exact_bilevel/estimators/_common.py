@@ -40,8 +40,8 @@ class LeaderKnowledge:
     """The sample-free information of the access model above, at one ``x``.
 
     Shapes: ``pi[S, A]``, ``v[S]`` (follower soft value), ``dr[S, A, d]``,
-    ``score[S, A, S, d]``, ``r_leader[S, A]``, ``dr_leader[S, A, d]``,
-    ``reg_grad[d]``.
+    ``score[S, A, S, d]`` (``None`` when ``P`` does not depend on ``x``),
+    ``r_leader[S, A]``, ``dr_leader[S, A, d]``, ``reg_grad[d]``.
     """
 
     problem: BilevelProblem
@@ -49,7 +49,7 @@ class LeaderKnowledge:
     pi: np.ndarray
     v: np.ndarray
     dr: np.ndarray
-    score: np.ndarray
+    score: np.ndarray | None
     r_leader: np.ndarray | None
     dr_leader: np.ndarray | None
     reg_grad: np.ndarray | None
@@ -78,7 +78,9 @@ def leader_knowledge(problem: BilevelProblem, x: object,
         state = problem.follower_state(x)
     x = state.x
     common = dict(problem=problem, state=state, pi=state.solution.policy, v=state.solution.v,
-                  dr=problem.follower_reward.jacobian(x), score=problem.transitions.score(x),
+                  dr=problem.follower_reward.jacobian(x),
+                  score=(problem.transitions.score(x) if problem.transitions.depends_on_x
+                         else None),
                   gamma=problem.gamma, tau=problem.tau)
     if not isinstance(obj, LeaderReturn):
         return LeaderKnowledge(**common, r_leader=None, dr_leader=None, reg_grad=None,
