@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -197,24 +197,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"{v} must lie in (0, 1)")
-    return v
+def _number(check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type: a float satisfying ``check``, else an error stating ``rule``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not check(v):
+            raise argparse.ArgumentTypeError(f"{v} {rule}")
+        return v
+    return parse
 
 
-def _nonnegative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0.0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{v} must be a finite number >= 0")
-    return v
+_unit_interval = _number(lambda v: 0.0 < v < 1.0, "must lie in (0, 1)")
+_nonnegative = _number(lambda v: 0.0 <= v < float("inf"), "must be a finite number >= 0")
 
 
 def _positive_int(text: str) -> int:
