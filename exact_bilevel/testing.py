@@ -39,7 +39,9 @@ class TestResult:
 
     ``p_value`` is the test's p-value (Bonferroni-adjusted where it applies);
     ``reject`` is ``p_value < alpha``; ``z`` the per-coordinate standardised
-    errors ``(mean - exact) / se``; ``report`` a one-paragraph summary.
+    errors ``(mean - exact) / se``; ``report`` a one-paragraph summary. For
+    :func:`consistency_test`, ``statistic`` is the MSE ratio and ``alpha`` the
+    estimated error probability of the decision (see there).
     """
 
     __test__ = False  # not a pytest test class
