@@ -47,6 +47,27 @@ def estimator_gradient(name: str, budget: int, critic: str | None = None) -> Gra
     return source
 
 
+UpdateRule = Callable[[int, np.ndarray], np.ndarray]
+"""``(t, direction) -> step`` added to ``x`` (may keep state across calls)."""
+
+
+def adam(lr: float = 0.1, beta1: float = 0.9, beta2: float = 0.999,
+         eps: float = 1e-8) -> UpdateRule:
+    """Adam (Kingma & Ba 2015) with bias correction; a fresh state per call of this factory."""
+    m: np.ndarray | None = None
+    v: np.ndarray | None = None
+
+    def rule(t: int, g: np.ndarray) -> np.ndarray:
+        nonlocal m, v
+        if m is None or v is None:
+            m, v = np.zeros_like(g), np.zeros_like(g)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        mhat, vhat = m / (1 - beta1 ** (t + 1)), v / (1 - beta2 ** (t + 1))
+        return lr * mhat / (np.sqrt(vhat) + eps)
+    return rule
+
+
 def constant(step: float) -> Callable[[int], float]:
     """``eta_t = step``."""
     return lambda t: step
@@ -79,7 +100,8 @@ class OptimizationResult:
 
 
 def optimize(problem: BilevelProblem, x0: object, *, steps: int,
-             step_size: float | Callable[[int], float],
+             step_size: float | Callable[[int], float] | None = None,
+             update: UpdateRule | None = None,
              gradient: GradientSource | None = None, maximize: bool = True,
              clip_norm: float | None = None,
              bounds: tuple[object, object] | None = None, seed: int = 0,
@@ -93,7 +115,9 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
     steps : int
         Number of updates.
     step_size : float or callable
-        ``eta_t``; a float means :func:`constant`.
+        ``eta_t``; a float means :func:`constant`. Give this or ``update``.
+    update : callable, optional
+        An :data:`UpdateRule` (e.g. :func:`adam`) replacing ``eta_t * direction``.
     gradient : GradientSource, optional
         Default :func:`exact_gradient`.
     maximize : bool
@@ -110,8 +134,14 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
     x = problem.check_x(x0).copy()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps = {steps!r}: must be an integer >= 0")
-    schedule = constant(_validate.real_scalar("step_size", step_size)) \
-        if not callable(step_size) else step_size
+    if (step_size is None) == (update is None):
+        raise ValueError("step_size / update: give exactly one")
+    if update is None:
+        schedule = constant(_validate.real_scalar("step_size", step_size)) \
+            if not callable(step_size) else step_size
+
+        def update(t: int, direction: np.ndarray) -> np.ndarray:
+            return schedule(t) * direction
     source = gradient if gradient is not None else exact_gradient()
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"clip_norm = {clip_norm}: must be > 0")
@@ -150,7 +180,7 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
             norm = np.linalg.norm(direction)
             if norm > clip_norm:
                 direction = direction * (clip_norm / norm)
-        x = x + schedule(t) * direction
+        x = x + update(t, direction)
         if lo is not None:
             x = np.clip(x, lo, hi)
     return OptimizationResult(x=np.array(xs), value=np.array(values),

@@ -62,3 +62,15 @@ def test_validation(kwargs, match):
     p, _ = random_problem(3, 2, 2, seed=1)
     with pytest.raises(ValueError, match=match):
         optimize(p, np.zeros(2), step_size=0.1, **kwargs)
+
+
+def test_adam_update_and_argument_rules():
+    from exact_bilevel.optimize import adam
+
+    p = _regularised()
+    res = optimize(p, np.zeros(2), steps=150, update=adam(0.05))
+    assert res.value[-1] > res.value[0] and res.grad_norm[-1] < 1e-2 * res.grad_norm[0]
+    with pytest.raises(ValueError, match="give exactly one"):
+        optimize(p, np.zeros(2), steps=1)
+    with pytest.raises(ValueError, match="give exactly one"):
+        optimize(p, np.zeros(2), steps=1, step_size=0.1, update=adam())
