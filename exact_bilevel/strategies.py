@@ -81,3 +81,36 @@ def bilevel_problems(draw: st.DrawFn, *, max_states: int = 5, max_actions: int =
     problem, x = random_problem(S, A, d, seed=draw(seeds), gamma=gamma, tau=tau,
                                 parameterize=kind, objective=obj)
     return ProblemCase(problem=problem, x=x, parameterize=kind, objective=obj)
+
+
+# --- hostile input for file loaders ------------------------------------------------
+#: Keys that the problem formats use, so that random documents reach deep into a loader.
+FORMAT_KEYS = ("format", "gamma", "tau", "transitions", "x", "base", "features", "logits",
+               "entries", "incentive", "states", "pairs", "scale", "kind", "objective",
+               "regularizer", "leader_reward", "follower_reward", "weight", "center",
+               "observes", "initial")
+
+
+def json_values(keys: tuple[str, ...] = FORMAT_KEYS,
+                max_leaves: int = 30) -> st.SearchStrategy[object]:
+    """Arbitrary JSON-like values (None, bools, ints, floats incl. inf, short strings,
+    lists, dicts keyed by ``keys``): malformed documents for fuzzing a loader."""
+    leaves = (st.none() | st.booleans() | st.integers(-5, 1 << 40) | st.floats(allow_nan=False)
+              | st.text(max_size=8))
+    return st.recursive(leaves, lambda c: st.lists(c, max_size=5)
+                        | st.dictionaries(st.sampled_from(keys), c, max_size=5),
+                        max_leaves=max_leaves)
+
+
+def json_paths(doc: object, prefix: tuple = ()) -> list[tuple]:
+    """Every path (dict keys / list indices, the first 3 items of each list) into ``doc``."""
+    out: list[tuple] = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += json_paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:3]):
+            out += json_paths(v, (*prefix, i))
+    if prefix:
+        out.append(prefix)
+    return out

@@ -32,7 +32,7 @@ from exact_bilevel.io import (
     problem_to_dict,
     schema,
 )
-from exact_bilevel.strategies import bilevel_problems
+from exact_bilevel.strategies import bilevel_problems, json_paths, json_values
 
 GOLDEN = pathlib.Path(__file__).resolve().parent.parent / "verification" / "golden"
 VALIDATOR = jsonschema.Draft202012Validator(schema())
@@ -145,45 +145,23 @@ def test_deep_nesting_and_bad_json_text():
         problem_from_json('{"x": NaN}')
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10) | st.floats(allow_nan=False)
-    | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["format", "gamma", "tau", "transitions", "x", "base", "features",
-                         "logits", "entries", "incentive", "states", "scale", "kind"]),
-        children, max_size=4),
-    max_leaves=30)
-
-
 @settings(max_examples=300)
-@given(json_values)
+@given(json_values())
 def test_fuzz_random_json_trees(value):
     with pytest.raises(ValueError):
         problem_from_dict(value)
-
-
-def _paths(obj, prefix=()):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj[:3]):
-            yield from _paths(v, (*prefix, i))
-    else:
-        yield prefix
-    yield prefix
 
 
 @settings(max_examples=300)
 @given(st.data())
 def test_fuzz_one_field_replaced(data):
     doc = _valid()
-    paths = [p for p in _paths(doc) if p]
+    paths = json_paths(doc)
     path = data.draw(st.sampled_from(paths))
     target = doc
     for key in path[:-1]:
         target = target[key]
-    target[path[-1]] = data.draw(json_values)
+    target[path[-1]] = data.draw(json_values())
     try:
         problem, x = problem_from_dict(doc)
     except ValueError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from exact_bilevel import l2_penalty
+from exact_bilevel import l2_penalty, strategies
 from exact_bilevel.examples import random_problem
 from exact_bilevel.io import problem_from_dict, problem_from_json, problem_to_dict
 from exact_bilevel.objectives import LeaderReturn
@@ -27,13 +27,7 @@ from exact_bilevel.parameterizations import FixedTransitions, tabular_incentive
 from exact_bilevel.problem import BilevelProblem
 
 OUT = pathlib.Path(__file__).with_suffix(".md")
-KEYS = ["format", "gamma", "tau", "transitions", "x", "base", "features", "logits", "entries",
-        "incentive", "states", "pairs", "scale", "kind", "objective", "regularizer",
-        "leader_reward", "follower_reward", "weight", "center"]
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 1 << 40) | st.floats() | st.text(max_size=8),
-    lambda c: st.lists(c, max_size=5) | st.dictionaries(st.sampled_from(KEYS), c, max_size=5),
-    max_leaves=40)
+json_values = strategies.json_values(max_leaves=40)
 
 
 def valid_document() -> dict:
@@ -50,16 +44,6 @@ def softmax_document() -> dict:
     return json.loads(json.dumps(problem_to_dict(soft, np.zeros(2))))
 
 
-def paths(obj, prefix=()):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from paths(v, (*prefix, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj[:3]):
-            yield from paths(v, (*prefix, i))
-    yield prefix
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=5000)
@@ -67,7 +51,7 @@ def main() -> None:
     outcomes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures: list[str] = []
     docs = [valid_document(), softmax_document()]
-    targets = [[p for p in paths(d) if p] for d in docs]
+    targets = [strategies.json_paths(d) for d in docs]
 
     def run(kind: str, fn, arg) -> None:
         t = time.perf_counter()
