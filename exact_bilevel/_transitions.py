@@ -14,6 +14,15 @@ import numpy as np
 import scipy.sparse
 
 
+def inverse_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Index ``j`` with ``cdf[j-1] <= u * cdf[-1] < cdf[j]`` for each row of ``cdf[n, m]``.
+
+    Scaling ``u`` by the row total keeps the draw inside the support even when a
+    row's sum is ``1 - 1e-16``; an entry with probability 0 is never drawn.
+    """
+    return np.sum(u[:, None] * cdf[:, -1:] >= cdf, axis=1)
+
+
 class DenseTransitions:
     """Dense transition tensor ``P[s, a, s']`` viewed as a ``(S*A, S)`` matrix."""
 
@@ -52,13 +61,10 @@ class DenseTransitions:
         return self._P2
 
     def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """``s'`` for rows ``s * A + a`` and uniforms ``u`` in [0, 1): the index ``j`` with
-        ``cdf[j-1] <= u * total < cdf[j]`` (scaling by the row total keeps the draw in
-        the support even when a row sums to ``1 - 1e-16``)."""
+        """``s'`` for rows ``s * A + a`` and uniforms ``u`` in [0, 1) (:func:`inverse_cdf`)."""
         if self._cdf is None:
             self._cdf = np.cumsum(self._P2, axis=1)
-        cdf = self._cdf[rows]
-        return np.sum(u[:, None] * cdf[:, -1:] >= cdf, axis=1)
+        return inverse_cdf(self._cdf[rows], u)
 
 
 class SparseTransitions:

@@ -61,8 +61,7 @@ def _exact(obj: BilevelProblem | mg.MarkovGame, x: np.ndarray) -> tuple[float, n
     """Value, exact gradient and follower residual of a problem or Markov game at ``x``."""
     if isinstance(obj, mg.MarkovGame):
         h = mg.hypergradient(obj, x)
-        problem = mg.follower_problem(obj, x)
-        return h.value, h.gradient, problem.follower_state(x).solution.residual
+        return h.value, h.gradient, h.residual
     hg = hypergradient(obj, x)
     return float(hg.value), hg.gradient, hg.residual
 

@@ -199,6 +199,7 @@ class GameHypergradient:
     direct: np.ndarray
     indirect: np.ndarray
     initial_term: np.ndarray
+    residual: float
 
 
 def hypergradient(game: MarkovGame, x: object) -> GameHypergradient:
@@ -222,7 +223,8 @@ def hypergradient(game: MarkovGame, x: object) -> GameHypergradient:
         init = np.einsum("s,slk,sl->k", game.initial, leader_policy_jacobian(game, x), v)
         value_ = float((game.initial[:, None] * leader_policy(game, x) * v).sum())
     return GameHypergradient(value=value_, gradient=hg.direct + hg.indirect + init,
-                             direct=hg.direct, indirect=hg.indirect, initial_term=init)
+                             direct=hg.direct, indirect=hg.indirect, initial_term=init,
+                             residual=hg.residual)
 
 
 def discrete_toy(R: float = 1.0, *, gamma: float = 0.99, tau: float = 0.05) -> MarkovGame:

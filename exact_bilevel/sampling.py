@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate
+from ._transitions import inverse_cdf
 from .evaluation import check_policy
 from .mdp import FiniteMDP
 
@@ -83,15 +84,6 @@ def concatenate(*batches: Episodes) -> Episodes:
                     lengths=np.concatenate([b.lengths for b in batches]))
 
 
-def _categorical(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Index ``j`` with ``cdf[j-1] <= u * cdf[-1] < cdf[j]`` for each row.
-
-    Scaling ``u`` by the row total keeps the draw inside the support even when a
-    row's sum is ``1 - 1e-16``; an entry with probability 0 is never drawn.
-    """
-    return np.sum(u[:, None] * cdf[:, -1:] >= cdf, axis=1)
-
-
 class Sampler:
     """Sampling access to ``mdp`` with a seeded generator and a cost counter.
 
@@ -122,7 +114,7 @@ class Sampler:
     def reset(self, n: int) -> np.ndarray:
         """``n`` states drawn from ``rho``; costs ``n`` resets."""
         self.resets += n
-        return _categorical(np.broadcast_to(self._rho_cdf, (n, self.mdp.n_states)),
+        return inverse_cdf(np.broadcast_to(self._rho_cdf, (n, self.mdp.n_states)),
                             self.rng.random(n))
 
     def step(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -131,9 +123,17 @@ class Sampler:
         self.steps += s.size
         return self.mdp.sample_next(s, a, self.rng.random(s.size))
 
+    def sweep(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``m`` generative-model draws for every ``(s, a)``, pair-major: arrays
+        ``(s, a, s')`` of length ``S * A * m``; costs ``S * A * m`` steps."""
+        S, A = self.mdp.n_states, self.mdp.n_actions
+        s = np.repeat(np.arange(S), A * m)
+        a = np.tile(np.repeat(np.arange(A), m), S)
+        return s, a, self.step(s, a)
+
     def act(self, pi: np.ndarray, s: np.ndarray) -> np.ndarray:
         """``a[i] ~ pi(.|s[i])`` (free: the policy is the follower's, not the environment)."""
-        return _categorical(np.cumsum(pi[s], axis=-1), self.rng.random(s.size))
+        return inverse_cdf(np.cumsum(pi[s], axis=-1), self.rng.random(s.size))
 
     # -- episodes -----------------------------------------------------------
     def rollouts(self, pi: object, n: int, horizon: int,
@@ -186,7 +186,7 @@ class Sampler:
             if t == 0 and first_action is not None:
                 a = np.asarray(first_action)[alive]
             else:
-                a = _categorical(pi_cdf[st], self.rng.random(alive.size))
+                a = inverse_cdf(pi_cdf[st], self.rng.random(alive.size))
             actions[alive, t] = a
             states[alive, t + 1] = self.step(st, a)
         return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
+from ..linalg import factorize
 from ..sampling import Episodes
 from ._common import LeaderKnowledge, ratio, suffix_sums
 
@@ -77,24 +77,37 @@ def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
     return _from_q(tabular_mean(ep, G, S, A, know.r_leader), know.pi)
 
 
-def empirical_transitions(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
-    """``P_hat[s, a, s'] = N(s, a, s') / N(s, a)``; rows of unvisited pairs are 0."""
-    s, a, s1 = ep.transitions()
+def transition_frequencies(s: np.ndarray, a: np.ndarray, s1: np.ndarray, n_states: int,
+                           n_actions: int) -> np.ndarray:
+    """``P_hat[s, a, s'] = N(s, a, s') / N(s, a)`` from observed steps; rows of unvisited
+    pairs are 0."""
     counts = np.bincount((s * n_actions + a) * n_states + s1,
                          minlength=n_states * n_actions * n_states).astype(float)
     counts = counts.reshape(n_states, n_actions, n_states)
-    tot = counts.sum(axis=-1, keepdims=True)
-    return counts / np.maximum(tot, 1.0)
+    return counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
+
+
+def empirical_transitions(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
+    """:func:`transition_frequencies` of every step taken in ``ep``."""
+    return transition_frequencies(*ep.transitions(), n_states, n_actions)
+
+
+def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
+             reward: np.ndarray) -> np.ndarray:
+    """Fixed point of expected-SARSA TD(0) on a batch: ``Q = reward + gamma P_hat (pi Q)``,
+    i.e. ``V = (I - gamma P_hat_pi)^{-1} sum_a pi reward``, ``Q = reward + gamma P_hat V``;
+    ``reward[S, A, ...]`` (scalar or vector rewards), one LU of ``I - gamma P_hat_pi``
+    (its rows may sum to less than 1: unvisited pairs continue to nothing)."""
+    v = factorize(np.einsum("sa,sat->st", pi, P_hat), gamma).solve(
+        np.einsum("sa,sa...->s...", pi, reward))
+    return reward + gamma * np.tensordot(P_hat, v, axes=(2, 0))
 
 
 def td_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
     """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``."""
     S, A = know.pi.shape
-    P_hat = empirical_transitions(ep, S, A)
-    P_pi = np.einsum("sa,sat->st", know.pi, P_hat)
-    v = scipy.linalg.solve(np.eye(S) - know.gamma_leader * P_pi,
-                           np.sum(know.pi * know.r_leader, axis=-1))
-    return _from_q(know.r_leader + know.gamma_leader * P_hat @ v, know.pi)
+    return _from_q(batch_td(empirical_transitions(ep, S, A), know.pi, know.gamma_leader,
+                            know.r_leader), know.pi)
 
 
 def leader_critic(name: str, know: LeaderKnowledge, ep: Episodes) -> Critic:

@@ -20,6 +20,7 @@ from ..parameterizations import FixedTransitions, SoftmaxTransitions, Transition
 from ..problem import BilevelProblem
 from ..sampling import Sampler
 from ._common import Estimate, LeaderKnowledge
+from .critics import transition_frequencies
 
 
 def empirical_model(problem: BilevelProblem, x: np.ndarray, P_hat: np.ndarray
@@ -51,11 +52,7 @@ def model_based(know: LeaderKnowledge, sampler: Sampler, budget: int,
     if m < 1:
         raise ValueError(f"budget = {budget}: model-based needs at least S*A = {S * A} "
                          "generative-model draws")
-    s = np.repeat(np.arange(S), A * m)
-    a = np.tile(np.repeat(np.arange(A), m), S)
-    s1 = sampler.step(s, a)
-    counts = np.bincount((s * A + a) * S + s1, minlength=S * A * S).reshape(S, A, S)
-    P_hat = counts / m
+    P_hat = transition_frequencies(*sampler.sweep(m), S, A)
     x = know.state.x
     h = hypergradient(empirical_model(know.problem, x, P_hat), x)
     return Estimate(gradient=h.gradient, transitions=sampler.transitions - start, resets=0,

@@ -58,9 +58,7 @@ def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
         if m < 1:
             raise ValueError(f"budget = {budget}: sobirl-simplified needs at least S*A = "
                              f"{S * A} generative-model draws")
-        s = np.repeat(np.arange(S), A * m)
-        a = np.tile(np.repeat(np.arange(A), m), S)
-        s1 = sampler.step(s, a)
+        s, a, s1 = sampler.sweep(m)
         lr = (know.score[s, a, s1] * know.v[s1][:, None]).reshape(S, A, m, -1).mean(axis=2)
         g = g + know.gamma * lr
     return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),

@@ -17,12 +17,11 @@ matters; unvisited pairs get ``dQ = dr`` (the immediate term).
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse
 
 from ..sampling import Episodes
 from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
-from .critics import empirical_transitions
+from .critics import batch_td, empirical_transitions
 
 DQ_METHODS = ("monte-carlo", "td")
 
@@ -54,25 +53,19 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
     return np.where((counts > 0)[:, None], mean, know.dr.reshape(S * A, d)).reshape(S, A, d)
 
 
-def mean_sensitivity_reward(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
-    """Per-pair mean of the samples ``g_k``: ``dr + gamma sum_s' (N(s,a,s')/N(s,a))
+def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndarray:
+    """Per-pair mean of the samples ``g_k``: ``dr + gamma sum_s' P_hat(s'|s,a)
     dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[S, A, d]``."""
     if not know.problem.transitions.depends_on_x:
         return know.dr
-    S, A = know.pi.shape
-    P_hat = empirical_transitions(ep, S, A)
     return know.dr + know.gamma * np.einsum("sat,satk,t->sak", P_hat, know.score, know.v)
 
 
 def dq_td(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
-    """Batch TD(0) fixed point ``dQ_hat[S, A, d]``."""
+    """Batch TD(0) fixed point ``dQ_hat[S, A, d]`` (:func:`.critics.batch_td` on ``g_bar``)."""
     S, A = know.pi.shape
-    g_bar = mean_sensitivity_reward(know, ep)
     P_hat = empirical_transitions(ep, S, A)
-    P_pi = np.einsum("sa,sat->st", know.pi, P_hat)
-    dV = scipy.linalg.solve(np.eye(S) - know.gamma * P_pi,
-                            np.einsum("sa,sak->sk", know.pi, g_bar))
-    return g_bar + know.gamma * np.einsum("sat,tk->sak", P_hat, dV)
+    return batch_td(P_hat, know.pi, know.gamma, mean_sensitivity_reward(know, P_hat))
 
 
 def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
