@@ -44,7 +44,7 @@ from exact_bilevel import (  # noqa: E402
     hypergradient,
     random_mdp,
 )
-from exact_bilevel.finite_differences import central_difference  # noqa: E402
+from exact_bilevel.crosscheck.finite_differences import central_difference  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:

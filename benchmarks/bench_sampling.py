@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 
 from exact_bilevel import solve_soft  # noqa: E402
 from exact_bilevel.estimators import estimate  # noqa: E402
-from exact_bilevel.examples import random_problem  # noqa: E402
-from exact_bilevel.sampling import Sampler  # noqa: E402
+from exact_bilevel.estimators.sampling import Sampler  # noqa: E402
+from exact_bilevel.experiments.examples import random_problem  # noqa: E402
 
 
 def _best(fn, repeats: int = 3) -> float:

@@ -38,8 +38,8 @@ from exact_bilevel import (  # noqa: E402
     hypergradient,
     tabular_incentive,
 )
-from exact_bilevel.examples import random_problem  # noqa: E402
-from exact_bilevel.generators import open_gridworld  # noqa: E402
+from exact_bilevel.core.generators import open_gridworld  # noqa: E402
+from exact_bilevel.experiments.examples import random_problem  # noqa: E402
 
 
 def _grid_problem(n: int, d: int = 16, storage: str = "sparse") -> tuple[BilevelProblem, int]:

@@ -14,16 +14,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import _validate, testing
-from . import markov_game as mg
-from .errors import ConvergenceError
+from . import games as mg
+from .core import _validate
+from .core.errors import ConvergenceError
+from .core.hypergradient import hypergradient
+from .core.problem import BilevelProblem
+from .core.solve import solve_soft
+from .crosscheck.finite_differences import richardson_gradient
 from .estimators import ESTIMATORS, replicates
-from .examples import demo_problem
-from .finite_differences import richardson_gradient
-from .hypergradient import hypergradient
+from .experiments.examples import demo_problem
 from .io import load_any
-from .problem import BilevelProblem
-from .solve import solve_soft
+from .validation import acceptance
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -131,7 +132,7 @@ def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .experiments.reproduce import reproduce
 
     print(reproduce(args.name, args.out))
     return 0
@@ -161,7 +162,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         verdict = {"mode": "deterministic", "tolerance": tol, "rtol": args.rtol,
                    "atol": args.atol, "max_error": float(np.max(err))}
     else:
-        res = testing.unbiasedness_test(est, exact, args.alpha)
+        res = acceptance.unbiasedness_test(est, exact, args.alpha)
         mean, z = est.mean(axis=0), res.z
         passed = not res.reject
         verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,

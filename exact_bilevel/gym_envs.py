@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate
-from .mdp import FiniteMDP
+from .core import _validate
+from .core.mdp import FiniteMDP
 
 
 def from_gymnasium(env: Any, gamma: float, *, initial: object | None = None) -> FiniteMDP:

@@ -45,10 +45,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from . import _validate
-from .markov_game import MarkovGame
-from .objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
-from .parameterizations import (
+from .core import _validate
+from .core.objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
+from .core.parameterizations import (
     AffineReward,
     FixedReward,
     FixedTransitions,
@@ -57,7 +56,8 @@ from .parameterizations import (
     TransitionModel,
     tabular_incentive,
 )
-from .problem import BilevelProblem
+from .core.problem import BilevelProblem
+from .games.model import MarkovGame
 
 FORMAT = "exact-bilevel/1"
 #: Largest problem file :func:`load_problem` reads.
@@ -410,7 +410,7 @@ def problem_to_dict(problem: BilevelProblem, x: object) -> dict[str, Any]:
 
     Supports fixed, affine (dense or sparse, e.g. tabular incentives) rewards;
     fixed or softmax-logit transitions; the :class:`LeaderReturn` objective with
-    an optional :func:`~exact_bilevel.objectives.l2_penalty`, and the quadratic
+    an optional :func:`~exact_bilevel.core.objectives.l2_penalty`, and the quadratic
     objective. Anything else raises ``ValueError``.
     """
     obj = problem.objective

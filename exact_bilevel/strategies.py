@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from .examples import OBJECTIVES, PARAMETERIZATIONS, random_problem
-from .generators import random_mdp
-from .mdp import FiniteMDP
-from .problem import BilevelProblem
+from .core.generators import random_mdp
+from .core.mdp import FiniteMDP
+from .core.problem import BilevelProblem
+from .experiments.examples import OBJECTIVES, PARAMETERIZATIONS, random_problem
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -70,7 +70,7 @@ def bilevel_problems(draw: st.DrawFn, *, max_states: int = 5, max_actions: int =
                      objectives: tuple[str, ...] = OBJECTIVES,
                      gammas: st.SearchStrategy[float] | None = None,
                      taus: st.SearchStrategy[float] | None = None) -> ProblemCase:
-    """Random bilevel problems (see :func:`exact_bilevel.examples.random_problem`)."""
+    """Random bilevel problems (see :func:`exact_bilevel.experiments.examples.random_problem`)."""
     S = draw(st.integers(1, max_states))
     A = draw(st.integers(1, max_actions))
     d = draw(st.integers(1, max_params))

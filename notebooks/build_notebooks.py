@@ -101,8 +101,8 @@ sb = symbolic.tiny_example(2)
 Math(r"\\begin{aligned}" + symbolic.latex_derivation(sb) + r"\\end{aligned}")"""),
     ("md", "The same problem in floating point, and four routes to its gradient:"),
     ("code", """\
-from exact_bilevel.complex_step import complex_step_hypergradient
-from exact_bilevel.finite_differences import richardson_gradient
+from exact_bilevel.crosscheck.complex_step import complex_step_hypergradient
+from exact_bilevel.crosscheck.finite_differences import richardson_gradient
 problem = symbolic.to_problem(sb, gamma=0.9, tau=0.5)
 x = np.array([0.25, -0.5])
 routes = {
@@ -124,7 +124,7 @@ $\nabla F = \text{direct} + \frac{1}{\tau}\sum_{s,a} (w + \pi\lambda)\, g$ — i
 cost does not grow with $d$."""),
     ("code", """\
 import time
-from exact_bilevel.examples import random_problem
+from exact_bilevel.experiments.examples import random_problem
 ds, t_adj, t_fwd = [1, 4, 16, 64, 256], [], []
 for d in ds:
     p, x = random_problem(200, 4, d, seed=1)
@@ -150,7 +150,7 @@ $$\frac{1}{\tau}\sum_s occ(s) \sum_a \pi(a|s)\, A_L(s,a)\, dQ(s,a)
 
 because $\mathbb{E}_\pi A_L = 0$ (the Boltzmann policy's score is $(dQ - dV)/\tau$).
 `eb.covariance_decomposition` returns the per-state terms:"""),
-    ("code", SETUP + "\nfrom exact_bilevel.examples import random_problem"),
+    ("code", SETUP + "\nfrom exact_bilevel.experiments.examples import random_problem"),
     ("code", """\
 problem, x = random_problem(8, 3, 2, seed=4)
 hg = eb.hypergradient(problem, x)
@@ -196,8 +196,8 @@ actions replaced by a random one with probability 0.44). The leader pays a state
 incentive $-0.2\,x_s$ on each cell (bounded here to $x \in [-2, 2]$) and earns 1
 per step the follower spends on the target cell (8, 4)."""),
     ("code", SETUP + """
-from exact_bilevel.examples import four_rooms_incentives
-from exact_bilevel.optimize import optimize, estimator_gradient
+from exact_bilevel.experiments.examples import four_rooms_incentives
+from exact_bilevel.experiments.optimize import optimize, estimator_gradient
 mdp, grid = eb.four_rooms()
 problem, x0 = four_rooms_incentives(tau=0.05)"""),
     ("code", """\
@@ -243,7 +243,7 @@ and the command line, the golden vectors, and the pytest helpers."""),
 import json, pathlib, tempfile
 from exact_bilevel import io
 from exact_bilevel.cli import main as cli
-from exact_bilevel.examples import random_problem
+from exact_bilevel.experiments.examples import random_problem
 tmp = pathlib.Path(tempfile.mkdtemp())"""),
     ("md", "## The problem file\n"
            "A versioned JSON format (`exact-bilevel/1`, JSON Schema in the package):"),

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from exact_bilevel import hypergradient
-from exact_bilevel.benchmarks import four_rooms_design, sobirl_synthetic
 from exact_bilevel.cli import main
-from exact_bilevel.finite_differences import richardson_gradient
-from exact_bilevel.reproduce import EXPERIMENTS
+from exact_bilevel.crosscheck.finite_differences import richardson_gradient
+from exact_bilevel.experiments.paper_problems import four_rooms_design, sobirl_synthetic
+from exact_bilevel.experiments.reproduce import EXPERIMENTS
 
 
 def test_four_rooms_design_gradient():
@@ -33,7 +33,7 @@ def test_sobirl_synthetic_gradient_and_optimum():
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_reproduce_runs(name, tmp_path, monkeypatch):
-    import exact_bilevel.reproduce as rep
+    import exact_bilevel.experiments.reproduce as rep
 
     fn = EXPERIMENTS[name]
     monkeypatch.setitem(EXPERIMENTS, name, lambda out: fn(out, steps=3))

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 
 from exact_bilevel import hypergradient
 from exact_bilevel.estimators import ESTIMATORS, estimate, leader_knowledge, replicates
-from exact_bilevel.examples import random_problem
+from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.mutants import MUTANTS, mutant_replicates
 from exact_bilevel.strategies import bilevel_problems, discounts
 from exact_bilevel.testing import (
@@ -156,7 +156,7 @@ def test_dual_order_sums_equal_the_literal_per_episode_form(case):
     """BC-HG's table contraction equals the paper's per-episode double sum (to 1e-12)."""
     from exact_bilevel.estimators.bchg import bchg_indirect_sum, bchg_per_episode, direct_sum
     from exact_bilevel.estimators.critics import td_critic
-    from exact_bilevel.sampling import Sampler
+    from exact_bilevel.estimators.sampling import Sampler
 
     know = leader_knowledge(case.problem, case.x)
     ep = Sampler(know.state.mdp, np.random.default_rng(0)).episodes(know.pi, 40, know.beta)

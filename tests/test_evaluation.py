@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 
 from exact_bilevel import policy_evaluation, state_action_occupancy, state_occupancy
-from exact_bilevel.evaluation import P_pi, entropy
+from exact_bilevel.core.evaluation import P_pi, entropy
 from exact_bilevel.strategies import finite_mdps, seeds
 
 

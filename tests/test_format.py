@@ -24,7 +24,7 @@ from exact_bilevel import (
     l2_penalty,
     tabular_incentive,
 )
-from exact_bilevel.examples import four_rooms_incentives, random_problem
+from exact_bilevel.experiments.examples import four_rooms_incentives, random_problem
 from exact_bilevel.io import (
     MAX_ENTRIES,
     problem_from_dict,
@@ -171,7 +171,7 @@ def test_fuzz_one_field_replaced(data):
 
 
 def test_game_files_roundtrip_and_drive_the_cli(tmp_path, capsys):
-    from exact_bilevel import markov_game as mg
+    from exact_bilevel import games as mg
     from exact_bilevel.cli import main
     from exact_bilevel.io import game_from_dict, game_to_dict
 

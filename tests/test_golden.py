@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from mpmath import mp
 
-from exact_bilevel import highprec, hypergradient
+from exact_bilevel import hypergradient
+from exact_bilevel.crosscheck import highprec
 from exact_bilevel.io import problem_from_dict
 
 GOLDEN = pathlib.Path(__file__).resolve().parent.parent / "verification" / "golden"

@@ -22,7 +22,7 @@ from exact_bilevel import (
     state_occupancy,
     tabular_incentive,
 )
-from exact_bilevel.finite_differences import richardson_gradient
+from exact_bilevel.crosscheck.finite_differences import richardson_gradient
 from exact_bilevel.gym_envs import from_gymnasium
 
 ENVS = {"FrozenLake-v1": {}, "Taxi-v4": {}, "CliffWalking-v1": {}}

@@ -26,8 +26,8 @@ from exact_bilevel import (
     random_mdp,
     tabular_incentive,
 )
-from exact_bilevel.examples import OBJECTIVES, PARAMETERIZATIONS, random_problem
-from exact_bilevel.finite_differences import richardson_gradient
+from exact_bilevel.crosscheck.finite_differences import richardson_gradient
+from exact_bilevel.experiments.examples import OBJECTIVES, PARAMETERIZATIONS, random_problem
 from exact_bilevel.strategies import bilevel_problems
 
 

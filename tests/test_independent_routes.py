@@ -24,11 +24,11 @@ from exact_bilevel import (
     symbolic,
     tabular_incentive,
 )
-from exact_bilevel.complex_step import complex_step_hypergradient
-from exact_bilevel.examples import random_problem
-from exact_bilevel.gradient_recursion import gradient_recursion
+from exact_bilevel.crosscheck.complex_step import complex_step_hypergradient
+from exact_bilevel.crosscheck.gradient_recursion import gradient_recursion
+from exact_bilevel.crosscheck.unrolled import unrolled_hypergradient
+from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.strategies import bilevel_problems, discounts, temperatures
-from exact_bilevel.unrolled import unrolled_hypergradient
 
 
 @given(bilevel_problems(parameterizations=("reward", "transitions", "both")))

@@ -9,7 +9,7 @@ import pytest
 
 from exact_bilevel import hypergradient, solve_soft
 from exact_bilevel.cli import main
-from exact_bilevel.examples import random_problem
+from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import FORMAT, load_problem, problem_from_dict, problem_to_dict, save_problem
 
 
@@ -32,7 +32,7 @@ def test_round_trip_gives_identical_values(tmp_path, parameterize):
 
 
 def test_structural_zero_logits_are_null(tmp_path):
-    from exact_bilevel.examples import random_softmax_transitions
+    from exact_bilevel.experiments.examples import random_softmax_transitions
     rng = np.random.default_rng(0)
     tr = random_softmax_transitions(rng, 4, 2, 2, support=2)
     problem, x = random_problem(4, 2, 2, seed=3)

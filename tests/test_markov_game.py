@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exact_bilevel import markov_game as mg
-from exact_bilevel.finite_differences import richardson_gradient
+from exact_bilevel import games as mg
+from exact_bilevel.crosscheck.finite_differences import richardson_gradient
 from exact_bilevel.testing import assert_unbiased, unbiasedness_test
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from exact_bilevel import FiniteMDP, GridWorld, four_rooms, gridworld, random_mdp
-from exact_bilevel.generators import FOUR_ROOMS_MAP
+from exact_bilevel.core.generators import FOUR_ROOMS_MAP
 
 
 def _good():

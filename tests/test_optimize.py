@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from exact_bilevel import BilevelProblem, LeaderReturn, l2_penalty
-from exact_bilevel.examples import random_problem
-from exact_bilevel.optimize import estimator_gradient, inverse_sqrt, optimize
+from exact_bilevel.experiments.examples import random_problem
+from exact_bilevel.experiments.optimize import estimator_gradient, inverse_sqrt, optimize
 
 
 def _regularised(seed=2):
@@ -65,7 +65,7 @@ def test_validation(kwargs, match):
 
 
 def test_adam_update_and_argument_rules():
-    from exact_bilevel.optimize import adam
+    from exact_bilevel.experiments.optimize import adam
 
     p = _regularised()
     res = optimize(p, np.zeros(2), steps=150, update=adam(0.05))

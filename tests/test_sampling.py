@@ -10,8 +10,8 @@ import scipy.stats
 from hypothesis import given
 
 from exact_bilevel import solve_soft
-from exact_bilevel.generators import random_mdp
-from exact_bilevel.sampling import Sampler, concatenate
+from exact_bilevel.core.generators import random_mdp
+from exact_bilevel.estimators.sampling import Sampler, concatenate
 from exact_bilevel.strategies import finite_mdps
 
 

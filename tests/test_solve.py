@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exact_bilevel import ConvergenceError, FiniteMDP, random_mdp, solve_hard, solve_soft
-from exact_bilevel.evaluation import policy_evaluation
-from exact_bilevel.soft_bellman import boltzmann, soft_bellman_operator
+from exact_bilevel.core.evaluation import policy_evaluation
+from exact_bilevel.core.soft_bellman import boltzmann, soft_bellman_operator
 from exact_bilevel.strategies import discounts, finite_mdps, temperatures
 
 
@@ -129,8 +129,8 @@ def test_newton_survives_a_non_monotone_residual():
     """Regression: an empirical FourRooms model (2 draws per pair, gamma = 0.99) whose
     Bellman residual rises between Newton steps; the old "residual stopped decreasing"
     rule raised after 3 iterations, soft policy iteration converges in 11."""
-    from exact_bilevel.examples import four_rooms_incentives
-    from exact_bilevel.sampling import Sampler
+    from exact_bilevel.estimators.sampling import Sampler
+    from exact_bilevel.experiments.examples import four_rooms_incentives
 
     p, x = four_rooms_incentives(0.05, 104)
     mdp = p.follower_mdp(x)

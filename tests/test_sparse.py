@@ -24,8 +24,8 @@ from exact_bilevel import (
     state_occupancy,
     tabular_incentive,
 )
-from exact_bilevel.generators import gridworld, open_gridworld, random_mdp
-from exact_bilevel.sampling import Sampler
+from exact_bilevel.core.generators import gridworld, open_gridworld, random_mdp
+from exact_bilevel.estimators.sampling import Sampler
 from exact_bilevel.strategies import seeds
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from exact_bilevel import hypergradient
 from exact_bilevel.estimators import estimate, leader_knowledge
-from exact_bilevel.examples import four_rooms_incentives, random_problem
+from exact_bilevel.experiments.examples import four_rooms_incentives, random_problem
 
 HERE = pathlib.Path(__file__).parent
 CONFIGS = [("bc-hg", "exact"), ("bc-hg", "td"), ("bc-hg-baseline", "exact"),

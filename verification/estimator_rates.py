@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from exact_bilevel import hypergradient
 from exact_bilevel.estimators import leader_knowledge, replicates
-from exact_bilevel.examples import PARAMETERIZATIONS, random_problem
+from exact_bilevel.experiments.examples import PARAMETERIZATIONS, random_problem
 from exact_bilevel.mutants import MUTANTS, mutant_replicates
 from exact_bilevel.testing import unbiasedness_test
 

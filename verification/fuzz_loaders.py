@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from exact_bilevel import l2_penalty, strategies
-from exact_bilevel.examples import random_problem
+from exact_bilevel.core.objectives import LeaderReturn
+from exact_bilevel.core.parameterizations import FixedTransitions, tabular_incentive
+from exact_bilevel.core.problem import BilevelProblem
+from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import problem_from_dict, problem_from_json, problem_to_dict
-from exact_bilevel.objectives import LeaderReturn
-from exact_bilevel.parameterizations import FixedTransitions, tabular_incentive
-from exact_bilevel.problem import BilevelProblem
 
 OUT = pathlib.Path(__file__).with_suffix(".md")
 json_values = strategies.json_values(max_leaves=40)

@@ -34,7 +34,7 @@ from exact_bilevel import (
     highprec,
     tabular_incentive,
 )
-from exact_bilevel.examples import (
+from exact_bilevel.experiments.examples import (
     four_rooms_incentives,
     random_affine_reward,
     random_problem,

@@ -16,9 +16,10 @@ import sys
 
 import numpy as np
 
-from exact_bilevel import highprec, hypergradient
-from exact_bilevel.examples import random_problem
-from exact_bilevel.problem import BilevelProblem
+from exact_bilevel import hypergradient
+from exact_bilevel.core.problem import BilevelProblem
+from exact_bilevel.crosscheck import highprec
+from exact_bilevel.experiments.examples import random_problem
 
 TAUS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 GAMMAS = (0.9, 0.99, 0.999, 0.9999)

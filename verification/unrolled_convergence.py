@@ -34,8 +34,8 @@ from exact_bilevel import (
     hypergradient,
     tabular_incentive,
 )
-from exact_bilevel.examples import random_problem
-from exact_bilevel.unrolled import unrolled_hypergradient
+from exact_bilevel.crosscheck.unrolled import unrolled_hypergradient
+from exact_bilevel.experiments.examples import random_problem
 
 GAMMA = 0.9
 HERE = pathlib.Path(__file__).parent

@@ -7,7 +7,7 @@ depend on ``x``), its own reward ``r_L[s, a]`` with ``dr_L[s, a, k]`` and the
 regulariser. It observes the follower's optimisation outcome: the policy
 ``pi[s, a]`` and, where an estimator says so, the follower's soft value
 ``V[s]``. Everything about ``P`` (and hence every value, occupancy and
-sensitivity) has to come from samples through a :class:`~exact_bilevel.sampling.Sampler`.
+sensitivity) has to come from samples through a :class:`~exact_bilevel.estimators.sampling.Sampler`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..objectives import LeaderReturn
-from ..problem import BilevelProblem, FollowerState
-from ..sampling import Episodes
+from ..core.follower import FollowerState
+from ..core.objectives import LeaderReturn
+from ..core.problem import BilevelProblem
+from .sampling import Episodes
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Estimate:
     """One hypergradient estimate and what it cost.
 
     ``transitions`` counts environment steps plus resets (see
-    :mod:`exact_bilevel.sampling`); ``resets`` is the part spent on resets.
+    :mod:`exact_bilevel.estimators.sampling`); ``resets`` is the part spent on resets.
     """
 
     gradient: np.ndarray

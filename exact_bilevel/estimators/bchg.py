@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import Episodes, Sampler
 from ._common import (
     Estimate,
     LeaderKnowledge,
@@ -45,6 +44,7 @@ from ._common import (
     suffix_sums,
 )
 from .critics import Critic, leader_critic
+from .sampling import Episodes, Sampler
 
 
 def direct_sum(know: LeaderKnowledge, ep: Episodes, critic: Critic,

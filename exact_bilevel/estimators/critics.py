@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..linalg import factorize
-from ..sampling import Episodes
+from ..core.linalg import factorize
 from ._common import LeaderKnowledge, ratio, suffix_sums
+from .sampling import Episodes
 
 CRITICS = ("exact", "monte-carlo", "td")
 

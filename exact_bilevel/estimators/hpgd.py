@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import Episodes, Sampler, concatenate
 from ._common import (
     Estimate,
     LeaderKnowledge,
@@ -29,6 +28,7 @@ from ._common import (
 )
 from .bchg import direct_sum
 from .critics import leader_critic
+from .sampling import Episodes, Sampler, concatenate
 from .tabular import estimate_dq
 
 

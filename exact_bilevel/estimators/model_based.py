@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hypergradient import hypergradient
-from ..parameterizations import FixedTransitions, SoftmaxTransitions, TransitionModel
-from ..problem import BilevelProblem
-from ..sampling import Sampler
+from ..core.hypergradient import hypergradient
+from ..core.parameterizations import FixedTransitions, SoftmaxTransitions, TransitionModel
+from ..core.problem import BilevelProblem
 from ._common import Estimate, LeaderKnowledge
 from .critics import transition_frequencies
+from .sampling import Sampler
 
 
 def empirical_model(problem: BilevelProblem, x: np.ndarray, P_hat: np.ndarray

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import Sampler
 from ._common import Estimate, LeaderKnowledge, episodes_for_budget
+from .sampling import Sampler
 from .tabular import dlogpi_from_dq, estimate_dq
 
 

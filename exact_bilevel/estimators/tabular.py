@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from ..sampling import Episodes
 from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
 from .critics import batch_td, empirical_transitions
+from .sampling import Episodes
 
 DQ_METHODS = ("monte-carlo", "td")
 

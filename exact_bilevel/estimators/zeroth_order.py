@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sampling import Sampler
 from ._common import (
     Estimate,
     LeaderKnowledge,
@@ -24,6 +23,7 @@ from ._common import (
     require_leader_return,
     step_weights,
 )
+from .sampling import Sampler
 
 
 def _return_estimate(know: LeaderKnowledge, x: np.ndarray, sampler: Sampler, n: int

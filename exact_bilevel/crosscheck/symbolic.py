@@ -20,7 +20,7 @@ and the leader objective ``F(V, x) = rho^T (I - gamma_L P_pi)^{-1} sum_a pi r_L`
 (``pi`` the Boltzmann policy of ``Q``) has total derivative
 ``dF/dx = dF/dx|_V + dF/dV . dV/dx``. Everything here is derived by sympy
 from the equations above (``jacobian``, ``LUsolve``), independently of the
-hand-derived formulas in :mod:`exact_bilevel.hypergradient`.
+hand-derived formulas in :mod:`exact_bilevel.core.hypergradient`.
 
 One state: ``V = tau log sum_a exp(r_a/tau) / (1 - gamma)`` in closed form, so
 ``F(x)`` is explicit and can be differentiated directly. Two states: the fixed
@@ -36,9 +36,9 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .objectives import LeaderReturn
-from .parameterizations import AffineReward, FixedTransitions
-from .problem import BilevelProblem
+from ..core.objectives import LeaderReturn
+from ..core.parameterizations import AffineReward, FixedTransitions
+from ..core.problem import BilevelProblem
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 r"""Exact solution of the entropy-regularised ("soft") follower MDP.
 
 The soft-optimal values are the unique fixed point of the soft Bellman
-operator (:func:`~exact_bilevel.soft_bellman.soft_bellman_operator`)
+operator (:func:`~exact_bilevel.core.soft_bellman.soft_bellman_operator`)
 
 .. math:: V = T(V), \qquad T(V)(s) = \tau \log \sum_a \exp\big((r + \gamma P V)(s, a)/\tau\big).
 
@@ -26,7 +26,7 @@ Two methods:
     plus 10.
 
 Both report the sup-norm Bellman residual ``||T(V) - V||_inf`` of the iterate
-they return and raise :class:`~exact_bilevel.errors.ConvergenceError` (carrying
+they return and raise :class:`~exact_bilevel.core.errors.ConvergenceError` (carrying
 the residual reached) when they cannot reach ``tol``.
 
 The default tolerance is ``1e-12 * value_scale(mdp, tau)`` with

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .follower import FollowerState
 from .objectives import LeaderReturn, ObjectiveTerms
-from .problem import BilevelProblem, FollowerState
+from .problem import BilevelProblem
 from .sensitivities import Sensitivities, follower_sensitivities
 
 
@@ -127,11 +128,11 @@ def hypergradient(problem: BilevelProblem, x: object, mode: str = "adjoint", *,
         Leader parameters (complex allowed for complex-step checks).
     mode : {"adjoint", "forward"}
         Adjoint: one ``S``-sized transposed solve. Forward: ``[S, d]`` solve,
-        also returns :class:`~exact_bilevel.sensitivities.Sensitivities`.
+        also returns :class:`~exact_bilevel.core.sensitivities.Sensitivities`.
     state : FollowerState, optional
         A follower solve at this ``x`` to reuse.
     **solver_options
-        Passed to :func:`~exact_bilevel.solve.solve_soft`.
+        Passed to :func:`~exact_bilevel.core.solve.solve_soft`.
 
     Returns
     -------
@@ -160,7 +161,7 @@ def covariance_decomposition(problem: BilevelProblem, x: object,
                   \big(Q_L(s, a),\, dQ(s, a, k)\big),
         \qquad \sum_s c(s, k) = \text{indirect}_k .
 
-    Only for :class:`~exact_bilevel.objectives.LeaderReturn` objectives. This is
+    Only for :class:`~exact_bilevel.core.objectives.LeaderReturn` objectives. This is
     the quantity the Boltzmann-covariance estimator (BC-HG, Kudo et al. 2026)
     samples along on-policy trajectories.
     """

@@ -14,7 +14,7 @@ follower's policy ``pi*(x)`` directly:
 ``sum_a pi (dQ - dV) = 0``), iterated as a ``gamma_L``-contraction to its fixed
 point; then ``grad F = rho^T tilde V``. No linear solve is used for the leader
 side, so this checks the occupancy/adjoint algebra of
-:mod:`exact_bilevel.hypergradient` by a different computation.
+:mod:`exact_bilevel.core.hypergradient` by a different computation.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import math
 
 import numpy as np
 
-from .errors import ConvergenceError
-from .objectives import LeaderReturn
-from .problem import BilevelProblem
-from .sensitivities import follower_sensitivities
+from ..core.errors import ConvergenceError
+from ..core.objectives import LeaderReturn
+from ..core.problem import BilevelProblem
+from ..core.sensitivities import follower_sensitivities
 
 
 def gradient_recursion(problem: BilevelProblem, x: object, *, tol: float = 1e-14,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .problem import BilevelProblem
+from ..core.problem import BilevelProblem
 
 
 def complex_step_gradient(f: Callable[[np.ndarray], complex], x: object, *,

@@ -21,11 +21,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hypergradient import centred_policy_weights
-from .linalg import factorize
-from .problem import BilevelProblem, FollowerState
-from .soft_bellman import boltzmann
-from .solve import SoftSolution
+from ..core.follower import FollowerState
+from ..core.hypergradient import centred_policy_weights
+from ..core.linalg import factorize
+from ..core.problem import BilevelProblem
+from ..core.soft_bellman import boltzmann
+from ..core.solve import SoftSolution
 
 
 class UnrolledGradient(NamedTuple):

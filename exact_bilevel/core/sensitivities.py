@@ -20,12 +20,11 @@ solve reuses the follower's factorisation of ``I - gamma P_pi``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .problem import BilevelProblem, FollowerState
+from .follower import FollowerState
+from .problem import BilevelProblem
 
 
 @dataclass(frozen=True)

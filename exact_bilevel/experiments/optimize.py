@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _validate
-from .estimators import estimate, leader_knowledge
-from .hypergradient import Hypergradient, hypergradient
-from .problem import BilevelProblem
+from ..core import _validate
+from ..core.hypergradient import Hypergradient, hypergradient
+from ..core.problem import BilevelProblem
+from ..estimators import estimate, leader_knowledge
 
 GradientSource = Callable[[BilevelProblem, Hypergradient, np.random.Generator],
                           tuple[np.ndarray, int]]

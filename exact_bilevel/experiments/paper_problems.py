@@ -3,9 +3,9 @@ r"""Built-in benchmark problems from the papers, reproduced with exact ground tr
 * :func:`four_rooms_design` — FourRooms incentive design (Kudo et al. 2026; Thoma
   et al. 2024): softmax incentives over 104 cells + 1 slack logit.
 * :func:`sobirl_synthetic` — the synthetic problem of Yang, Gao & Yuan (2024).
-* :func:`exact_bilevel.markov_game.discrete_toy` — the DiscreteToy Markov game.
+* :func:`exact_bilevel.games.discrete_toy` — the DiscreteToy Markov game.
 
-Each returns a problem and the starting point; :mod:`exact_bilevel.reproduce`
+Each returns a problem and the starting point; :mod:`exact_bilevel.experiments.reproduce`
 runs the experiments.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generators import four_rooms
-from .objectives import LeaderReturn, quadratic_objective
-from .parameterizations import CallableReward, FixedTransitions
-from .problem import BilevelProblem
+from ..core.generators import four_rooms
+from ..core.objectives import LeaderReturn, quadratic_objective
+from ..core.parameterizations import CallableReward, FixedTransitions
+from ..core.problem import BilevelProblem
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -10,12 +10,12 @@ hypergradient (so it is also independent of the float64 adjoint).
 Cost grows like ``S^3`` mpmath operations per solve; intended for small problems
 (``S*A`` up to ~50 in the tests; FourRooms' 104 states take a few seconds).
 
-Supported parameterisations: :class:`~exact_bilevel.parameterizations.FixedReward`,
-:class:`~exact_bilevel.parameterizations.AffineReward`,
-:class:`~exact_bilevel.parameterizations.FixedTransitions`,
-:class:`~exact_bilevel.parameterizations.SoftmaxTransitions`; objectives:
-unregularised :class:`~exact_bilevel.objectives.LeaderReturn` and
-:class:`~exact_bilevel.objectives.GeneralObjective` whose callables use only
+Supported parameterisations: :class:`~exact_bilevel.core.parameterizations.FixedReward`,
+:class:`~exact_bilevel.core.parameterizations.AffineReward`,
+:class:`~exact_bilevel.core.parameterizations.FixedTransitions`,
+:class:`~exact_bilevel.core.parameterizations.SoftmaxTransitions`; objectives:
+unregularised :class:`~exact_bilevel.core.objectives.LeaderReturn` and
+:class:`~exact_bilevel.core.objectives.GeneralObjective` whose callables use only
 numpy arithmetic (they then work on object arrays).
 """
 
@@ -27,15 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 from mpmath import mp
 
-from .errors import ConvergenceError
-from .objectives import GeneralObjective, LeaderReturn
-from .parameterizations import (
+from ..core.errors import ConvergenceError
+from ..core.objectives import GeneralObjective, LeaderReturn
+from ..core.parameterizations import (
     AffineReward,
     FixedReward,
     FixedTransitions,
     SoftmaxTransitions,
 )
-from .problem import BilevelProblem
+from ..core.problem import BilevelProblem
 
 _exp = np.frompyfunc(mp.exp, 1, 1)
 _log = np.frompyfunc(mp.log, 1, 1)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .generators import four_rooms, random_mdp
-from .objectives import LeaderReturn, Objective, quadratic_objective
-from .parameterizations import (
+from ..core.generators import four_rooms, random_mdp
+from ..core.objectives import LeaderReturn, Objective, quadratic_objective
+from ..core.parameterizations import (
     AffineReward,
     FixedReward,
     FixedTransitions,
@@ -19,7 +19,7 @@ from .parameterizations import (
     TransitionModel,
     tabular_incentive,
 )
-from .problem import BilevelProblem
+from ..core.problem import BilevelProblem
 
 #: Which parts of the follower's MDP depend on x.
 PARAMETERIZATIONS = ("reward", "transitions", "both")
@@ -111,7 +111,7 @@ def four_rooms_incentives(tau: float = 0.05, n_incentives: int = 104, *,
                           ) -> tuple[BilevelProblem, np.ndarray]:
     """FourRooms incentive design with tabular state incentives.
 
-    The 13x13 FourRooms map (:func:`~exact_bilevel.generators.four_rooms`; start
+    The 13x13 FourRooms map (:func:`~exact_bilevel.core.generators.four_rooms`; start
     (4, 1), absorbing goal (1, 9) with reward 1 on reaching it, actions replaced by
     a uniform random one with probability 0.33*4/3). The follower's reward gets
     ``scale * x[k]`` at ``n_incentives`` evenly spread cells (all 104 by default);

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _validate
-from ._transitions import inverse_cdf
-from .evaluation import check_policy
-from .mdp import FiniteMDP
+from ..core import _validate
+from ..core._transitions import inverse_cdf
+from ..core.evaluation import check_policy
+from ..core.mdp import FiniteMDP
 
 
 @dataclass(frozen=True)

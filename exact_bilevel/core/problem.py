@@ -2,39 +2,20 @@ r"""Bilevel problems: a leader's parameters ``x`` shape the follower's soft MDP.
 
 The follower faces the MDP ``(P_x, r_x, gamma, rho)`` and plays its soft-optimal
 (Boltzmann) policy ``pi*(x)`` at temperature ``tau``; the leader's objective
-``F(x) = f(x, pi*(x))`` is given by an :class:`~exact_bilevel.objectives.Objective`.
+``F(x) = f(x, pi*(x))`` is given by an :class:`~exact_bilevel.core.objectives.Objective`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from . import _validate
-from .linalg import BellmanFactorization, factorize
+from .follower import FollowerState
+from .linalg import factorize
 from .mdp import FiniteMDP
+from .objectives import Objective
 from .parameterizations import RewardModel, TransitionModel
-from .solve import SoftSolution, solve_soft
-
-if TYPE_CHECKING:
-    from .objectives import Objective
-
-
-@dataclass(frozen=True)
-class FollowerState:
-    """Everything the hypergradient needs about the follower at one ``x``.
-
-    ``factorization`` factors ``I - gamma P_pi`` at ``solution.policy`` and is
-    reused by every solve downstream (sensitivities, adjoint, leader values when
-    ``gamma_L = gamma``).
-    """
-
-    x: np.ndarray
-    mdp: FiniteMDP
-    solution: SoftSolution
-    factorization: BellmanFactorization
+from .solve import solve_soft
 
 
 class BilevelProblem:
@@ -55,7 +36,7 @@ class BilevelProblem:
     initial : array_like, shape (S,), optional
         Initial distribution ``rho[s]`` (default uniform).
     solver_options : dict, optional
-        Keyword arguments for :func:`~exact_bilevel.solve.solve_soft`.
+        Keyword arguments for :func:`~exact_bilevel.core.solve.solve_soft`.
     """
 
     def __init__(self, follower_reward: RewardModel, transitions: TransitionModel,

@@ -1,6 +1,6 @@
 r"""Exact policy evaluation and discounted occupancy measures (linear solves).
 
-For a policy ``pi[s, a]`` in a :class:`~exact_bilevel.mdp.FiniteMDP`:
+For a policy ``pi[s, a]`` in a :class:`~exact_bilevel.core.mdp.FiniteMDP`:
 
 .. math::
 

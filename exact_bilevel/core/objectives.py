@@ -21,16 +21,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _validate
+from .follower import FollowerProblem, FollowerState
 from .linalg import BellmanFactorization, factorize
 from .parameterizations import RewardModel
-
-if TYPE_CHECKING:
-    from .problem import BilevelProblem, FollowerState
 
 Regularizer = Callable[[np.ndarray], tuple[float, np.ndarray]]
 """``reg(x) -> (value, gradient[d])``, added to the objective."""
@@ -63,14 +60,14 @@ class ObjectiveTerms:
 class Objective(ABC):
     """Leader objective ``f(x, pi)`` evaluated at the follower's soft-optimal policy."""
 
-    def check_compatible(self, problem: BilevelProblem) -> None:  # noqa: B027
+    def check_compatible(self, problem: FollowerProblem) -> None:  # noqa: B027
         """Raise ``ValueError`` if the objective does not fit the problem's sizes."""
 
     @abstractmethod
-    def evaluate(self, problem: BilevelProblem, state: FollowerState) -> ObjectiveTerms:
+    def evaluate(self, problem: FollowerProblem, state: FollowerState) -> ObjectiveTerms:
         """Value, direct gradient and ``df/dpi`` at the follower state."""
 
-    def value(self, problem: BilevelProblem, state: FollowerState) -> float:
+    def value(self, problem: FollowerProblem, state: FollowerState) -> float:
         return self.evaluate(problem, state).value
 
 
@@ -146,7 +143,7 @@ class LeaderReturn(Objective):
                              else _validate.discount("leader_gamma", leader_gamma))
         self.regularizer = regularizer
 
-    def check_compatible(self, problem: BilevelProblem) -> None:
+    def check_compatible(self, problem: FollowerProblem) -> None:
         lr = self.leader_reward
         if (lr.n_states, lr.n_actions, lr.n_params) != (problem.n_states, problem.n_actions,
                                                          problem.n_params):
@@ -155,10 +152,10 @@ class LeaderReturn(Objective):
                 f"but the follower has ({problem.n_states}, {problem.n_actions}, "
                 f"{problem.n_params})")
 
-    def gamma_for(self, problem: BilevelProblem) -> float:
+    def gamma_for(self, problem: FollowerProblem) -> float:
         return problem.gamma if self.leader_gamma is None else self.leader_gamma
 
-    def leader_values(self, problem: BilevelProblem, state: FollowerState) -> LeaderValues:
+    def leader_values(self, problem: FollowerProblem, state: FollowerState) -> LeaderValues:
         """Exact ``V_L``, ``Q_L`` and leader occupancy at the follower's policy."""
         gL = self.gamma_for(problem)
         pi = state.solution.policy
@@ -170,7 +167,7 @@ class LeaderReturn(Objective):
         occ = fac.solve_transpose(problem.initial.astype(vL.dtype))
         return LeaderValues(reward=rL, v=vL, q=qL, occupancy=occ, gamma=gL)
 
-    def evaluate(self, problem: BilevelProblem, state: FollowerState) -> ObjectiveTerms:
+    def evaluate(self, problem: FollowerProblem, state: FollowerState) -> ObjectiveTerms:
         lv = self.leader_values(problem, state)
         x, pi = state.x, state.solution.policy
         weights = lv.occupancy[:, None] * pi
@@ -209,7 +206,7 @@ class GeneralObjective(Objective):
                  name: str = "general") -> None:
         self.f, self.df_dx, self.df_dpi, self.name = f, df_dx, df_dpi, name
 
-    def evaluate(self, problem: BilevelProblem, state: FollowerState) -> ObjectiveTerms:
+    def evaluate(self, problem: FollowerProblem, state: FollowerState) -> ObjectiveTerms:
         x, pi = state.x, state.solution.policy
         return ObjectiveTerms(value=self.f(x, pi), direct=np.asarray(self.df_dx(x, pi)),
                               df_dpi=np.asarray(self.df_dpi(x, pi)))

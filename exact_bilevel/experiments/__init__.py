@@ -1,0 +1,12 @@
+r"""Experiments built on the exact core: problems, leader optimisation, reproductions.
+
+* :mod:`.examples` — small random bilevel problems and the demo problem;
+* :mod:`.paper_problems` — the papers' benchmark problems (FourRooms incentive
+  design, SoBiRL synthetic); also importable as ``exact_bilevel.experiments.paper_problems``;
+* :mod:`.optimize` — the leader's gradient loop with the follower re-solved
+  exactly, from the exact hypergradient or any estimator;
+* :mod:`.reproduce` — the papers' experiments with the exact answer beside every
+  estimate (``exact-bilevel reproduce``).
+
+May import: every other subpackage (core, crosscheck, estimators, games, validation).
+"""

@@ -1,0 +1,47 @@
+r"""Two-player Markov games: the leader acts too, the follower soft-best-responds.
+
+Shapes: joint transitions ``P[s, aL, aF, s']``, rewards ``r_F[s, aL, aF]``,
+``r_L[s, aL, aF]``; the leader plays a tabular softmax ``piL(aL|s; theta)``. The
+layers inside follow the math:
+
+* :mod:`.model` — :class:`MarkovGame`, the leader's policy and its Jacobian, and
+  the follower's bilevel problem under either information structure (follower
+  observes ``s``: the induced MDP; observes ``(s, aL)``: the augmented MDP);
+* :mod:`.hypergradient` — the exact ``F(theta)`` and ``grad F = direct + indirect
+  (+ the initial-law term)``;
+* :mod:`.estimators` — the BC-HG game estimator (benefit x influence), its
+  baseline variant and the direct-only baseline;
+* :mod:`.discrete_toy` — the DiscreteToy game of Kudo et al. (2026).
+
+This package is also importable as ``exact_bilevel.games`` (its former name).
+
+May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.estimators`.
+"""
+
+from .discrete_toy import discrete_toy
+from .estimators import GAME_ESTIMATORS, estimate
+from .hypergradient import GameHypergradient, finite_horizon_return, hypergradient, value
+from .model import (
+    OBSERVES_STATE,
+    OBSERVES_STATE_AND_LEADER_ACTION,
+    MarkovGame,
+    follower_problem,
+    leader_policy,
+    leader_policy_jacobian,
+)
+
+__all__ = [
+    "GAME_ESTIMATORS",
+    "OBSERVES_STATE",
+    "OBSERVES_STATE_AND_LEADER_ACTION",
+    "GameHypergradient",
+    "MarkovGame",
+    "discrete_toy",
+    "estimate",
+    "finite_horizon_return",
+    "follower_problem",
+    "hypergradient",
+    "leader_policy",
+    "leader_policy_jacobian",
+    "value",
+]
