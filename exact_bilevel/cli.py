@@ -134,7 +134,11 @@ def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .experiments.reproduce import reproduce
 
-    print(reproduce(args.name, args.out))
+    try:
+        print(reproduce(args.name, args.out, full=args.full, steps=args.steps,
+                        seeds=args.seeds, workers=args.workers, force=args.force))
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
     return 0
 
 
@@ -268,9 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("reproduce", help="run a paper's experiment with exact ground truth; "
-                                         "write NAME.md and NAME.png")
-    p.add_argument("name", choices=["fourrooms", "sobirl", "discrete-toy"])
-    p.add_argument("--out", default="verification", metavar="DIR")
+                                         "write reproduce_NAME.md and .png into --out")
+    p.add_argument("name", choices=["fourrooms", "fourrooms-suboptimal", "discrete-toy",
+                                    "sobirl"])
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (required; the committed results live in "
+                        "verification/)")
+    p.add_argument("--full", action="store_true",
+                   help="the paper's run size (default: a CI-sized run that says so)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="leader steps (default: from the run size)")
+    p.add_argument("--seeds", type=_positive_int, default=None,
+                   help="seeds (default: from the run size)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes for the runs (default 1)")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_reproduce)
     return parser
 

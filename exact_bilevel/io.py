@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse
 
 from .core import _validate
+from .core._files import atomic_write
 from .core.objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
 from .core.parameterizations import (
     AffineReward,
@@ -355,9 +356,19 @@ def _read_json(path: str | os.PathLike[str]) -> object:
     return _parse(text, os.fspath(path))
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook``: a key given twice is an error, not a silent overwrite."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"{key}: duplicate key in a JSON object (each field once)")
+        out[key] = value
+    return out
+
+
 def _parse(text: str, source: str) -> object:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not valid JSON ({exc})") from None
     except RecursionError:
@@ -452,6 +463,12 @@ def problem_to_dict(problem: BilevelProblem, x: object) -> dict[str, Any]:
 
 
 def save_problem(path: str | os.PathLike[str], problem: BilevelProblem, x: object) -> None:
-    """Write ``(problem, x)`` as a problem file (floats round-trip exactly via ``repr``)."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(problem_to_dict(problem, x), fh)
+    """Write ``(problem, x)`` as a problem file (floats round-trip exactly via ``repr``).
+
+    Validates and serialises first, then writes atomically (a temporary file in the
+    same directory, fsync, rename): a failure never leaves a truncated or empty file
+    where a good one was.
+    """
+    text = json.dumps(problem_to_dict(problem, x), allow_nan=False)
+    atomic_write(path, text)
+

@@ -1,12 +1,25 @@
 r"""Deliberately wrong hypergradient estimators (public entry point).
 
-:data:`MUTANTS` maps a name to a wrong BC-HG variant (sign flip, missing
-centring, wrong discount power, ...); :func:`mutant_replicates` draws independent
-estimates from one. An acceptance test that cannot reject them has no power.
+:data:`MUTANTS` maps a name to a wrong estimator (:class:`Mutant`: the function,
+the correct estimator and critic it copies, its bug): BC-HG variants (sign flip,
+missing centring, wrong discount power, ...), wrong critics, HPGD, SoBiRL and
+zeroth-order variants; :func:`mutant_replicates` draws independent estimates from
+one. :data:`GAME_MUTANTS` holds wrong Markov-game estimators and
+:data:`SAMPLER_MUTANTS` samplers that forget part of the transition bill;
+:data:`FOLLOWER_MUTANTS` wrong followers (the released DiscreteToy follower). An
+acceptance test that cannot reject them has no power.
 The implementation and the table of bugs live in
 :mod:`exact_bilevel.validation.mutants`.
 """
 
-from .validation.mutants import MUTANTS, mutant_replicates
+from .validation.mutants import (
+    FOLLOWER_MUTANTS,
+    GAME_MUTANTS,
+    MUTANTS,
+    SAMPLER_MUTANTS,
+    Mutant,
+    mutant_replicates,
+)
 
-__all__ = ["MUTANTS", "mutant_replicates"]
+__all__ = ["FOLLOWER_MUTANTS", "GAME_MUTANTS", "MUTANTS", "SAMPLER_MUTANTS", "Mutant",
+           "mutant_replicates"]

@@ -20,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from .core.generators import random_mdp
 from .core.mdp import FiniteMDP
 from .core.problem import BilevelProblem
 from .experiments.examples import OBJECTIVES, PARAMETERIZATIONS, random_problem
+from .games.model import OBSERVES_STATE, OBSERVES_STATE_AND_LEADER_ACTION, MarkovGame
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -81,6 +83,128 @@ def bilevel_problems(draw: st.DrawFn, *, max_states: int = 5, max_actions: int =
     problem, x = random_problem(S, A, d, seed=draw(seeds), gamma=gamma, tau=tau,
                                 parameterize=kind, objective=obj)
     return ProblemCase(problem=problem, x=x, parameterize=kind, objective=obj)
+
+
+#: Leader-return objectives (what the sampling estimators need), a share with
+#: ``gamma_L != gamma`` on either side of ``gamma``.
+LEADER_RETURNS = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward",
+                  "leader_return_far_sighted")
+
+
+@st.composite
+def nondegenerate_problems(draw: st.DrawFn, *, max_states: int = 4, max_actions: int = 3,
+                           max_params: int = 3,
+                           parameterizations: tuple[str, ...] = PARAMETERIZATIONS,
+                           objectives: tuple[str, ...] = LEADER_RETURNS,
+                           gammas: st.SearchStrategy[float] | None = None,
+                           taus: st.SearchStrategy[float] | None = None,
+                           min_policy: float = 0.02) -> ProblemCase:
+    """Random bilevel problems on which an estimator's indirect term is really tested.
+
+    ``S, A >= 2``, ``gamma`` in ``[0.3, 0.8]`` (default), ``tau`` in ``[0.3, 3]``
+    (log-uniform), and the follower's soft-optimal policy has every probability
+    ``>= min_policy`` (rejection-sampled), so the indirect term ``(1/tau) Cov_pi(Q_L,
+    dQ)`` is not zero by construction and no estimate lives on rare events. The
+    default objectives are leader returns with ``gamma_L = gamma``, ``< gamma`` and
+    ``> gamma``.
+    """
+    S = draw(st.integers(2, max(2, max_states)))
+    A = draw(st.integers(2, max(2, max_actions)))
+    d = draw(st.integers(1, max_params))
+    kind = draw(st.sampled_from(parameterizations))
+    obj = draw(st.sampled_from(objectives))
+    gamma = draw(gammas if gammas is not None else discounts(0.3, 0.8))
+    tau = draw(taus if taus is not None else temperatures(0.3, 3.0))
+    problem, x = random_problem(S, A, d, seed=draw(seeds), gamma=gamma, tau=tau,
+                                parameterize=kind, objective=obj)
+    policy = problem.follower_state(x).solution.policy
+    assume(float(policy.min()) >= min_policy)
+    return ProblemCase(problem=problem, x=x, parameterize=kind, objective=obj)
+
+
+@dataclass(frozen=True)
+class GameCase:
+    """A drawn two-player Markov game and a leader parameter ``x`` (logits ``[S * AL]``)."""
+
+    game: MarkovGame
+    x: np.ndarray
+
+
+@st.composite
+def markov_games(draw: st.DrawFn, *, min_size: int = 1, max_size: int = 3,
+                 observes: tuple[str, ...] = (OBSERVES_STATE, OBSERVES_STATE_AND_LEADER_ACTION),
+                 gammas: st.SearchStrategy[float] | None = None,
+                 leader_gammas: st.SearchStrategy[float | None] | None = None,
+                 taus: st.SearchStrategy[float] | None = None) -> GameCase:
+    """Random Markov games: ``S, AL, AF`` in ``[min_size, max_size]``, dense Dirichlet
+    transitions, ``N(0, 1)`` rewards that depend on the leader's action (so ``V_L``
+    does), the leader's discount sometimes different from the follower's, and
+    leader logits ``x ~ N(0, 1)``."""
+    rng = np.random.default_rng(draw(seeds))
+    S, AL, AF = (draw(st.integers(min_size, max_size)) for _ in range(3))
+    game = MarkovGame(rng.dirichlet(np.ones(S), size=(S, AL, AF)),
+                      rng.normal(size=(S, AL, AF)), rng.normal(size=(S, AL, AF)),
+                      rng.dirichlet(np.ones(S)),
+                      draw(gammas if gammas is not None else discounts(0.3, 0.8)),
+                      draw(taus if taus is not None else temperatures(0.3, 2.0)),
+                      observes=draw(st.sampled_from(observes)),
+                      leader_gamma=draw(leader_gammas if leader_gammas is not None
+                                        else st.sampled_from([None, 0.5, 0.85])))
+    return GameCase(game=game, x=rng.normal(size=game.n_params))
+
+
+#: The problem classes of the convergence checks (``tests/test_convergence.py`` and
+#: ``verification/convergence_power.py``): each estimator is checked on the widest
+#: class it applies to, each mutant on the class where its bug is visible.
+CONVERGENCE_CLASSES: dict[str, st.SearchStrategy] = {
+    "leader-returns": nondegenerate_problems(),
+    "gamma_L != gamma": nondegenerate_problems(
+        objectives=("leader_return_own_gamma", "leader_return_far_sighted")),
+    "gamma_L - gamma >= 0.2": nondegenerate_problems(
+        objectives=("leader_return_far_sighted",), gammas=discounts(0.3, 0.6)),
+    "general f (+ returns)": nondegenerate_problems(objectives=(*LEADER_RETURNS, "quadratic")),
+    "quadratic f": nondegenerate_problems(objectives=("quadratic",)),
+    "d <= 2": nondegenerate_problems(max_params=2),
+    "tau <= 1": nondegenerate_problems(taus=temperatures(0.3, 1.0)),
+    "tau <= 0.6": nondegenerate_problems(taus=temperatures(0.3, 0.6)),
+    "gamma_L - gamma >= 0.2, tau <= 1": nondegenerate_problems(
+        objectives=("leader_return_far_sighted",), gammas=discounts(0.3, 0.6),
+        taus=temperatures(0.3, 1.0)),
+    "d = 1, tau <= 1": nondegenerate_problems(max_params=1, taus=temperatures(0.3, 1.0)),
+    "reward-parameterised, d = 1, tau <= 0.5": nondegenerate_problems(
+        max_params=1, parameterizations=("reward",), taus=temperatures(0.3, 0.5)),
+    "gamma >= 0.6, tau <= 1": nondegenerate_problems(gammas=discounts(0.6, 0.8),
+                                                     taus=temperatures(0.3, 1.0)),
+    "reward-parameterised, gamma_L - gamma >= 0.3, tau <= 1": nondegenerate_problems(
+        parameterizations=("reward",), objectives=("leader_return_far_sighted",),
+        gammas=discounts(0.3, 0.4), taus=temperatures(0.3, 1.0)),
+    "games": markov_games(min_size=2),
+    "games, follower sees (s, aL)": markov_games(
+        min_size=2, observes=(OBSERVES_STATE_AND_LEADER_ACTION,)),
+}
+
+
+def convergence_class(estimator: str) -> str:
+    """The class of :data:`CONVERGENCE_CLASSES` a correct estimator is checked on."""
+    if estimator == "zeroth-order":
+        return "d <= 2"
+    return "general f (+ returns)" if estimator.startswith("sobirl") else "leader-returns"
+
+
+#: The class on which each mutant's bug is visible (default: "tau <= 1", a follower
+#: responsive enough that the indirect term, which the bugs corrupt, is not lost in
+#: the noise; ``tau-not-inverse`` is invisible at tau = 1 by construction).
+MUTANT_CLASSES: dict[str, str] = {
+    "tau-not-inverse": "tau <= 0.6",
+    "grad-r-for-dQ": "gamma >= 0.6, tau <= 1",
+    "leader-gamma-swap": "gamma_L != gamma",
+    "mc-critic-follower-gamma": "reward-parameterised, gamma_L - gamma >= 0.3, tau <= 1",
+    "td-critic-follower-gamma": "reward-parameterised, gamma_L - gamma >= 0.3, tau <= 1",
+    "mc-dq-leader-gamma": "reward-parameterised, gamma_L - gamma >= 0.3, tau <= 1",
+    "sobirl-no-centring": "quadratic f",
+    "zeroth-order-no-factor-2": "reward-parameterised, d = 1, tau <= 0.5",
+    "game-no-initial-term": "games, follower sees (s, aL)",
+}
 
 
 # --- hostile input for file loaders ------------------------------------------------

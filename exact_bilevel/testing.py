@@ -9,31 +9,43 @@ The place other projects' test suites import from, like ``numpy.testing``::
   Bonferroni-t; false-alarm rate at most ``alpha``);
 * :func:`consistency_test` / :func:`assert_consistent` — the mean squared error
   drops ~4x when the budget grows 4x;
-* :func:`assert_matches_exact` — a deterministic gradient against the exact one.
+* :func:`bias_bound_test` / :func:`assert_bias_within` — a consistent estimator's
+  bias is within an allowance (``O(1/n)``, shrinking with the budget);
+* :func:`assert_matches_exact` — a deterministic gradient against the exact one;
+* :func:`tail_diagnostic` and :class:`EstimateTailWarning` — when the estimates are
+  too skewed for the tests' normal approximation (rare-event regime).
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
 
 from .validation.acceptance import (
     EXACT_RTOL,
+    EstimateTailWarning,
     TestResult,
+    assert_bias_within,
     assert_consistent,
     assert_matches_exact,
     assert_unbiased,
+    bias_bound_test,
     bonferroni_test,
     consistency_test,
     hotelling_test,
+    tail_diagnostic,
     unbiasedness_test,
 )
 
 __all__ = [
     "EXACT_RTOL",
+    "EstimateTailWarning",
     "TestResult",
+    "assert_bias_within",
     "assert_consistent",
     "assert_matches_exact",
     "assert_unbiased",
+    "bias_bound_test",
     "bonferroni_test",
     "consistency_test",
     "hotelling_test",
+    "tail_diagnostic",
     "unbiasedness_test",
 ]

@@ -71,9 +71,14 @@ def test_sensitivity_identities(case):
     # Boltzmann covariance identity: dV(s) = E_{a~pi} dQ(s, a)
     np.testing.assert_allclose(np.einsum("sa,sak->sk", pi, sens.dQ), sens.dV,
                                atol=1e-12 * scale)
-    # dQ solves the policy-evaluation equation of the vector reward g
-    np.testing.assert_allclose(sens.dQ, sens.g + p.gamma * state.mdp.expect(sens.dV),
-                               atol=1e-12 * scale)
+    # dQ is the policy evaluation of the vector reward g, here by an independent
+    # state-action-sized dense solve: dQ = (I - gamma P Pi)^{-1} g,
+    # (P Pi)[(s, a), (s', a')] = P[s, a, s'] pi[s', a']
+    S, A = pi.shape
+    P = np.asarray(state.mdp.transitions)
+    PPi = np.einsum("sat,tb->satb", P, pi).reshape(S * A, S * A)
+    dQ = np.linalg.solve(np.eye(S * A) - p.gamma * PPi, sens.g.reshape(S * A, -1))
+    np.testing.assert_allclose(sens.dQ.reshape(S * A, -1), dQ, atol=1e-11 * scale)
     np.testing.assert_allclose(sens.dpi.sum(axis=1), 0.0, atol=1e-12 * scale / p.tau)
 
 
@@ -134,6 +139,16 @@ def test_tabular_incentive_matches_dense_affine_reward():
     g = [hypergradient(BilevelProblem(m, FixedTransitions(mdp.transitions, 2), leader,
                                       gamma=0.8, tau=0.2), x).gradient for m in (inc, dense)]
     np.testing.assert_allclose(g[0], g[1], rtol=1e-13)
+    # another scale: x[k] enters as scale * x[k], against a hand-built dense model
+    scaled = tabular_incentive(mdp.reward, pairs=[(1, 2), (4, 0)], scale=-0.2)
+    phi2 = np.zeros((5, 3, 2))
+    phi2[1, 2, 0] = phi2[4, 0, 1] = -0.2
+    np.testing.assert_allclose(scaled.value(x), mdp.reward + phi2 @ x, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(scaled.jacobian(x)), phi2, rtol=0, atol=0)
+    g2 = [hypergradient(BilevelProblem(m, FixedTransitions(mdp.transitions, 2), leader,
+                                       gamma=0.8, tau=0.2), x).gradient
+          for m in (scaled, AffineReward(mdp.reward, phi2))]
+    np.testing.assert_allclose(g2[0], g2[1], rtol=1e-13)
     with pytest.raises(ValueError, match=r"states\[1\] = 7: must be a state index"):
         tabular_incentive(mdp.reward, states=[0, 7])
     with pytest.raises(ValueError, match=r"pairs\[1\] = \(1, 2\): appears twice"):

@@ -33,6 +33,9 @@ from exact_bilevel.experiments.examples import PARAMETERIZATIONS, random_problem
 from exact_bilevel.mutants import MUTANTS, mutant_replicates
 from exact_bilevel.testing import unbiasedness_test
 
+#: The BC-HG mutants (exact critic), which this script applies to bc-hg and bc-hg-baseline.
+BCHG_MUTANTS = [n for n, m in MUTANTS.items() if (m.mutates, m.critic) == ("bc-hg", "exact")]
+
 OUT = pathlib.Path(__file__).with_suffix(".md")
 ALPHA, R, BUDGET = 0.01, 100, 2000
 OBJECTIVES = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward")
@@ -61,7 +64,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=200)
     n_seeds = ap.parse_args().seeds
     names = [(base, name) for base in ("bc-hg", "bc-hg-baseline")
-             for name in ("correct", *MUTANTS)]
+             for name in ("correct", *BCHG_MUTANTS)]
     rejected = {n: {par: [] for par in PARAMETERIZATIONS} for n in names}
     for seed in tqdm(range(n_seeds), desc="problems"):
         p, x, par = problem_for(seed)

@@ -9,7 +9,10 @@ little as possible with the closed form, so that agreement is evidence:
 * :mod:`.symbolic` — a sympy derivation of the hypergradient on small MDPs;
 * :mod:`.gradient_recursion` — the HPGD recursion for ``dQ`` (Thoma et al. 2024);
 * :mod:`.unrolled` — differentiation through K unrolled soft value-iteration sweeps
-  (converges to the implicit derivative as ``gamma^K``).
+  (converges to the implicit derivative as ``gamma^K``);
+* :mod:`.game_bruteforce` — a Markov game's leader objective by soft value
+  iteration on the game's own tables and evaluation of the joint chain (no
+  reduction to a bilevel problem).
 
 May import: :mod:`exact_bilevel.core`.
 """

@@ -43,7 +43,7 @@ from ._common import (
     step_weights,
     suffix_sums,
 )
-from .critics import Critic, leader_critic
+from .critics import Critic, CriticFn, leader_critic
 from .sampling import Episodes, Sampler
 
 
@@ -95,7 +95,7 @@ def bchg_per_episode(know: LeaderKnowledge, ep: Episodes, critic: Critic,
 
 
 def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
-         critic: str = "exact", *, baseline: bool = False) -> Estimate:
+         critic: str | CriticFn = "exact", *, baseline: bool = False) -> Estimate:
     """BC-HG estimate of ``grad F`` from about ``budget`` transitions.
 
     Parameters
@@ -131,7 +131,7 @@ def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
 
 
 def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
-          critic: str = "exact") -> Estimate:
+          critic: str | CriticFn = "exact") -> Estimate:
     """Direct term only (ignores the follower's response): biased by the whole
     indirect term ``(1/tau) sum_s occ Cov_pi(Q_L, dQ)``. Same sampling as :func:`bchg`."""
     require_leader_return(know, "naive")

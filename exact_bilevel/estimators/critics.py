@@ -16,6 +16,7 @@ continuation is known).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,11 +70,16 @@ def tabular_mean(ep: Episodes, values: np.ndarray, n_states: int, n_actions: int
     return np.where(counts.reshape(n_states, n_actions) > 0, mean, fill)
 
 
-def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
-    """Every-visit Monte Carlo estimate of ``Q_L`` from discount-terminated episodes."""
+def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes, *,
+                       discount: float | None = None) -> Critic:
+    """Every-visit Monte Carlo estimate of ``Q_L`` from discount-terminated episodes.
+
+    ``discount`` defaults to ``gamma_L`` (the right one; another value is for the
+    wrong variants of :mod:`exact_bilevel.mutants`)."""
     S, A = know.pi.shape
+    discount = know.gamma_leader if discount is None else discount
     rewards = know.r_leader[ep.states[:, :-1], ep.actions]
-    G = suffix_sums(rewards, ep.mask, ratio(know.gamma_leader, know.beta))
+    G = suffix_sums(rewards, ep.mask, ratio(discount, know.beta))
     return _from_q(tabular_mean(ep, G, S, A, know.r_leader), know.pi)
 
 
@@ -103,15 +109,56 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
     return reward + gamma * np.tensordot(P_hat, v, axes=(2, 0))
 
 
-def td_critic(know: LeaderKnowledge, ep: Episodes) -> Critic:
-    """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``."""
+def td_critic(know: LeaderKnowledge, ep: Episodes, *,
+              discount: float | None = None) -> Critic:
+    """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``; ``discount``
+    defaults to ``gamma_L`` (another value is for :mod:`exact_bilevel.mutants`)."""
     S, A = know.pi.shape
-    return _from_q(batch_td(empirical_transitions(ep, S, A), know.pi, know.gamma_leader,
+    discount = know.gamma_leader if discount is None else discount
+    return _from_q(batch_td(empirical_transitions(ep, S, A), know.pi, discount,
                             know.r_leader), know.pi)
 
 
-def leader_critic(name: str, know: LeaderKnowledge, ep: Episodes) -> Critic:
-    """Dispatch on ``name`` in :data:`CRITICS`."""
+CriticFn = Callable[[LeaderKnowledge, Episodes], Critic]
+"""``(know, episodes) -> Critic``: a critic built from the estimator's own episodes."""
+
+
+class CarriedSarsaCritic:
+    r"""Expected-SARSA TD(0) table for ``Q_L``, carried across calls (leader steps).
+
+    The leader critic of the official FourRooms code (Kudo et al. 2026; HPGD-SARSA):
+    a table that every leader step updates online on its newly sampled transitions,
+    in the order they were drawn,
+
+    .. math:: Q(s_t, a_t) \leftarrow Q(s_t, a_t) + lpha ig(r_L(s_t, a_t)
+              + \gamma_L 	extstyle\sum_{a'} \pi(a'|s_{t+1}) Q(s_{t+1}, a') - Q(s_t, a_t)ig),
+
+    and keeps for the next step (starting from zeros), with ``pi`` the follower's
+    current policy. Call it as a ``critic`` of :func:`leader_critic`. Biased (its
+    table lags the moving follower); here to reproduce the authors' runs.
+    """
+
+    def __init__(self, n_states: int, n_actions: int, step_size: float = 0.5) -> None:
+        if not 0.0 < step_size <= 1.0:
+            raise ValueError(f"step_size = {step_size}: must be in (0, 1]")
+        self.q = np.zeros((n_states, n_actions))
+        self.step_size = step_size
+
+    def __call__(self, know: LeaderKnowledge, ep: Episodes) -> Critic:
+        q, pi, r, gL, alpha = self.q, know.pi, know.r_leader, know.gamma_leader, self.step_size
+        for i in range(ep.lengths.size):
+            states, actions = ep.states[i], ep.actions[i]
+            for t in range(int(ep.lengths[i])):
+                s, a, s1 = states[t], actions[t], states[t + 1]
+                q[s, a] += alpha * (r[s, a] + gL * pi[s1] @ q[s1] - q[s, a])
+        return _from_q(q.copy(), pi)
+
+
+def leader_critic(name: str | CriticFn, know: LeaderKnowledge, ep: Episodes) -> Critic:
+    """Dispatch on ``name`` in :data:`CRITICS`, or call a :data:`CriticFn` (e.g. a
+    :class:`CarriedSarsaCritic`) on the episodes."""
+    if callable(name):
+        return name(know, ep)
     if name == "exact":
         return exact_critic(know)
     if name == "monte-carlo":

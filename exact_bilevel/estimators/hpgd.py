@@ -27,7 +27,7 @@ from ._common import (
     step_weights,
 )
 from .bchg import direct_sum
-from .critics import leader_critic
+from .critics import CriticFn, leader_critic
 from .sampling import Episodes, Sampler, concatenate
 from .tabular import estimate_dq
 
@@ -45,7 +45,8 @@ def hpgd_indirect_sum(know: LeaderKnowledge, ep: Episodes, adv: np.ndarray,
     return table @ centred.reshape(S * A, -1) / (know.tau * ep.lengths.size)
 
 
-def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str, dq_method: str,
+def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | CriticFn,
+          dq_method: str,
           oracle: bool, name: str) -> Estimate:
     require_leader_return(know, name)
     start, resets0 = sampler.transitions, sampler.resets
@@ -65,19 +66,19 @@ def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str, dq_
 
 
 def hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int,
-         critic: str = "exact") -> Estimate:
+         critic: str | CriticFn = "exact") -> Estimate:
     """HPGD with every-visit Monte Carlo ``dQ`` from on-policy episodes only."""
     return _hpgd(know, sampler, budget, critic, "monte-carlo", False, "hpgd")
 
 
 def hpgd_td(know: LeaderKnowledge, sampler: Sampler, budget: int,
-            critic: str = "exact") -> Estimate:
+            critic: str | CriticFn = "exact") -> Estimate:
     """HPGD with a batch SARSA/TD ``dQ`` critic from on-policy episodes only."""
     return _hpgd(know, sampler, budget, critic, "td", False, "hpgd-td")
 
 
 def hpgd_oracle(know: LeaderKnowledge, sampler: Sampler, budget: int,
-                critic: str = "exact") -> Estimate:
+                critic: str | CriticFn = "exact") -> Estimate:
     """HPGD whose Monte Carlo ``dQ`` also uses half the budget on episodes reset to
     uniformly drawn ``(s, a)`` (needs resets)."""
     return _hpgd(know, sampler, budget, critic, "monte-carlo", True, "hpgd-oracle")

@@ -34,15 +34,25 @@ def _chunks(ep: Episodes, cells: int) -> list[Episodes]:
             for i in range(0, n, size)]
 
 
-def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | None = None,
+                   skip_first: bool = False) -> np.ndarray:
     """Every-visit Monte Carlo ``dQ_hat[S, A, d]`` (episodes processed in chunks so that
-    the ``[n, L, d]`` forward sums never exceed ~4e6 entries)."""
+    the ``[n, L, d]`` forward sums never exceed ~4e6 entries).
+
+    ``discount`` (default: the follower's ``gamma``, the right one) and ``skip_first``
+    (drop ``g_t`` from its own forward sum) exist for the deliberately wrong variants
+    of :mod:`exact_bilevel.mutants`.
+    """
+    discount = know.gamma if discount is None else discount
     S, A = know.pi.shape
     d = know.dr.shape[-1]
     sums = np.zeros((S * A, d))
     counts = np.zeros(S * A)
     for sub in _chunks(ep, 4_000_000 // max(1, d)):
-        Z = suffix_sums(sensitivity_samples(know, sub), sub.mask, ratio(know.gamma, know.beta))
+        g = sensitivity_samples(know, sub)
+        Z = suffix_sums(g, sub.mask, ratio(discount, know.beta))
+        if skip_first:
+            Z = Z - np.where(sub.mask[..., None], g, 0.0)
         m = sub.mask
         idx = sub.states[:, :-1][m] * A + sub.actions[m]
         onehot = scipy.sparse.csr_matrix((np.ones(idx.size), (idx, np.arange(idx.size))),

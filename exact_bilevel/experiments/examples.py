@@ -24,7 +24,8 @@ from ..core.problem import BilevelProblem
 #: Which parts of the follower's MDP depend on x.
 PARAMETERIZATIONS = ("reward", "transitions", "both")
 #: Built-in objective kinds for :func:`random_problem`.
-OBJECTIVES = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward", "quadratic")
+OBJECTIVES = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward", "quadratic",
+              "leader_return_far_sighted")
 
 
 def random_affine_reward(rng: np.random.Generator, n_states: int, n_actions: int,
@@ -61,7 +62,8 @@ def random_problem(n_states: int, n_actions: int, n_params: int, *, seed: int = 
     objective : str
         ``"leader_return"`` (``r_L`` fixed, ``gamma_L = gamma``),
         ``"leader_return_own_gamma"`` (``gamma_L = gamma / 2 + 0.2``),
-        ``"leader_return_x_reward"`` (``r_L`` affine in ``x``), or
+        ``"leader_return_x_reward"`` (``r_L`` affine in ``x``),
+        ``"leader_return_far_sighted"`` (``gamma_L = (1 + gamma) / 2 > gamma``), or
         ``"quadratic"`` (``1/2|x|^2 + 1/2|pi|^2``).
     """
     if parameterize not in PARAMETERIZATIONS:
@@ -83,6 +85,8 @@ def random_problem(n_states: int, n_actions: int, n_params: int, *, seed: int = 
         obj = quadratic_objective()
     elif objective == "leader_return_own_gamma":
         obj = LeaderReturn(leader_reward, leader_gamma=gamma / 2 + 0.2)
+    elif objective == "leader_return_far_sighted":
+        obj = LeaderReturn(leader_reward, leader_gamma=(1 + gamma) / 2)
     elif objective == "leader_return_x_reward":
         obj = LeaderReturn(random_affine_reward(rng, S, A, d))
     else:

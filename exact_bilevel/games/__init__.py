@@ -7,7 +7,7 @@ layers inside follow the math:
 * :mod:`.model` — :class:`MarkovGame`, the leader's policy and its Jacobian, and
   the follower's bilevel problem under either information structure (follower
   observes ``s``: the induced MDP; observes ``(s, aL)``: the augmented MDP);
-* :mod:`.hypergradient` — the exact ``F(theta)`` and ``grad F = direct + indirect
+* :mod:`.exact` — the exact ``F(theta)`` and ``grad F = direct + indirect
   (+ the initial-law term)``;
 * :mod:`.estimators` — the BC-HG game estimator (benefit x influence), its
   baseline variant and the direct-only baseline;
@@ -20,7 +20,7 @@ May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.estimators`.
 
 from .discrete_toy import discrete_toy
 from .estimators import GAME_ESTIMATORS, estimate
-from .hypergradient import GameHypergradient, finite_horizon_return, hypergradient, value
+from .exact import GameHypergradient, finite_horizon_return, hypergradient, value
 from .model import (
     OBSERVES_STATE,
     OBSERVES_STATE_AND_LEADER_ACTION,

@@ -1,7 +1,10 @@
-r"""Deliberately wrong variants of BC-HG, for measuring the power of acceptance tests.
+r"""Deliberately wrong estimators, for measuring the power of acceptance tests.
 
-Each mutant changes one thing a real implementation could plausibly get wrong
-in :func:`exact_bilevel.estimators.bchg.bchg` (exact critic, same sampling):
+Each mutant changes one thing a real implementation could plausibly get wrong,
+and :data:`MUTANTS` records which correct estimator (and critic) it is a copy of,
+so that the check that accepts the correct one can be asked to reject it.
+
+BC-HG (:func:`exact_bilevel.estimators.bchg.bchg`, exact critic, same sampling):
 
 ==================== ==========================================================
 name                 the bug
@@ -17,17 +20,46 @@ leader-gamma-swap    ``gamma`` in place of ``gamma_L`` in the outer weights (a n
                      ``gamma_L = gamma``: test it where they differ)
 ==================== ==========================================================
 
+The other estimators and their parts:
+
+========================== =========== ===============================================
+name                       mutates     the bug
+========================== =========== ===============================================
+mc-critic-follower-gamma   bc-hg (mc)  Monte Carlo leader critic discounts with ``gamma``
+                                       instead of ``gamma_L``
+td-critic-follower-gamma   bc-hg (td)  TD leader critic bootstraps with ``gamma``
+hpgd-dq-from-t+1           hpgd        Monte Carlo ``dQ`` forward sums start at ``t+1``
+mc-dq-leader-gamma         hpgd        Monte Carlo ``dQ`` discounts with ``gamma_L``
+sobirl-no-centring         sobirl      ``dlog pi = dQ / tau`` (no ``- dV``; visible only
+                                       for objectives whose ``df/dpi pi`` does not
+                                       sum to 0 over actions)
+zeroth-order-no-factor-2   zeroth-order ``(F+ - F-) / mu`` instead of ``/ (2 mu)``
+game-no-initial-term       game:bc-hg  drops the initial-law score term (follower
+                                       observes ``(s, aL)``)
+========================== =========== ===============================================
+
+Wrong followers (:data:`FOLLOWER_MUTANTS`): ``authors-toy-follower``, the soft
+Q-iteration of the released DiscreteToy code, which bootstraps the log-sum-exp of
+the leader-averaged ``Q`` (:func:`authors_toy_follower`).
+
+Cost-accounting mutants (:data:`SAMPLER_MUTANTS`) are samplers that forget part of
+the bill: resets to chosen states, or episode starts.
+
 A good acceptance test rejects each of them at the budget where it accepts the
-correct estimator; ``tests/test_estimators.py`` asserts that and
-``verification/estimator_rates.py`` measures detection rates.
+correct estimator; ``tests/test_convergence.py`` asserts a power floor on drawn
+problems and ``verification/convergence_power.md`` measures detection rates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import _validate
+from ..core.errors import ConvergenceError
 from ..estimators._common import (
     Estimate,
     LeaderKnowledge,
@@ -37,9 +69,19 @@ from ..estimators._common import (
     step_weights,
     suffix_sums,
 )
-from ..estimators.bchg import direct_sum
-from ..estimators.critics import exact_critic
+from ..estimators.bchg import bchg_indirect_sum, direct_sum
+from ..estimators.critics import Critic, exact_critic, monte_carlo_critic, td_critic
+from ..estimators.hpgd import hpgd_indirect_sum
 from ..estimators.sampling import Episodes, Sampler
+from ..estimators.tabular import dq_monte_carlo
+from ..estimators.zeroth_order import zeroth_order
+from ..games.estimators import estimate as game_estimate
+from ..games.model import (
+    OBSERVES_STATE_AND_LEADER_ACTION,
+    MarkovGame,
+    follower_problem,
+    leader_policy,
+)
 
 
 def _indirect(know: LeaderKnowledge, ep: Episodes, *, adv_table: np.ndarray,
@@ -82,15 +124,113 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
     return estimator
 
 
-MUTANTS: dict[str, Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]] = {
-    "sign-flip": _mutant("sign-flip", adv="-A"),
-    "no-centring": _mutant("no-centring", adv="Q"),
-    "wrong-discount-power": _mutant("wrong-discount-power", z="from-start"),
-    "sum-from-t+1": _mutant("sum-from-t+1", z="from-t+1"),
-    "tau-not-inverse": _mutant("tau-not-inverse", scale="tau"),
-    "grad-r-for-dQ": _mutant("grad-r-for-dQ", z="g-only"),
-    "no-survival-weights": _mutant("no-survival-weights", outer="no-survival", z="no-survival"),
-    "leader-gamma-swap": _mutant("leader-gamma-swap", outer="gamma"),
+EstimatorFn = Callable[[LeaderKnowledge, Sampler, int, str], Estimate]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A wrong estimator: ``fn(know, sampler, budget, critic) -> Estimate`` with the
+    registry's signature, the correct estimator and critic it copies, and its bug."""
+
+    fn: EstimatorFn
+    mutates: str
+    critic: str
+    bug: str
+
+
+def _bchg_family(name: str, bug: str, **kwargs: str) -> Mutant:
+    fn = _mutant(name, **kwargs)
+
+    def run(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str = "exact",
+            baseline: bool = False) -> Estimate:
+        return fn(know, sampler, budget, baseline)
+
+    return Mutant(run, "bc-hg", "exact", bug)
+
+
+def _bchg_with_critic(critic_fn: Callable[[LeaderKnowledge, Episodes], Critic], name: str
+                      ) -> EstimatorFn:
+    def run(know: LeaderKnowledge, sampler: Sampler, budget: int,
+            critic: str = "exact") -> Estimate:
+        start = sampler.transitions
+        n = episodes_for_budget(budget, know.beta)
+        ep = sampler.episodes(know.pi, n, know.beta)
+        c = critic_fn(know, ep)
+        return Estimate(gradient=direct_sum(know, ep, c) + bchg_indirect_sum(know, ep, c),
+                        transitions=sampler.transitions - start, resets=n, estimator=name)
+    return run
+
+
+def _hpgd_mutant(name: str, **dq_options: object) -> EstimatorFn:
+    """``hpgd`` (exact critic, Monte Carlo ``dQ``) with a wrong ``dQ`` estimate."""
+    def run(know: LeaderKnowledge, sampler: Sampler, budget: int,
+            critic: str = "exact") -> Estimate:
+        start = sampler.transitions
+        n = episodes_for_budget(budget, know.beta)
+        ep = sampler.episodes(know.pi, n, know.beta)
+        c = exact_critic(know)
+        opts = {k: (know.gamma_leader if v == "gamma_L" else v) for k, v in dq_options.items()}
+        dq = dq_monte_carlo(know, ep, **opts)  # type: ignore[arg-type]
+        return Estimate(gradient=direct_sum(know, ep, c)
+                        + hpgd_indirect_sum(know, ep, c.advantage, dq),
+                        transitions=sampler.transitions - start, resets=n, estimator=name)
+    return run
+
+
+def _sobirl_no_centring(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                        critic: str = "monte-carlo") -> Estimate:
+    """``sobirl`` with ``dlog pi = dQ / tau``. Invisible for leader returns (their
+    weights ``df/dpi * pi = occ pi A_L`` sum to 0 over actions), visible for a general
+    ``f`` such as the quadratic objective."""
+    start, resets0 = sampler.transitions, sampler.resets
+    S, A = know.pi.shape
+    n = episodes_for_budget(budget, know.beta)
+    ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
+                          first_action=sampler.rng.integers(A, size=n))
+    dq = dq_monte_carlo(know, ep)
+    terms = know.problem.objective.evaluate(know.problem, know.state)
+    grad = terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dq / know.tau)
+    return Estimate(gradient=grad, transitions=sampler.transitions - start,
+                    resets=sampler.resets - resets0, estimator="sobirl-no-centring")
+
+
+def _zeroth_order_no_factor_2(know: LeaderKnowledge, sampler: Sampler, budget: int,
+                              critic: str = "exact") -> Estimate:
+    est = zeroth_order(know, sampler, budget, critic)
+    return dataclasses.replace(est, gradient=2.0 * est.gradient,  # bug: / mu, not / (2 mu)
+                               estimator="zeroth-order-no-factor-2")
+
+
+MUTANTS: dict[str, Mutant] = {
+    "sign-flip": _bchg_family("sign-flip", "-A_L instead of A_L", adv="-A"),
+    "no-centring": _bchg_family("no-centring", "Q_L instead of A_L", adv="Q"),
+    "wrong-discount-power": _bchg_family("wrong-discount-power",
+                                         "gamma^k from the episode start", z="from-start"),
+    "sum-from-t+1": _bchg_family("sum-from-t+1", "forward sum from t+1", z="from-t+1"),
+    "tau-not-inverse": _bchg_family("tau-not-inverse", "tau instead of 1/tau", scale="tau"),
+    "grad-r-for-dQ": _bchg_family("grad-r-for-dQ", "g_t instead of the forward sum",
+                                  z="g-only"),
+    "no-survival-weights": _bchg_family("no-survival-weights", "no 1/beta^t reweighting",
+                                        outer="no-survival", z="no-survival"),
+    "leader-gamma-swap": _bchg_family("leader-gamma-swap", "gamma for gamma_L (outer)",
+                                      outer="gamma"),
+    "mc-critic-follower-gamma": Mutant(
+        _bchg_with_critic(lambda k, ep: monte_carlo_critic(k, ep, discount=k.gamma),
+                          "mc-critic-follower-gamma"), "bc-hg", "monte-carlo",
+        "Monte Carlo leader critic discounts with gamma, not gamma_L"),
+    "td-critic-follower-gamma": Mutant(
+        _bchg_with_critic(lambda k, ep: td_critic(k, ep, discount=k.gamma),
+                          "td-critic-follower-gamma"), "bc-hg", "td",
+        "TD leader critic bootstraps with gamma, not gamma_L"),
+    "hpgd-dq-from-t+1": Mutant(_hpgd_mutant("hpgd-dq-from-t+1", skip_first=True), "hpgd",
+                               "exact", "Monte Carlo dQ forward sums start at t+1"),
+    "mc-dq-leader-gamma": Mutant(_hpgd_mutant("mc-dq-leader-gamma", discount="gamma_L"),
+                                 "hpgd", "exact",
+                                 "Monte Carlo dQ discounts with gamma_L, not gamma"),
+    "sobirl-no-centring": Mutant(_sobirl_no_centring, "sobirl", "monte-carlo",
+                                 "dlog pi = dQ / tau (no - dV)"),
+    "zeroth-order-no-factor-2": Mutant(_zeroth_order_no_factor_2, "zeroth-order", "exact",
+                                       "(F+ - F-) / mu instead of / (2 mu)"),
 }
 
 
@@ -98,7 +238,123 @@ def mutant_replicates(name: str, know: LeaderKnowledge, budget: int, n_replicate
                       seed: int, baseline: bool = False) -> np.ndarray:
     """``n_replicates`` estimates ``[R, d]`` of mutant ``name``, seeded like
     :func:`exact_bilevel.estimators.replicates`; ``baseline`` mutates
-    ``bc-hg-baseline`` instead of ``bc-hg``."""
-    fn = MUTANTS[name]
-    return np.array([fn(know, Sampler(know.state.mdp, np.random.default_rng([seed, i])),
-                        budget, baseline).gradient for i in range(n_replicates)])
+    ``bc-hg-baseline`` instead of ``bc-hg`` (BC-HG mutants only)."""
+    m = MUTANTS[name]
+    out = []
+    for i in range(n_replicates):
+        sampler = Sampler(know.state.mdp, np.random.default_rng([seed, i]))
+        est = (m.fn(know, sampler, budget, m.critic, baseline) if baseline
+               else m.fn(know, sampler, budget, m.critic))
+        out.append(est.gradient)
+    return np.array(out)
+
+
+# --- Markov games --------------------------------------------------------------------
+def game_no_initial_term(game: MarkovGame, x: object, estimator: str, budget: int,
+                         rng: np.random.Generator) -> Estimate:
+    """The game BC-HG estimate without its initial-law score term (follower observes
+    ``(s, aL)``): the correct estimate minus the sampled term, re-drawn from the same
+    random stream so that everything else is identical."""
+    from ..estimators import estimate as _estimate
+    from ..estimators import leader_knowledge
+
+    x = _validate.parameter_vector("x", x, game.n_params)
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
+        return game_estimate(game, x, estimator, budget, rng)
+    if estimator not in ("bc-hg", "bc-hg-baseline"):
+        raise ValueError(f"estimator = {estimator!r}: must be 'bc-hg' or 'bc-hg-baseline'")
+    problem = follower_problem(game, x)
+    est = _estimate(problem, x, estimator, budget, rng, "exact", leader_knowledge(problem, x))
+    return dataclasses.replace(est, estimator="game-no-initial-term")
+
+
+GAME_MUTANTS: dict[str, Callable[..., Estimate]] = {
+    "game-no-initial-term": game_no_initial_term,
+}
+
+
+# --- cost accounting ------------------------------------------------------------------
+class ChosenResetsUncounted(Sampler):
+    """Forgets to bill resets to chosen states (``start=`` episodes)."""
+
+    def _run(self, pi: object, lengths: np.ndarray, start: np.ndarray | None,
+             first_action: np.ndarray | None = None) -> Episodes:
+        resets = self.resets
+        ep = super()._run(pi, lengths, start, first_action)
+        if start is not None:
+            self.resets = resets  # bug
+        return ep
+
+
+class StartsUncounted(Sampler):
+    """Forgets to bill every episode start (the reset to ``rho``)."""
+
+    def reset(self, n: int) -> np.ndarray:
+        out = super().reset(n)
+        self.resets -= n  # bug
+        return out
+
+
+SAMPLER_MUTANTS: dict[str, type[Sampler]] = {
+    "chosen-resets-uncounted": ChosenResetsUncounted,
+    "starts-uncounted": StartsUncounted,
+}
+
+
+# --- wrong followers --------------------------------------------------------------------
+def authors_toy_follower(game: MarkovGame, x: object, *, tol: float = 1e-14,
+                         max_iter: int = 200_000) -> np.ndarray:
+    r"""The follower of the released DiscreteToy code (Kudo et al. 2026): a *wrong*
+    soft Q-iteration for a follower that observes ``(s, aL)``.
+
+    It bootstraps the log-sum-exp of the leader-averaged ``Q``,
+
+    .. math:: Q(s, a_L, a_F) = r_F + \gamma \sum_{s'} P(s'|s, a_L, a_F)\,
+              \tau \log \sum_{a_F'} \exp\Big(\sum_{a_L'} \pi_L(a_L'|s')
+              Q(s', a_L', a_F') / \tau\Big),
+
+    instead of the average of the log-sum-exps, ``sum_aL' piL(aL'|s') V(s', aL')``
+    with ``V(s', aL') = tau log sum_aF' exp(Q(s', aL', aF') / tau)`` — the soft
+    Bellman equation of its own value ``V(s, aL)``. Returns the Boltzmann policy
+    ``piF[s, aL, aF] = softmax(Q / tau)`` of that fixed point (a contraction too,
+    so it converges; to the wrong place).
+    """
+    x = _validate.parameter_vector("x", x, game.n_params)
+    P, rF, tau, gamma = game.transitions, game.follower_reward, game.tau, game.gamma
+    piL = leader_policy(game, x)
+    q = np.zeros(rF.shape)
+    for _ in range(max_iter):
+        avg = np.einsum("tm,tmf->tf", piL, q)               # sum_aL' piL Q(s', aL', .)
+        m = avg.max(axis=1)
+        w = m + tau * np.log(np.exp((avg - m[:, None]) / tau).sum(axis=1))
+        q_new = rF + gamma * P @ w
+        step = float(np.max(np.abs(q_new - q)))
+        q = q_new
+        if step <= tol * (1.0 + float(np.max(np.abs(q)))):
+            break
+    else:
+        raise ConvergenceError("authors' toy follower iteration", step, tol, max_iter,
+                               "sweep limit reached")
+    e = np.exp((q - q.max(axis=2, keepdims=True)) / tau)
+    return e / e.sum(axis=2, keepdims=True)
+
+
+def authors_toy_value(game: MarkovGame, x: object) -> float:
+    """The leader objective ``F`` as the released DiscreteToy code computes it: the joint
+    chain evaluated under :func:`authors_toy_follower` (follower observes ``(s, aL)``)."""
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
+        raise ValueError("observes: the authors' toy follower observes (s, aL)")
+    x = _validate.parameter_vector("x", x, game.n_params)
+    piL = leader_policy(game, x)
+    joint = piL[:, :, None] * authors_toy_follower(game, x)     # [s, aL, aF]
+    P_joint = np.einsum("slf,slft->st", joint, game.transitions)
+    r_joint = np.sum(joint * game.leader_reward, axis=(1, 2))
+    gL = game.gamma if game.leader_gamma is None else game.leader_gamma
+    v = np.linalg.solve(np.eye(P_joint.shape[0]) - gL * P_joint, r_joint)
+    return float(game.initial @ v)
+
+
+#: Wrong followers: name -> (policy function, objective function).
+FOLLOWER_MUTANTS: dict[str, tuple[Callable[..., np.ndarray], Callable[..., float]]] = {
+    "authors-toy-follower": (authors_toy_follower, authors_toy_value),
+}

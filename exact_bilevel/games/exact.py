@@ -75,9 +75,11 @@ def hypergradient(game: MarkovGame, x: object) -> GameHypergradient:
                              residual=hg.residual)
 
 
-def finite_horizon_return(game: MarkovGame, x: object, horizon: int) -> float:
-    """Expected *undiscounted* leader reward over ``horizon`` steps under the leader's
-    policy and the follower's soft best response (the measure Kudo et al. plot)."""
+def finite_horizon_return(game: MarkovGame, x: object, horizon: int,
+                          discount: float = 1.0) -> float:
+    """Expected leader reward over ``horizon`` steps, ``sum_{t < horizon} discount^t
+    E r_L``, under the leader's policy and the follower's soft best response (the
+    measures Kudo et al. plot: ``discount = 1`` for R = 2, ``gamma`` for R = 1)."""
     x = _validate.parameter_vector("x", x, game.n_params)
     problem = follower_problem(game, x)
     state = problem.follower_state(x)
@@ -86,7 +88,9 @@ def finite_horizon_return(game: MarkovGame, x: object, horizon: int) -> float:
     P_pi = state.mdp.P_pi(pi_f)
     dist = problem.initial.copy()
     total = 0.0
+    weight = 1.0
     for _ in range(horizon):
-        total += dist @ r_pi
+        total += weight * (dist @ r_pi)
         dist = dist @ P_pi
+        weight *= discount
     return float(total)

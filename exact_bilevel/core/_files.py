@@ -1,0 +1,27 @@
+"""Atomic file output, shared by every part of the package that writes files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync and
+    rename: readers see the old file or the new one, never a partial one, and a failure
+    leaves the old file in place (and no temporary file behind)."""
+    path = os.fspath(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

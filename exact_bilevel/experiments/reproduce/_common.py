@@ -1,0 +1,90 @@
+"""Shared pieces of the reproductions: run sizes, scoring over seeds, parallel runs,
+atomic output files, plots and progress bars."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...core._files import atomic_write
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """How much of an experiment to run: leader ``steps``, ``seeds``, and the grids."""
+
+    steps: int
+    seeds: int
+    budgets: tuple[int, ...]
+    learning_rates: tuple[float, ...]
+    label: str
+
+
+def score(curve: np.ndarray) -> float:
+    """The papers' score of one run: the mean of the exact objective over the last 10%
+    of its steps (at least one)."""
+    k = max(1, round(0.1 * (len(curve) - 1)))
+    return float(np.mean(curve[-k:]))
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds (``se = 0`` for one seed)."""
+    v = np.asarray(values, dtype=float)
+    se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+    return float(v.mean()), se
+
+
+def run_all(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
+            desc: str) -> list[Any]:
+    """``[fn(job) for job in jobs]``, on ``workers`` processes (the standard library's pool)
+    when ``workers > 1``, with a progress bar on a terminal."""
+    if workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+            return list(progress(pool.map(fn, jobs), desc, total=len(jobs)))
+    return [fn(job) for job in progress(jobs, desc, total=len(jobs))]
+
+
+def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
+    """A tqdm progress bar on stderr when it is a terminal (and tqdm is installed)."""
+    if not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, desc=desc, total=total)
+
+
+def plt() -> Any:
+    """matplotlib's pyplot on the Agg backend (the ``plots`` extra)."""
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise ValueError("reproduce: needs matplotlib (pip install exact_bilevel[plots])") \
+            from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def save_figure(fig: Any, path: pathlib.Path) -> None:
+    """Render ``fig`` to PNG in memory, then :func:`atomic_write`."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write(path, buf.getvalue())
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the quantity if any value is not finite (never write
+    a table with NaN in it)."""
+    bad = ~np.isfinite(np.asarray(values, dtype=float))
+    if np.any(bad):
+        raise ValueError(f"{name}: non-finite value at index {int(np.argmax(bad))}")
