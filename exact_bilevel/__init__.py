@@ -34,38 +34,45 @@ import importlib.util
 import sys
 import types
 
-from .core.errors import ConvergenceError
-from .core.evaluation import (
-    P_pi,
-    policy_evaluation,
-    state_action_occupancy,
-    state_occupancy,
-)
-from .core.follower import FollowerState
-from .core.generators import GridWorld, four_rooms, gridworld, random_mdp
-from .core.hypergradient import Hypergradient, covariance_decomposition, hypergradient
-from .core.mdp import FiniteMDP
-from .core.objectives import (
-    GeneralObjective,
-    LeaderReturn,
-    Objective,
-    l2_penalty,
-    quadratic_objective,
-)
-from .core.parameterizations import (
-    AffineReward,
-    CallableReward,
-    CallableTransitions,
-    FixedReward,
-    FixedTransitions,
-    RewardModel,
-    SoftmaxTransitions,
-    TransitionModel,
-    tabular_incentive,
-)
-from .core.problem import BilevelProblem
-from .core.sensitivities import Sensitivities, follower_sensitivities
-from .core.solve import SoftSolution, solve_hard, solve_soft
+#: The public API: name -> the module that defines it (imported on first use, so
+#: that ``import exact_bilevel`` and the command line start fast).
+_API: dict[str, str] = {
+    "AffineReward": ".core.parameterizations",
+    "BilevelProblem": ".core.problem",
+    "CallableReward": ".core.parameterizations",
+    "CallableTransitions": ".core.parameterizations",
+    "ConvergenceError": ".core.errors",
+    "NumericalError": ".core.errors",
+    "FiniteMDP": ".core.mdp",
+    "FixedReward": ".core.parameterizations",
+    "FixedTransitions": ".core.parameterizations",
+    "FollowerState": ".core.follower",
+    "GeneralObjective": ".core.objectives",
+    "GridWorld": ".core.generators",
+    "Hypergradient": ".core.hypergradient",
+    "LeaderReturn": ".core.objectives",
+    "Objective": ".core.objectives",
+    "P_pi": ".core.evaluation",
+    "RewardModel": ".core.parameterizations",
+    "Sensitivities": ".core.sensitivities",
+    "SoftSolution": ".core.solve",
+    "SoftmaxTransitions": ".core.parameterizations",
+    "TransitionModel": ".core.parameterizations",
+    "covariance_decomposition": ".core.hypergradient",
+    "follower_sensitivities": ".core.sensitivities",
+    "four_rooms": ".core.generators",
+    "gridworld": ".core.generators",
+    "hypergradient": ".core.hypergradient",
+    "l2_penalty": ".core.objectives",
+    "policy_evaluation": ".core.evaluation",
+    "quadratic_objective": ".core.objectives",
+    "random_mdp": ".core.generators",
+    "solve_hard": ".core.solve",
+    "solve_soft": ".core.solve",
+    "state_action_occupancy": ".core.evaluation",
+    "state_occupancy": ".core.evaluation",
+    "tabular_incentive": ".core.parameterizations",
+}
 
 __version__ = "0.1.0"
 
@@ -110,11 +117,19 @@ if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
 
 
-def __getattr__(name: str) -> types.ModuleType:
-    """``exact_bilevel.solve`` etc. as attributes, imported on first use."""
+def __getattr__(name: str) -> object:
+    """The public API and the former module paths, imported on first use (PEP 562)."""
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name], __name__), name)
+        globals()[name] = value  # cache: the next access is a plain attribute
+        return value
     if name in _MOVED:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API) | set(_MOVED))
 
 
 __all__ = [
@@ -131,6 +146,7 @@ __all__ = [
     "GridWorld",
     "Hypergradient",
     "LeaderReturn",
+    "NumericalError",
     "Objective",
     "P_pi",
     "RewardModel",

@@ -1,8 +1,20 @@
-"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check | reproduce``.
+"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check |
+estimators | reproduce``.
 
-Exit codes: 0 success, 1 numerical failure (a solver did not converge),
-2 bad input (unreadable or invalid file, bad option) with one line on stderr
-naming the field and the rule.
+Exit codes (documented in ``--help``):
+
+* 0 — success (``check``: the estimate passed);
+* 1 — numerical failure: a solver did not converge, a quantity overflowed or became
+  non-finite (the message names it), or ``check`` rejected the estimate;
+* 2 — bad input: an unreadable or invalid file, a bad option, or a size over the
+  memory budget (one line on stderr naming the field and the rule);
+* 3 — internal error (a bug: please report the one-line message);
+* 130 — interrupted (Ctrl-C); 141 — the output pipe was closed (``| head``), quietly.
+
+Every file argument accepts ``-`` for standard input; ``--output FILE`` writes the
+JSON result atomically instead of printing it. Output JSON is strict (no NaN or
+Infinity). Heavy modules are imported only by the command that needs them, so
+``--help`` and ``--version`` start fast.
 """
 
 from __future__ import annotations
@@ -11,23 +23,71 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import numpy as np
+from . import __version__
 
-from . import games as mg
-from .core import _validate
-from .core.errors import ConvergenceError
-from .core.hypergradient import hypergradient
-from .core.problem import BilevelProblem
-from .core.solve import solve_soft
-from .crosscheck.finite_differences import richardson_gradient
-from .estimators import ESTIMATORS, replicates
-from .experiments.examples import demo_problem
-from .io import load_any
-from .validation import acceptance
+#: Names of the estimators (``exact_bilevel.estimators.ESTIMATORS``) and the Markov-game
+#: estimators, stated here so that ``--help`` does not import the numerical stack
+#: (``tests/test_io_cli.py`` checks they match the registries).
+ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "hpgd", "hpgd-oracle", "hpgd-td", "model-based",
+                   "naive", "sobirl", "sobirl-simplified", "zeroth-order")
+GAME_ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "direct-only")
+REPRODUCTIONS = ("fourrooms", "fourrooms-suboptimal", "discrete-toy", "sobirl")
+
+EXIT_NUMERICAL, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3
 
 
+class _Fail(Exception):
+    """A command's verdict that ends in exit code 1 after its output (``check``)."""
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Print ``payload`` as strict JSON, or write it atomically to ``--output``. A
+    non-finite number is a numerical failure naming the field (never ``NaN`` in JSON)."""
+    from .core.errors import NumericalError
+
+    try:
+        text = json.dumps(payload, allow_nan=False)
+    except ValueError:
+        bad = next((k for k, v in payload.items() if _has_nonfinite(v)), "output")
+        raise NumericalError(f"{bad}: not finite (float64 overflow?); nothing written") \
+            from None
+    if getattr(args, "output", None):
+        from .core._files import atomic_write
+
+        atomic_write(args.output, text + "\n")
+    else:
+        print(text)
+
+
+def _has_nonfinite(value: object) -> bool:
+    import math
+
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+def _progress(total: int, desc: str, quiet: bool) -> Any:
+    """A tqdm bar on a terminal (off with ``--quiet`` or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
+
+
+# --- commands -------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .core.hypergradient import hypergradient
+    from .crosscheck.finite_differences import richardson_gradient
+    from .experiments.examples import demo_problem
+
     problem, x = demo_problem()
     print(f"Demo problem: {problem}")
     print("  follower reward and transitions (softmax logits) depend on x; leader return "
@@ -54,68 +114,119 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _follower(obj: BilevelProblem | mg.MarkovGame, x: np.ndarray) -> BilevelProblem:
-    return mg.follower_problem(obj, x) if isinstance(obj, mg.MarkovGame) else obj
+def _load(path: str) -> tuple[Any, Any]:
+    from .io import load_any
+
+    return load_any(path)
 
 
-def _exact(obj: BilevelProblem | mg.MarkovGame, x: np.ndarray) -> tuple[float, np.ndarray, float]:
+def _is_game(obj: object) -> bool:
+    from .games.model import MarkovGame
+
+    return isinstance(obj, MarkovGame)
+
+
+def _follower(obj: Any, x: Any) -> Any:
+    from . import games as mg
+
+    return mg.follower_problem(obj, x) if _is_game(obj) else obj
+
+
+def _exact(obj: Any, x: Any, mode: str = "adjoint") -> tuple[float, Any, float]:
     """Value, exact gradient and follower residual of a problem or Markov game at ``x``."""
-    if isinstance(obj, mg.MarkovGame):
+    if _is_game(obj):
+        from . import games as mg
+
         h = mg.hypergradient(obj, x)
-        return h.value, h.gradient, h.residual
-    hg = hypergradient(obj, x)
+        return float(h.value), h.gradient, h.residual
+    from .core.hypergradient import hypergradient
+
+    hg = hypergradient(obj, x, mode=mode)
     return float(hg.value), hg.gradient, hg.residual
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    obj, x = load_any(args.file)
+    from .core.solve import solve_soft
+
+    obj, x = _load(args.file)
     problem = _follower(obj, x)
-    sol = solve_soft(problem.follower_mdp(x), problem.tau, method=args.method)
-    out = {"q": sol.q.tolist(), "v": sol.v.tolist(), "policy": sol.policy.tolist(),
-           "residual": sol.residual, "iterations": sol.iterations, "method": sol.method}
-    print(json.dumps(out))
+    bar = _progress(0, "solve (iterations)", args.quiet)
+
+    def callback(iteration: int, residual: float) -> None:
+        bar.update(1)
+        bar.set_postfix(residual=f"{residual:.2e}", refresh=False)
+
+    try:
+        sol = solve_soft(problem.follower_mdp(x), problem.tau, method=args.method,
+                         callback=callback)
+    finally:
+        bar.close()
+    _emit(args, {"q": sol.q.tolist(), "v": sol.v.tolist(), "policy": sol.policy.tolist(),
+                 "residual": sol.residual, "iterations": sol.iterations, "method": sol.method})
     return 0
 
 
 def _cmd_hypergradient(args: argparse.Namespace) -> int:
-    obj, x = load_any(args.file)
-    if isinstance(obj, mg.MarkovGame):
-        value, grad, residual = _exact(obj, x)
-    else:
-        hg = hypergradient(obj, x, mode=args.mode)
-        value, grad, residual = float(hg.value), hg.gradient, hg.residual
-    print(json.dumps({"value": float(value), "gradient": grad.tolist(), "residual": residual}))
+    obj, x = _load(args.file)
+    value, grad, residual = _exact(obj, x, args.mode)
+    _emit(args, {"value": value, "gradient": grad.tolist(), "residual": residual})
     return 0
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    obj, x = load_any(args.file)
-    if isinstance(obj, mg.MarkovGame):
+    import numpy as np
+
+    from .core._budget import check_allocation
+    from .estimators.registry import ESTIMATORS, check_sample_buffers, estimate, leader_knowledge
+
+    obj, x = _load(args.file)
+    check_allocation(f"--replicates {args.replicates}: the estimates [R, d]",
+                     (args.replicates, x.size))
+    check_sample_buffers(args.transitions)
+    game = _is_game(obj)
+    if game:
+        from . import games as mg
+
+        if args.estimator not in GAME_ESTIMATOR_NAMES:
+            raise ValueError(f"--estimator {args.estimator}: a Markov-game file takes one of "
+                             f"{list(GAME_ESTIMATOR_NAMES)}")
         critic = args.critic or "exact"
-        runs = [mg.estimate(obj, x, args.estimator, args.transitions,
-                            np.random.default_rng([args.seed, i]), critic)
-                for i in range(args.replicates)]
-        X = np.array([r.gradient for r in runs])
-        cost = np.array([r.transitions for r in runs])
     else:
-        X, cost = replicates(obj, x, args.estimator, args.transitions, args.replicates,
-                             args.seed, critic=args.critic)
-        critic = args.critic or ESTIMATORS[args.estimator].default_critic
-    print(json.dumps({"estimator": args.estimator, "critic": critic, "budget": args.transitions,
-                      "seed": args.seed, "estimates": X.tolist(),
-                      "transitions": [int(c) for c in cost]}))
+        name = "naive" if args.estimator == "direct-only" else args.estimator  # same thing
+        if name not in ESTIMATORS:
+            raise ValueError(f"--estimator {args.estimator}: a problem file takes one of "
+                             f"{sorted(ESTIMATORS)} or 'direct-only' (= 'naive')")
+        info = ESTIMATORS[name]
+        critic = args.critic or info.default_critic
+        know = leader_knowledge(obj, x)
+    X, cost = [], []
+    bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
+    try:
+        for i in range(args.replicates):
+            rng = np.random.default_rng([args.seed, i])
+            e = (mg.estimate(obj, x, args.estimator, args.transitions, rng, critic) if game
+                 else estimate(obj, x, name, args.transitions, rng, critic, know))
+            X.append(e.gradient.tolist())
+            cost.append(int(e.transitions))
+            bar.update(1)
+    finally:
+        bar.close()
+    payload: dict[str, Any] = {"estimator": args.estimator, "budget": args.transitions,
+                               "seed": args.seed, "estimates": X, "transitions": cost}
+    if game or len(info.critics) > 1:  # only where there is a critic to choose
+        payload["critic"] = critic
+    _emit(args, payload)
     return 0
 
 
 _EST_FIELDS = ("gradient", "estimates", "estimator", "critic", "budget", "seed", "transitions")
 
 
-def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh, parse_constant=lambda c: float("nan"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"{path}: cannot read a JSON estimate file ({exc})") from None
+def _read_estimate(path: str, d: int) -> tuple[str, Any]:
+    from .core import _validate
+    from .io import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: must be a JSON object with 'gradient' or 'estimates'")
     unknown = sorted(set(data) - set(_EST_FIELDS))
@@ -131,30 +242,14 @@ def _read_estimate(path: str, d: int) -> tuple[str, np.ndarray]:
                                              shape=(None, d))
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .experiments.reproduce import reproduce
-
-    try:
-        print(reproduce(args.name, args.out, full=args.full, steps=args.steps,
-                        seeds=args.seeds, workers=args.workers, force=args.force))
-    except FileExistsError as exc:
-        raise ValueError(str(exc)) from None
-    return 0
-
-
-def _finite_json(obj: object) -> object:
-    """Non-finite floats as the strings "inf", "-inf", "nan" (strict JSON has no such numbers)."""
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_json(v) for v in obj]
-    return obj
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
-    obj, x = load_any(args.file)
+    import numpy as np
+
+    from .validation import acceptance
+
+    if args.file == "-" and args.estimate == "-":
+        raise ValueError("file, --estimate: at most one of them can be '-' (standard input)")
+    obj, x = _load(args.file)
     exact = _exact(obj, x)[1]
     kind, est = _read_estimate(args.estimate, exact.size)
     norm = float(np.linalg.norm(exact))
@@ -170,18 +265,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
         mean, z = est.mean(axis=0), res.z
         passed = not res.reject
         verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,
-                   "p_value": res.p_value, "alpha": args.alpha, "replicates": est.shape[0]}
+                   "p_value": res.p_value, "alpha": args.alpha, "replicates": est.shape[0],
+                   "approximation_ok": res.approximation_ok}
     diff = mean - exact
     cos = float(mean @ exact / (np.linalg.norm(mean) * norm)) if norm and np.any(mean) else 0.0
     out = {"pass": passed, **verdict,
-           "relative_error": float(np.linalg.norm(diff) / norm) if norm else float("inf"),
+           "relative_error": float(np.linalg.norm(diff) / norm) if norm else None,
            "cosine": cos,
            "coordinates": [{"k": k, "exact": float(exact[k]), "estimate": float(mean[k]),
                             "error": float(diff[k]),
-                            **({} if z is None else {"z": float(z[k])})}
+                            **({} if z is None else {"z": _finite_or_none(z[k])})}
                            for k in range(exact.size)]}
     if args.json:
-        print(json.dumps(_finite_json(out), allow_nan=False))
+        if not isinstance(verdict.get("statistic", 0.0), float) or \
+                not np.isfinite(verdict.get("statistic", 0.0)):
+            out["statistic"] = None  # an exactly-off deterministic coordinate: T^2 = inf
+        _emit(args, out)
     else:
         print(f"exact-bilevel check: {args.estimate} against {args.file} "
               f"({verdict['mode']} check)")
@@ -191,16 +290,63 @@ def _cmd_check(args: argparse.Namespace) -> int:
         else:
             print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
                   f"{verdict['p_value']:.3g}, alpha = {args.alpha:g} (false-alarm rate)")
-        print(f"  relative error {out['relative_error']:.3e}, cosine {cos:.6f}")
+            if not verdict["approximation_ok"]:
+                print("  WARNING: the estimates are too skewed for the test's normal "
+                      "approximation (see the warning above); the verdict is not reliable")
+        rel = out["relative_error"]
+        print(f"  relative error {rel if rel is None else f'{rel:.3e}'}, cosine {cos:.6f}")
         head = f"  {'k':>4} {'exact':>14} {'estimate':>14} {'error':>11}"
         print(head + ("" if z is None else f" {'z':>8}"))
         for c in out["coordinates"]:
             line = f"  {c['k']:>4} {c['exact']:>14.6g} {c['estimate']:>14.6g} {c['error']:>11.3e}"
-            print(line + ("" if z is None else f" {c['z']:>8.2f}"))
+            print(line + ("" if z is None else f" {float(z[c['k']]):>8.2f}"))
         print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 
 
+def _finite_or_none(v: float) -> float | None:
+    import math
+
+    return float(v) if math.isfinite(v) else None
+
+
+def _cmd_estimators(args: argparse.Namespace) -> int:
+    from .estimators.registry import ESTIMATORS
+
+    rows = [{"name": name, "access": info.access, "bias": ("unbiased" if info.unbiased else
+                                                           _bias(name)),
+             "critics": list(info.critics), "default_critic": info.default_critic,
+             "reference": info.reference} for name, info in sorted(ESTIMATORS.items())]
+    if args.json:
+        _emit(args, {"estimators": rows})
+        return 0
+    print(f"{'name':<18} {'bias':<28} {'critics (default first)':<30} access")
+    for r in rows:
+        critics = [r["default_critic"]] + [c for c in r["critics"] if c != r["default_critic"]]
+        print(f"{r['name']:<18} {r['bias']:<28} {', '.join(critics):<30} {r['access']}")
+    print("\nUnbiased means with the exact critic; 'consistent' estimators have an O(1/n) "
+          "bias. Markov-game files take: " + ", ".join(GAME_ESTIMATOR_NAMES) + ".")
+    return 0
+
+
+def _bias(name: str) -> str:
+    return {"naive": "biased (no indirect term)",
+            "sobirl-simplified": "biased by design",
+            "zeroth-order": "biased O(mu^2) (smoothing)"}.get(name, "consistent (O(1/n) bias)")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .experiments.reproduce import reproduce
+
+    try:
+        print(reproduce(args.name, args.out, full=args.full, steps=args.steps,
+                        seeds=args.seeds, workers=args.workers, force=args.force))
+    except FileExistsError as exc:
+        raise ValueError(str(exc)) from None
+    return 0
+
+
+# --- options --------------------------------------------------------------------------
 def _number(check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
     """An argparse type: a float satisfying ``check``, else an error stating ``rule``."""
     def parse(text: str) -> float:
@@ -228,56 +374,97 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"{n} must be in [0, 2^63)")
+    return n
+
+
+EPILOG = ("exit codes: 0 success; 1 numerical failure (no convergence, overflow) or a "
+          "rejected check; 2 bad input or size over the memory budget "
+          "(EXACT_BILEVEL_MAX_BYTES, default 4 GiB); 3 internal error; 130 interrupted; "
+          "141 output pipe closed. FILE may be '-' (standard input).")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="exact-bilevel",
+        prog="exact-bilevel", epilog=EPILOG,
         description="Exact soft-MDP solutions and hypergradients for bilevel RL.")
+    parser.add_argument("--version", action="version", version=f"exact-bilevel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="solve a built-in problem and check the hypergradient "
-                                    "against finite differences")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                              formatter_class=fmt)
+
+    def output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--output", metavar="FILE", default=None,
+                       help="write the JSON result to FILE (atomically) instead of stdout")
+
+    p = command("demo", "solve a built-in problem and check the hypergradient against "
+                        "finite differences")
     p.set_defaults(func=_cmd_demo)
-    p = sub.add_parser("solve", help="solve the follower of a problem file; print q, v, policy")
-    p.add_argument("file")
-    p.add_argument("--method", choices=["newton", "value_iteration"], default="newton")
+    p = command("solve", "solve the follower of a problem file; print q, v, policy as JSON")
+    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("--method", choices=["newton", "value_iteration"], default="newton",
+                   help="solver")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    output(p)
     p.set_defaults(func=_cmd_solve)
-    p = sub.add_parser("hypergradient", help="print value, exact gradient and residual as JSON")
-    p.add_argument("file")
-    p.add_argument("--mode", choices=["adjoint", "forward"], default="adjoint")
+    p = command("hypergradient", "print value, exact gradient and residual as JSON")
+    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("--mode", choices=["adjoint", "forward"], default="adjoint",
+                   help="adjoint (one S-sized solve) or forward (all sensitivities)")
+    output(p)
     p.set_defaults(func=_cmd_hypergradient)
-    p = sub.add_parser("estimate", help="R independent sample-based estimates, each from a "
-                                        "budget of N transitions, as JSON")
-    p.add_argument("file")
+    p = command("estimate", "R independent sample-based estimates, each from a budget of N "
+                            "transitions, as JSON")
+    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
     p.add_argument("--estimator", required=True,
-                   choices=sorted(set(ESTIMATORS) | set(mg.GAME_ESTIMATORS)),
-                   help="for a Markov-game file: " + ", ".join(mg.GAME_ESTIMATORS))
+                   choices=sorted(set(ESTIMATOR_NAMES) | set(GAME_ESTIMATOR_NAMES)),
+                   help="see `exact-bilevel estimators`; Markov-game files take "
+                        + ", ".join(GAME_ESTIMATOR_NAMES))
     p.add_argument("--critic", choices=["exact", "monte-carlo", "td"], default=None,
                    help="leader critic (bc-hg, hpgd*, naive) or dQ estimator (sobirl); "
                         "default: the estimator's own")
-    p.add_argument("--transitions", type=_positive_int, required=True, metavar="N")
-    p.add_argument("--replicates", type=_positive_int, default=1, metavar="R")
-    p.add_argument("--seed", type=int, default=0, metavar="K",
+    p.add_argument("--transitions", type=_positive_int, required=True, metavar="N",
+                   help="budget of transitions (steps + resets) per estimate")
+    p.add_argument("--replicates", type=_positive_int, default=1, metavar="R",
+                   help="independent estimates")
+    p.add_argument("--seed", type=_seed, default=0, metavar="K",
                    help="replicate i uses numpy.random.default_rng([K, i])")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    output(p)
     p.set_defaults(func=_cmd_estimate)
-    p = sub.add_parser("check", help="check an estimate file against the exact hypergradient "
-                                     "(exit 0 pass, 1 fail, 2 bad input)")
-    p.add_argument("file", help="problem file (or golden-vector file)")
+    p = command("check", "check an estimate file against the exact hypergradient "
+                         "(exit 0 pass, 1 fail, 2 bad input)")
+    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
     p.add_argument("--estimate", required=True, metavar="EST.json",
-                   help='{"gradient": [...]} or {"estimates": [[...], ...]} (the output of '
-                        "`exact-bilevel estimate` works as is)")
+                   help="{'gradient': [...]} or {'estimates': [[...], ...]} (as written by "
+                        "`exact-bilevel estimate`; '-': stdin)")
     p.add_argument("--alpha", type=_unit_interval, default=0.01,
-                   help="false-alarm rate of the statistical test (default 0.01)")
+                   help="false-alarm rate of the statistical test")
     p.add_argument("--rtol", type=_nonnegative, default=1e-8,
-                   help="relative tolerance of a deterministic gradient (default 1e-8)")
-    p.add_argument("--atol", type=_nonnegative, default=0.0)
+                   help="relative tolerance of a deterministic gradient")
+    p.add_argument("--atol", type=_nonnegative, default=0.0,
+                   help="absolute tolerance of a deterministic gradient")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    output(p)
     p.set_defaults(func=_cmd_check)
-    p = sub.add_parser("reproduce", help="run a paper's experiment with exact ground truth; "
-                                         "write reproduce_NAME.md and .png into --out")
-    p.add_argument("name", choices=["fourrooms", "fourrooms-suboptimal", "discrete-toy",
-                                    "sobirl"])
+    p = command("estimators", "list the estimators: name, bias, critics, access")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    output(p)
+    p.set_defaults(func=_cmd_estimators)
+    p = command("reproduce", "run a paper's experiment with exact ground truth; write "
+                             "reproduce_NAME.md and .png into --out")
+    p.add_argument("name", choices=REPRODUCTIONS, help="the experiment")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output directory (required; the committed results live in "
-                        "verification/)")
+                   help="output directory (the committed results live in verification/)")
     p.add_argument("--full", action="store_true",
                    help="the paper's run size (default: a CI-sized run that says so)")
     p.add_argument("--steps", type=_positive_int, default=None,
@@ -285,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=None,
                    help="seeds (default: from the run size)")
     p.add_argument("--workers", type=_positive_int, default=1,
-                   help="processes for the runs (default 1)")
+                   help="processes for the runs")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_reproduce)
     return parser
@@ -293,14 +480,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .core.errors import ConvergenceError, NumericalError
+
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except (ValueError, OverflowError, RecursionError) as exc:
         print(f"exact-bilevel: error: {exc}", file=sys.stderr)
-        return 2
-    except ConvergenceError as exc:
+        return EXIT_INPUT
+    except (ConvergenceError, NumericalError, FloatingPointError) as exc:
         print(f"exact-bilevel: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_NUMERICAL
+    except MemoryError:
+        print("exact-bilevel: error: out of memory (lower the sizes, or the memory budget "
+              "EXACT_BILEVEL_MAX_BYTES so that it is checked before allocating)",
+              file=sys.stderr)
+        return EXIT_INPUT
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except KeyboardInterrupt:
+        print("exact-bilevel: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, exit code 3
+        print(f"exact-bilevel: internal error: {type(exc).__name__}: {exc} (please report)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush
+    does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

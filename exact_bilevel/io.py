@@ -40,12 +40,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import numpy as np
 import scipy.sparse
 
 from .core import _validate
+from .core._budget import check_allocation
 from .core._files import atomic_write
 from .core.objectives import L2Penalty, LeaderReturn, Objective, QuadraticObjective, l2_penalty
 from .core.parameterizations import (
@@ -266,6 +268,8 @@ def problem_from_dict(data: object) -> tuple[BilevelProblem, np.ndarray]:
     if S < 1 or A < 1:
         raise ValueError(f"transitions: need at least one state and one action, got (S, A) = "
                          f"({S}, {A})")
+    check_allocation("follower reward Jacobian dr[S, A, d] (forward mode, estimators)",
+                     (S, A, d))
     follower = _reward("follower_reward", obj["follower_reward"], S, A, d)
     for key in ("gamma", "tau", "leader_gamma"):
         if key in obj and not _is_number(obj[key]):
@@ -307,6 +311,9 @@ def game_from_dict(data: object) -> tuple[MarkovGame, np.ndarray]:
     _nested_numbers("transitions", obj["transitions"], 4)
     P = _validate.real_array("transitions", obj["transitions"], ndim=4)
     S, AL, AF, _ = P.shape
+    if obj.get("observes") == "state_and_leader_action":  # the follower's augmented MDP
+        check_allocation("augmented transition Jacobian [S*AL, AF, S*AL, S*AL]",
+                         (S * AL, AF, S * AL, S * AL))
     rF = _array("follower_reward", obj["follower_reward"], (S, AL, AF))
     rL = _array("leader_reward", obj["leader_reward"], (S, AL, AF))
     rho = _array("initial", obj["initial"], (S,))
@@ -343,17 +350,61 @@ def load_any(path: str | os.PathLike[str]) -> tuple[BilevelProblem | MarkovGame,
     return _problem_from_data(data)
 
 
+#: Memory the JSON reader needs per number in the file (Python objects while parsing;
+#: measured), checked against the budget before parsing.
+PARSE_BYTES_PER_NUMBER = 230
+
+
 def _read_json(path: str | os.PathLike[str]) -> object:
+    """Read and parse a file (``"-"``: standard input), reading at most
+    :data:`MAX_FILE_BYTES` + 1 bytes whatever the file claims (pipes, devices)."""
+    name = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-        if size > MAX_FILE_BYTES:
-            raise ValueError(f"{os.fspath(path)}: {size} bytes is over MAX_FILE_BYTES = "
-                             f"{MAX_FILE_BYTES}")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{os.fspath(path)}: cannot read file ({exc})") from None
-    return _parse(text, os.fspath(path))
+        if name == "-":
+            raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            name = "<stdin>"
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read file ({exc})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"{name}: more than MAX_FILE_BYTES = {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name}: not UTF-8 text ({exc})") from None
+    numbers = text.count(",") + text.count("[") + 1  # an upper bound on the values
+    check_allocation(f"{name}: parsing about {numbers} JSON values", (numbers,),
+                     itemsize=PARSE_BYTES_PER_NUMBER)
+    return _parse(text, name)
+
+
+read_json = _read_json
+"""Public name of the bounded, duplicate-key-rejecting JSON reader (``"-"``: stdin)."""
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]}: overflows float64 (non-finite numbers are not allowed)")
+    return value
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text.lstrip("-")) > 308:
+        raise ValueError(f"{text[:20]}...: an integer of {len(text)} digits overflows float64")
+    return int(text)
+
+
+def _parse(text: str, source: str) -> object:
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys,
+                          parse_float=_parse_float, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{source}: JSON nested too deeply") from None
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -364,15 +415,6 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
             raise ValueError(f"{key}: duplicate key in a JSON object (each field once)")
         out[key] = value
     return out
-
-
-def _parse(text: str, source: str) -> object:
-    try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise ValueError(f"{source}: JSON nested too deeply") from None
 
 
 def _problem_from_data(data: object) -> tuple[BilevelProblem, np.ndarray]:

@@ -34,3 +34,23 @@ class ConvergenceError(RuntimeError):
             f"{method} did not converge: residual {self.residual:.3e} > tolerance "
             f"{self.tolerance:.3e} after {self.iterations} iterations ({reason})"
         )
+
+
+class NumericalError(ArithmeticError):
+    """A computed quantity overflowed float64 or became non-finite.
+
+    Raised instead of returning ``inf`` / ``nan``; the message names the quantity and
+    the step that produced it (the command line exits with code 1).
+    """
+
+
+def require_finite(name: str, value: object, step: str) -> None:
+    """Raise :class:`NumericalError` if ``value`` (scalar or array) has a non-finite entry."""
+    import numpy as np
+
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))
+        where = f"[{', '.join(map(str, bad[0]))}]" if arr.ndim else ""
+        raise NumericalError(f"{name}{where} is not finite after {step} (float64 overflow?); "
+                             "rescale the rewards or the temperature")

@@ -1,7 +1,7 @@
 r"""Exact hypergradient ``grad F(x)`` of a bilevel problem, forward and adjoint modes.
 
 With ``W[s, a] = (df/dpi)[s, a] pi[s, a]`` and its per-state centring
-``w = W - pi * sum_a W`` (MATH.md, "Adjoint mode"):
+``w = W - pi * sum_a W`` (docs/math.md, section 5):
 
 .. math::
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import require_finite
 from .follower import FollowerState
 from .objectives import LeaderReturn, ObjectiveTerms
 from .problem import BilevelProblem
@@ -145,6 +146,9 @@ def hypergradient(problem: BilevelProblem, x: object, mode: str = "adjoint", *,
         state = problem.follower_state(x, **solver_options)
     terms = problem.objective.evaluate(problem, state)
     indirect, sens = _MODES[mode](problem, state, terms)
+    require_finite("F(x)", terms.value, "the leader evaluation")
+    require_finite("direct term of grad F", terms.direct, "the leader evaluation")
+    require_finite("indirect term of grad F", indirect, f"the {mode} sensitivity solve")
     return Hypergradient(value=terms.value, gradient=terms.direct + indirect,
                          direct=terms.direct, indirect=indirect,
                          residual=state.solution.residual, mode=mode, state=state,

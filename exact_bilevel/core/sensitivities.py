@@ -1,6 +1,6 @@
 r"""Follower sensitivities by the implicit function theorem on the soft-Bellman fixed point.
 
-Differentiating ``V = T_x(V)`` at the fixed point (MATH.md, "Follower
+Differentiating ``V = T_x(V)`` at the fixed point (docs/math.md, section 3, "Follower
 sensitivities"; Yang, Gao & Yuan 2024, Sec. 3):
 
 .. math::

@@ -1,6 +1,6 @@
 r"""Soft (entropy-regularised) Bellman primitives.
 
-Equations (MATH.md, "Follower"):
+Equations (docs/math.md, section 2):
 
 .. math::
 

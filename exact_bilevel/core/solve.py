@@ -43,10 +43,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate
-from .errors import ConvergenceError
+from .errors import ConvergenceError, NumericalError, require_finite
 from .linalg import factorize
 from .mdp import FiniteMDP
 from .soft_bellman import boltzmann, hard_bellman_operator, q_from_v
+
+#: Largest value scale :func:`solve_soft` accepts: beyond it ``Q = r + gamma P V`` and the
+#: residual arithmetic leave float64's range (1.8e308) or its useful precision.
+MAX_VALUE_SCALE = 1e150
 
 #: Relative tolerance of the default stopping rule (times :func:`value_scale`).
 DEFAULT_RTOL = 1e-12
@@ -111,8 +115,12 @@ def _solution(mdp: FiniteMDP, v: np.ndarray, tau: float, iterations: int, method
                         tau=tau, tolerance=tol)
 
 
+Callback = Callable[[int, float], None]
+"""``callback(iteration, residual)``, called once per iteration (e.g. a progress bar)."""
+
+
 def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray,
-            warm_start: int) -> SoftSolution:
+            warm_start: int, callback: Callback | None) -> SoftSolution:
     for _ in range(warm_start):
         v = boltzmann(q_from_v(mdp, v), tau).v
     accepted: SoftSolution | None = None
@@ -120,6 +128,8 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
         q = q_from_v(mdp, v)
         b = boltzmann(q, tau)
         res = _residual(b.v, v)
+        if callback is not None:
+            callback(it, res)
         current = SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy,
                                residual=res, iterations=it, method="newton", tau=tau,
                                tolerance=tol)
@@ -148,7 +158,7 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
 
 
 def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | None,
-                     v: np.ndarray, warm_start: int) -> SoftSolution:
+                     v: np.ndarray, warm_start: int, callback: Callback | None) -> SoftSolution:
     del warm_start  # value iteration is its own warm start
     tv = boltzmann(q_from_v(mdp, v), tau).v
     res = _residual(tv, v)
@@ -158,6 +168,8 @@ def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | Non
         else:
             max_iter = math.ceil(math.log(tol / res) / math.log(mdp.gamma)) + 10
     for it in range(max_iter + 1):
+        if callback is not None:
+            callback(it, res)
         if res <= tol:
             return _solution(mdp, v, tau, it, "value_iteration", tol)
         if it == max_iter:
@@ -177,7 +189,7 @@ _DEFAULT_MAX_ITER = {"newton": 100, "value_iteration": None}
 
 def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float | None = None,
                max_iter: int | None = None, v0: np.ndarray | None = None,
-               warm_start: int = 3) -> SoftSolution:
+               warm_start: int = 3, callback: Callback | None = None) -> SoftSolution:
     r"""Solve the soft Bellman equation ``V = T(V)`` of ``mdp`` at temperature ``tau``.
 
     Parameters
@@ -196,6 +208,8 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
         Initial guess (warm start), default zeros.
     warm_start : int
         Value-iteration sweeps before Newton (ignored by value iteration).
+    callback : callable, optional
+        ``callback(iteration, residual)`` once per iteration (progress reporting).
 
     Returns
     -------
@@ -206,14 +220,23 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
     ------
     ConvergenceError
         If the residual ``tol`` is not reached; ``.residual`` is what was reached.
+    NumericalError
+        If the value scale ``(max|r| + tau log A) / (1 - gamma)`` exceeds
+        :data:`MAX_VALUE_SCALE` (float64 arithmetic on such values overflows) or a
+        solution entry is not finite.
     ValueError
         For a bad ``tau``, ``method``, ``tol``, or ``v0``.
     """
     if method not in _METHODS:
         raise ValueError(f"method = {method!r}: must be one of {sorted(_METHODS)}")
     tau = _validate.temperature("tau", tau)
+    scale = value_scale(mdp, tau)
+    if not scale <= MAX_VALUE_SCALE:
+        raise NumericalError(f"value scale (max|r| + tau log A) / (1 - gamma) = {scale:.3g} "
+                             f"exceeds {MAX_VALUE_SCALE:g}: the soft Bellman iteration would "
+                             "overflow float64; rescale the rewards or the temperature")
     if tol is None:
-        tol = DEFAULT_RTOL * value_scale(mdp, tau)
+        tol = DEFAULT_RTOL * scale
     elif not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol = {tol!r}: must be a finite number > 0")
     if max_iter is None:
@@ -226,7 +249,10 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
         v = np.array(v0)
     else:
         v = _validate.real_array("v0", v0, shape=(mdp.n_states,))
-    return _METHODS[method](mdp, tau, float(tol), max_iter, v, warm_start)
+    sol = _METHODS[method](mdp, tau, float(tol), max_iter, v, warm_start, callback)
+    for name in ("v", "q", "policy"):
+        require_finite(name, getattr(sol, name), f"the {sol.method} solve")
+    return sol
 
 
 @dataclass(frozen=True)

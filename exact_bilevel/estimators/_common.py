@@ -170,7 +170,7 @@ def sensitivity_samples(know: LeaderKnowledge, ep: Episodes,
     """``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) (V(s_{k+1}) - b_k)``, shape
     ``[n, L, d]``, with ``b_k = V(s_k)`` if ``baseline`` else 0.
 
-    Given ``(s_k, a_k)`` its expectation is ``g(s_k, a_k)`` of MATH.md either way.
+    Given ``(s_k, a_k)`` its expectation is ``g(s_k, a_k)`` of docs/math.md (section 3) either way.
     Uses the follower's value ``V``.
     """
     s, a, s1 = ep.states[:, :-1], ep.actions, ep.states[:, 1:]

@@ -8,11 +8,13 @@ with per-replicate seeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..core._budget import check_allocation
 from ..core.problem import BilevelProblem
 from ._common import Estimate, LeaderKnowledge, leader_knowledge
 from .bchg import bchg as _bchg
@@ -87,9 +89,19 @@ def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
     critic = info.default_critic if critic is None else critic
     if critic not in info.critics:
         raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    check_sample_buffers(budget)
     if know is None:
         know = leader_knowledge(problem, x)
     return info.fn(know, Sampler(know.state.mdp, rng), budget, critic)
+
+
+def check_sample_buffers(budget: int) -> None:
+    """Raise ``ValueError`` before sampling if one estimate's buffers would exceed the
+    memory budget (:mod:`exact_bilevel.core._budget`): episodes are padded to the
+    longest, so states, actions and weights take about ``3 budget log(budget)`` entries."""
+    if isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget > 1:
+        check_allocation(f"budget = {budget}: episode buffers of one estimate",
+                         (budget, 3 * math.ceil(math.log(budget))))
 
 
 def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
@@ -100,6 +112,9 @@ def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
     Replicate ``i`` uses ``numpy.random.default_rng([seed, i])``, so any one can be
     reproduced alone.
     """
+    check_allocation(f"n_replicates = {n_replicates}: the estimates [R, d]",
+                     (n_replicates, problem.n_params))
+    check_sample_buffers(budget)
     know = leader_knowledge(problem, x)
     out, cost = [], []
     for i in range(n_replicates):

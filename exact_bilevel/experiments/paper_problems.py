@@ -44,7 +44,7 @@ def four_rooms_design(tau: float = 0.005, *, gamma: float = 0.99, incentive_cost
     the infinite-horizon discounted return.
 
     ``variant="official"`` (default) follows the authors' code
-    (``../shared/EXPERIMENTS.md``; checked: ``F(0) = -0.740644`` at ``tau = 0.001``
+    (the authors' public code (akimotolab/BC-HG); checked: ``F(0) = -0.740644`` at ``tau = 0.001``
     and ``-0.667413`` at ``0.005``):
 
     * **kernel** ``"matrix"``: with probability ``16 f / 9`` the action is replaced by

@@ -97,7 +97,16 @@ def discrete_toy(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) 
             fm, se = mean_se([c[-1] for c in runs])
             cells += [f"{f0:.2f}", f"{fm:.2f} +- {se:.2f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", PAPER[1.0] + "; " + PAPER[2.0] + ".", ""]
+    lines += ["", PAPER[1.0] + "; " + PAPER[2.0] + ".", "",
+              "Reading: at R = 1 the paper's BC-HG (our bc-hg-baseline) reaches the exact "
+              "optimum, as in the paper, while plain bc-hg (no advantage in the influence "
+              "term: unbiased but with a standard deviation in the hundreds) and the "
+              "direct-only baseline do not. At R = 2 the uniform leader already sits at the "
+              "optimum 59.75; the exact gradient stays there, but with Adam at lr 0.05 every "
+              "noisy estimator drifts away (Adam rescales the noise to steps of size lr), "
+              "whereas the paper's leader moves with Adam at lr 1e-4 and stays near its start: "
+              "the paper's R = 2 curve measures how little the leader moves, not the "
+              "estimator's accuracy.", ""]
     for ax, R in zip(axes, (1.0, 2.0), strict=True):
         for label, m in METHODS:
             mean = np.mean([curves[R, m, s] for s in range(size.seeds)], axis=0)

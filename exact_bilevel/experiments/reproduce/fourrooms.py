@@ -4,7 +4,7 @@ Problem: :func:`~exact_bilevel.experiments.paper_problems.four_rooms_design` wit
 the official conventions (transition matrix 0.56 / 0.1467, terminal goal, cost
 counting the goal's share; ``F(0) = -0.740644`` at ``tau = 0.001``).
 
-Protocol (``../shared/EXPERIMENTS.md``, the official code): SGD with global-norm
+Protocol (the authors' public code (akimotolab/BC-HG), the official code): SGD with global-norm
 clipping 1.0, learning rate the best of a grid per method, initial logits
 ``N(0, 0.01^2)`` per seed, a budget of transitions per leader step, the SARSA
 leader critic carried across steps, Monte Carlo ``dQ``; score = the exact ``F``

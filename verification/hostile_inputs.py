@@ -1,0 +1,154 @@
+"""Hostile inputs against the command line: one row per reported defect.
+
+Runs ``python -m exact_bilevel.cli`` in a subprocess on each hostile file, option
+or environment and records the exit code, whether a traceback appeared, whether
+stdout (if any) is strict, finite JSON, and the time. Every row must end with a
+documented exit code, no traceback, never exit 0 with non-finite or garbage
+output, and no allocation over the memory budget (the budget rows run with a small
+``EXACT_BILEVEL_MAX_BYTES``). Writes the section "Hostile inputs" of
+``verification/fuzz_loaders.md``. Run: ``python verification/hostile_inputs.py``
+(~1 min).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from exact_bilevel.experiments.examples import random_problem
+from exact_bilevel.io import problem_to_dict
+
+OUT = pathlib.Path(__file__).with_name("fuzz_loaders.md")
+MARK = "## Hostile inputs"
+
+
+def _problem(**changes: object) -> dict:
+    problem, x = random_problem(3, 2, 2, seed=0, gamma=0.9)
+    d = problem_to_dict(problem, x)
+    d.update(changes)
+    return d
+
+
+def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
+    """(description, argv, extra environment, stdin)."""
+    def write(name: str, data: object) -> str:
+        path = tmp / name
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
+        return str(path)
+
+    good = write("good.json", _problem())
+    big_r = _problem(gamma=0.999)
+    big_r["follower_reward"] = {"base": [[1e306, 0.0], [0.0, 1.0], [1.0, 0.0]],
+                                "features": [[[0.0, 0.0]] * 2] * 3}
+    text = json.dumps(_problem())
+    small = {"EXACT_BILEVEL_MAX_BYTES": "1000"}
+    S, A, d = 30, 4, 10_000   # a ~0.1 MB file whose dr[S, A, d] needs 9.6 MB
+    wide = {"format": "exact-bilevel/1", "gamma": 0.9, "tau": 0.5,
+            "transitions": [[[1.0 / S] * S] * A] * S,
+            "follower_reward": {"base": [[0.0] * A] * S,
+                                "features": {"entries": [[0, 0, 0, 1.0]]}},
+            "leader_reward": {"base": [[1.0] * A] * S}, "x": [0.0] * d}
+    return [
+        ("rewards 1e306, gamma 0.999 (solve)", ["solve", write("r.json", big_r)], {}, None),
+        ("tau 1e305, gamma 0.99999 (hypergradient)",
+         ["hypergradient", write("t.json", _problem(tau=1e305, gamma=0.99999))], {}, None),
+        ("leader reward 1e308 (value overflows)",
+         ["hypergradient", write("l.json", _problem(leader_reward={
+             "base": [[1e308, 1e308]] * 3}))], {}, None),
+        ("gamma = 1e400 in the file", ["hypergradient", write(
+            "g.json", text.replace('"gamma": 0.9', '"gamma": 1e400'))], {}, None),
+        ("gamma = a 400-digit integer", ["hypergradient", write(
+            "i.json", text.replace('"gamma": 0.9', '"gamma": ' + "9" * 400))], {}, None),
+        ("duplicate key", ["hypergradient", write("d.json", text[:-1] + ', "tau": 2}')], {},
+         None),
+        ("/dev/zero as the problem file", ["solve", "/dev/zero"], {}, None),
+        ("file over the memory budget (parse cost)", ["solve", good], small, None),
+        ("S*A*d over the budget (0.1 MB file, dr needs 9.6 MB; budget 5 MB)",
+         ["hypergradient", write("wide.json", wide)], {"EXACT_BILEVEL_MAX_BYTES": "5e6"},
+         None),
+        ("--transitions 1e12", ["estimate", good, "--estimator", "bc-hg", "--transitions",
+                                str(10**12)], {}, None),
+        ("--replicates 1e12", ["estimate", good, "--estimator", "bc-hg", "--transitions",
+                               "100", "--replicates", str(10**12)], {}, None),
+        ("--transitions 1e12 written as a float", ["estimate", good, "--estimator", "bc-hg",
+                                                   "--transitions", "1e12"], {}, None),
+        ("budget variable not a number", ["solve", good],
+         {"EXACT_BILEVEL_MAX_BYTES": "lots"}, None),
+        ("problem on standard input", ["hypergradient", "-"], {}, text),
+        ("garbage on standard input", ["hypergradient", "-"], {}, "{not json"),
+        ("direct-only on a problem file", ["estimate", good, "--estimator", "direct-only",
+                                          "--transitions", "200", "--quiet"], {}, None),
+        ("reproduce without --out", ["reproduce", "sobirl"], {}, None),
+        ("unknown option", ["solve", good, "--frobnicate"], {}, None),
+    ]
+
+
+def run(argv: list[str], env: dict, stdin: str | None) -> tuple[int, str, str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv], input=stdin,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
+
+
+def _stdout_ok(code: int, out: str) -> str:
+    if not out.strip():
+        return "empty"
+    try:
+        json.loads(out, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except ValueError:
+        return "not JSON" if code == 0 else "text"
+    return "strict JSON"
+
+
+def broken_pipe(good: str) -> tuple[int, bool]:
+    cmd = (f"{sys.executable} -m exact_bilevel.cli estimate {good} --estimator bc-hg "
+           "--transitions 200 --replicates 3000 --quiet | head -c 10 > /dev/null")
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    return proc.returncode, "Traceback" in proc.stderr
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        rows, failures = [], 0
+        for desc, argv, env, stdin in cases(tmp):
+            code, out, err, secs = run(argv, env, stdin)
+            trace = "Traceback" in err
+            stdout = _stdout_ok(code, out)
+            bad = trace or code not in (0, 1, 2) or (code == 0 and stdout == "not JSON")
+            failures += bad
+            first = err.strip().splitlines()[-1] if err.strip() else ""
+            rows.append(f"| {desc} | {code} | {'yes' if trace else 'no'} | {stdout} | "
+                        f"{secs:.1f} s | {first[:110].replace('|', '/')} |")
+        code, trace = broken_pipe(str(tmp / "good.json"))
+        failures += trace
+        rows.append(f"| `estimate ... | head -c 10` (broken pipe) | - | "
+                    f"{'yes' if trace else 'no'} | - | - | quiet (exit 141 in the command) |")
+    section = [MARK, "",
+               "Generated by `python verification/hostile_inputs.py`: each defect reported "
+               "against the command line, run in a subprocess. A row passes with a "
+               "documented exit code (0, 1 numerical failure, 2 bad input or over the memory "
+               "budget), no traceback, and never exit 0 with non-JSON or non-finite output.",
+               "",
+               "| input | exit | traceback | stdout | time | message (last line of stderr) |",
+               "| --- | --- | --- | --- | --- | --- |", *rows, "",
+               f"Failures: {failures}.", ""]
+    text = OUT.read_text()
+    head = text.split(MARK)[0].rstrip() + "\n\n"
+    OUT.write_text(head + "\n".join(section))
+    print("\n".join(section))
+    if failures:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,53 @@
+"""Regenerate the committed reproductions in ``verification/`` (reproduce_*.md / .png).
+
+The committed sizes are between the CI-sized default and the papers' full protocol
+(which takes many CPU hours: ``exact-bilevel reproduce NAME --full --workers W``):
+
+* discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds);
+* sobirl: the full protocol (800 steps, 5 instances);
+* fourrooms: 300 leader steps, 3 seeds, budgets 100 and 1000, learning rates {0.5, 0.1};
+* fourrooms-suboptimal: 100 leader steps, 1 seed.
+
+Run: ``python verification/run_reproductions.py [--workers 2] [NAME ...]`` (~25 min on
+2 cores for all four).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+
+from exact_bilevel.experiments.reproduce import EXPERIMENTS, outputs
+from exact_bilevel.experiments.reproduce._common import RunSize
+
+OUT = pathlib.Path(__file__).resolve().parent
+SIZES: dict[str, RunSize] = {
+    "discrete-toy": EXPERIMENTS["discrete-toy"].full,
+    "sobirl": EXPERIMENTS["sobirl"].full,
+    "fourrooms": RunSize(steps=300, seeds=3, budgets=(100, 1000), learning_rates=(0.5, 0.1),
+                         label="committed (300 steps, 3 seeds, budgets 100 / 1000, "
+                               "lr in {0.5, 0.1}; `python verification/run_reproductions.py`)"),
+    "fourrooms-suboptimal": dataclasses.replace(
+        EXPERIMENTS["fourrooms-suboptimal"].quick, steps=100,
+        label="committed (100 steps, 1 seed; `python verification/run_reproductions.py`)"),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", default=list(SIZES), help="experiments (default all)")
+    ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    args = ap.parse_args()
+    for name in args.names:
+        size = SIZES[name]
+        if size is EXPERIMENTS[name].full:
+            size = dataclasses.replace(size, label=size.label + "; `python verification/"
+                                       "run_reproductions.py`")
+        print(f"== {name}: {size.label}", flush=True)
+        EXPERIMENTS[name].run(OUT, size=size, workers=args.workers)
+        print("   wrote", ", ".join(p.name for p in outputs(name, OUT)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
