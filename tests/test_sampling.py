@@ -110,3 +110,20 @@ def test_validation(call, match):
 def test_rng_must_be_a_generator():
     with pytest.raises(ValueError, match=r"rng: must be a numpy\.random\.Generator"):
         Sampler(_mdp(), 0)
+
+
+def test_dense_draws_are_identical_to_the_gathered_inverse_cdf():
+    """The O(n)-memory binary search gives bit for bit the draws of the [n, S] gather."""
+    from exact_bilevel.core._transitions import inverse_cdf, searchsorted_rows
+
+    rng = np.random.default_rng(3)
+    for S in (2, 17, 64, 300):  # 20000 x 300 > 2^20: the search path
+        P = rng.dirichlet(np.full(S, 0.3), size=5 * S)
+        P[:, : S // 3] = 0.0                       # structural zeros are never drawn
+        P /= P.sum(axis=1, keepdims=True)
+        cdf = np.cumsum(P, axis=1)
+        rows, u = rng.integers(5 * S, size=20_000), rng.random(20_000)
+        u[:10] = 0.0
+        got = searchsorted_rows(cdf, rows, u)
+        assert np.array_equal(got, inverse_cdf(cdf[rows], u))
+        assert np.all(P[rows, got] > 0)

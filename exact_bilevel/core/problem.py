@@ -60,6 +60,7 @@ class BilevelProblem:
             self.initial = _validate.real_array("initial", initial, shape=(S,))
             _validate.stochastic_rows("initial", self.initial)
         self.solver_options = dict(solver_options or {})
+        self._fixed_dynamics: FiniteMDP | None = None
         objective.check_compatible(self)
 
     @property
@@ -86,11 +87,20 @@ class BilevelProblem:
     def follower_mdp(self, x: object) -> FiniteMDP:
         """The follower's MDP ``(P_x, r_x, gamma, rho)``; validated for real ``x``."""
         x = self.check_x(x)
-        P, r = self.transitions.value(x), self.follower_reward.value(x)
+        r = self.follower_reward.value(x)
         if np.iscomplexobj(x):
-            return FiniteMDP._trusted(P, r, self.gamma, self.initial)
+            return FiniteMDP._trusted(self.transitions.value(x), r, self.gamma, self.initial)
         try:
-            return FiniteMDP(P, r, self.gamma, self.initial, n_actions=self.n_actions)
+            if not self.transitions.depends_on_x:
+                # P is validated (and its operator and sampling tables built) once per
+                # problem; per x only the reward is new.
+                if self._fixed_dynamics is None:
+                    self._fixed_dynamics = FiniteMDP(self.transitions.value(x), r, self.gamma,
+                                                     self.initial, n_actions=self.n_actions)
+                    return self._fixed_dynamics
+                return self._fixed_dynamics.with_reward(r)
+            return FiniteMDP(self.transitions.value(x), r, self.gamma, self.initial,
+                             n_actions=self.n_actions)
         except ValueError as exc:
             raise ValueError(
                 f"the parameterisation at this x gives an invalid MDP: {exc}") from None

@@ -88,13 +88,6 @@ def four_rooms_design(tau: float = 0.005, *, gamma: float = 0.99, incentive_cost
     reward_L = np.zeros((S, A))
     reward_L[target] = 1.0
 
-    def follower(x: np.ndarray) -> np.ndarray:
-        return base + (-0.2 * _softmax(x)[:S] * mask)[:, None]
-
-    def follower_jac(x: np.ndarray) -> np.ndarray:
-        return np.broadcast_to((-0.2 * mask[:, None] * _dsoftmax(x)[:S])[:, None, :],
-                               (S, A, d))
-
     def leader(x: np.ndarray) -> np.ndarray:
         return reward_L - incentive_cost * 0.2 * (1 - _softmax(x)[S]) * at_goal
 
@@ -102,11 +95,26 @@ def four_rooms_design(tau: float = 0.005, *, gamma: float = 0.99, incentive_cost
         dcost = -incentive_cost * 0.2 * _dsoftmax(x)[S]   # d/dx of c 0.2 (1 - sigma_slack)
         return -at_goal[..., None] * dcost[None, None, :]
 
-    problem = BilevelProblem(CallableReward(follower, follower_jac, S, A, d),
-                             FixedTransitions(mdp.transitions, d),
+    problem = BilevelProblem(_incentive_reward(base, mask), FixedTransitions(mdp.transitions, d),
                              LeaderReturn(CallableReward(leader, leader_jac, S, A, d)),
                              gamma=gamma, tau=tau, initial=mdp.initial)
     return problem, np.zeros(d), grid
+
+
+def _incentive_reward(base: np.ndarray, mask: np.ndarray) -> CallableReward:
+    """Follower reward ``base[s, a] - 0.2 softmax(x)[s] mask[s]`` of the 105 logits ``x``
+    (104 cells + slack) and its Jacobian ``[S, A, S + 1]``."""
+    S, A = base.shape
+    d = S + 1
+
+    def follower(x: np.ndarray) -> np.ndarray:
+        return base + (-0.2 * _softmax(x)[:S] * mask)[:, None]
+
+    def follower_jac(x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to((-0.2 * mask[:, None] * _dsoftmax(x)[:S])[:, None, :],
+                               (S, A, d))
+
+    return CallableReward(follower, follower_jac, S, A, d)
 
 
 def _dsoftmax(x: np.ndarray) -> np.ndarray:
@@ -128,13 +136,6 @@ def _four_rooms_absorbing(tau: float, *, gamma: float, incentive_cost: float,
     target = np.zeros((S, A))
     target[grid.state((8, 4))] = 1.0
 
-    def follower(x: np.ndarray) -> np.ndarray:
-        return reach + (-0.2 * _softmax(x)[:S] * mask)[:, None]
-
-    def follower_jac(x: np.ndarray) -> np.ndarray:
-        return np.broadcast_to((-0.2 * mask[:, None] * _dsoftmax(x)[:S])[:, None, :],
-                               (S, A, d))
-
     def cost(x: np.ndarray) -> np.ndarray:  # c |incentive|_1 without the goal's share
         return incentive_cost * 0.2 * (mask @ _softmax(x)[:S])
 
@@ -145,8 +146,7 @@ def _four_rooms_absorbing(tau: float, *, gamma: float, incentive_cost: float,
         dcost = incentive_cost * 0.2 * (mask @ _dsoftmax(x)[:S])  # [d]
         return -reach[..., None] * dcost[None, None, :]
 
-    problem = BilevelProblem(CallableReward(follower, follower_jac, S, A, d),
-                             FixedTransitions(mdp.transitions, d),
+    problem = BilevelProblem(_incentive_reward(reach, mask), FixedTransitions(mdp.transitions, d),
                              LeaderReturn(CallableReward(leader, leader_jac, S, A, d)),
                              gamma=gamma, tau=tau, initial=mdp.initial)
     return problem, np.zeros(d), grid
