@@ -185,3 +185,25 @@ def test_bad_solver_arguments(kwargs, pattern):
     mdp = random_mdp(3, 2, seed=0)
     with pytest.raises(ValueError, match=pattern):
         solve_soft(mdp, **kwargs)
+
+
+def test_follower_state_reuses_newtons_last_factorisation():
+    """No LU beyond Newton's: the state's factorisation is Newton's last one (refined once
+    when the polishing step moved the policy) and solves like a fresh LU (1e-13)."""
+    from exact_bilevel.core import linalg
+    from exact_bilevel.experiments.examples import random_problem
+
+    problem, x = random_problem(30, 4, 3, seed=2, gamma=0.99, parameterize="both")
+    state = problem.follower_state(x)
+    sol = state.solution
+    assert state.factorization is sol.factorization or isinstance(
+        state.factorization, linalg.RefinedFactorization)
+    fresh = linalg.factorize(state.mdp.P_pi(sol.policy), problem.gamma)
+    b = np.random.default_rng(0).normal(size=(30, 2))
+    for method in ("solve", "solve_transpose"):
+        got, want = getattr(state.factorization, method)(b), getattr(fresh, method)(b)
+        assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
+    near = linalg.factorize(state.mdp.P_pi(sol.policy * (1 + 1e-9)), problem.gamma)
+    refined = linalg.RefinedFactorization(near, state.mdp.P_pi(sol.policy), problem.gamma)
+    assert np.max(np.abs(refined.solve(b) - fresh.solve(b))) <= 1e-12 * np.max(
+        np.abs(fresh.solve(b)))

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _validate
 from .follower import FollowerState
-from .linalg import factorize
+from .linalg import BellmanFactorization, RefinedFactorization, factorize
 from .mdp import FiniteMDP
 from .objectives import Objective
 from .parameterizations import RewardModel, TransitionModel
@@ -111,8 +111,7 @@ class BilevelProblem:
         mdp = self.follower_mdp(x)
         opts = {**self.solver_options, **solver_options}
         sol = solve_soft(mdp, self.tau, **opts)  # type: ignore[arg-type]
-        fac = factorize(mdp.P_pi(sol.policy), self.gamma)
-        return FollowerState(x=x, mdp=mdp, solution=sol, factorization=fac)
+        return FollowerState(x=x, mdp=mdp, solution=sol, factorization=_reuse(mdp, sol))
 
     def value(self, x: object, **solver_options: object) -> float | complex:
         """Leader objective ``F(x) = f(x, pi*(x))``."""
@@ -122,3 +121,17 @@ class BilevelProblem:
     def __repr__(self) -> str:
         return (f"BilevelProblem(S={self.n_states}, A={self.n_actions}, d={self.n_params}, "
                 f"gamma={self.gamma}, tau={self.tau}, objective={self.objective!r})")
+
+
+def _reuse(mdp: FiniteMDP, sol: object) -> BellmanFactorization:
+    """The factorisation of ``I - gamma P_pi`` at the solution's policy, reusing Newton's
+    last LU: as is when it was taken at this very policy, with one refinement step when
+    the polishing step moved the policy (by ~1e-13), fresh for value iteration."""
+    P_pi = mdp.P_pi(sol.policy)  # type: ignore[attr-defined]
+    near = sol.factorization  # type: ignore[attr-defined]
+    if near is None:
+        return factorize(P_pi, mdp.gamma)
+    if sol.factorized_policy is sol.policy or np.array_equal(  # type: ignore[attr-defined]
+            sol.factorized_policy, sol.policy):  # type: ignore[attr-defined]
+        return near
+    return RefinedFactorization(near, P_pi, mdp.gamma)

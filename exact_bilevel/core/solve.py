@@ -36,15 +36,16 @@ The default tolerance is ``1e-12 * value_scale(mdp, tau)`` with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _validate
 from .errors import ConvergenceError, NumericalError, require_finite
-from .linalg import factorize
+from .linalg import BellmanFactorization, factorize
 from .mdp import FiniteMDP
 from .soft_bellman import boltzmann, hard_bellman_operator, q_from_v
 
@@ -80,6 +81,10 @@ class SoftSolution:
         Temperature.
     tolerance : float
         The residual that was asked for.
+    factorization : BellmanFactorization or None
+        Newton's last LU of ``I - gamma P_pi``, at the policy ``factorized_policy``
+        (the returned policy, or the one a polishing step before it); ``None`` for value
+        iteration. Reused by :meth:`~exact_bilevel.core.problem.BilevelProblem.follower_state`.
     """
 
     q: np.ndarray
@@ -91,6 +96,9 @@ class SoftSolution:
     method: str
     tau: float
     tolerance: float
+    factorization: BellmanFactorization | None = field(default=None, repr=False,
+                                                       compare=False)
+    factorized_policy: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def value_scale(mdp: FiniteMDP, tau: float) -> float:
@@ -124,6 +132,8 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
     for _ in range(warm_start):
         v = boltzmann(q_from_v(mdp, v), tau).v
     accepted: SoftSolution | None = None
+    fac: BellmanFactorization | None = None
+    fac_policy: np.ndarray | None = None
     for it in range(max_iter + 1):
         q = q_from_v(mdp, v)
         b = boltzmann(q, tau)
@@ -132,9 +142,12 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             callback(it, res)
         current = SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy,
                                residual=res, iterations=it, method="newton", tau=tau,
-                               tolerance=tol)
+                               tolerance=tol, factorization=fac, factorized_policy=fac_policy)
         if accepted is not None:  # after the polishing step: keep the better iterate
-            return current if res < accepted.residual else accepted
+            if res < accepted.residual:
+                return current
+            return dataclasses.replace(accepted, factorization=fac,
+                                       factorized_policy=fac_policy)
         if res <= tol:
             # One more (quadratically convergent) step usually lands on the rounding
             # floor; it is kept only if it lowers the residual.
@@ -147,7 +160,8 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
         # arithmetic V increases monotonically (soft policy improvement), but the
         # residual need not decrease at every step far from the solution.
         rhs = np.sum(b.policy * (mdp.reward - tau * b.log_policy), axis=-1)
-        v_new = factorize(mdp.P_pi(b.policy), mdp.gamma).solve(rhs)
+        fac, fac_policy = factorize(mdp.P_pi(b.policy), mdp.gamma), b.policy
+        v_new = fac.solve(rhs)
         step = float(np.max(np.abs(v_new - v)))
         if accepted is None and step <= 8 * _EPS * float(np.max(np.abs(v_new), initial=1.0)):
             # V no longer moves but the residual is above tol: the rounding floor.
