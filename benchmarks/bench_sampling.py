@@ -63,7 +63,7 @@ def main() -> None:
     s_idx = np.random.default_rng(2).integers(S, size=N)
     a_idx = np.random.default_rng(3).integers(A, size=N)
     rows.append(("generative model", N / _best(lambda: smp.step(s_idx, a_idx))))
-    t = _best(lambda: estimate(problem, x, "bc-hg", N, np.random.default_rng(4)), 1)
+    t = _best(lambda: estimate(problem, x, "bc-hg", N, np.random.default_rng(4)), 3)
     rows.append(("bc-hg estimate (solve + sampling + sums)", N / t))
     print(f"S = {S}, A = {A}, {N:.0e} transitions per measurement, one thread\n")
     print(f"| {'what':44s} | transitions/s | vs baseline |")
