@@ -13,11 +13,16 @@ The place other projects' test suites import from, like ``numpy.testing``::
   bias is within an allowance (``O(1/n)``, shrinking with the budget);
 * :func:`assert_matches_exact` — a deterministic gradient against the exact one;
 * :func:`tail_diagnostic` and :class:`EstimateTailWarning` — when the estimates are
-  too skewed for the tests' normal approximation (rare-event regime).
+  too skewed for the tests' normal approximation (rare-event regime);
+* :func:`check_estimator` — a certification battery for your own estimator
+  ``fn(problem, x, budget, seed) -> gradient`` on a curated suite of exact problems;
+  with pytest, the ``bilevel_case`` fixture of the bundled plugin runs the suite as
+  parametrised cases (``def test_mine(bilevel_case): bilevel_case.assert_passes(fn)``).
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
 
+from .experiments.battery import BatteryResult, Case, check_estimator, suite
 from .validation.acceptance import (
     EXACT_RTOL,
     EstimateTailWarning,
@@ -36,6 +41,8 @@ from .validation.acceptance import (
 
 __all__ = [
     "EXACT_RTOL",
+    "BatteryResult",
+    "Case",
     "EstimateTailWarning",
     "TestResult",
     "assert_bias_within",
@@ -44,8 +51,10 @@ __all__ = [
     "assert_unbiased",
     "bias_bound_test",
     "bonferroni_test",
+    "check_estimator",
     "consistency_test",
     "hotelling_test",
+    "suite",
     "tail_diagnostic",
     "unbiasedness_test",
 ]
