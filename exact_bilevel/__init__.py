@@ -9,15 +9,20 @@ The folders are the layers, each importing only the ones before it:
                     complex step, mpmath, sympy, HPGD recursion, unrolled VI)
 ``estimators``      the sampler and the sample-based estimators of the literature
 ``games``           two-player Markov games (exact and sampled)
-``validation``      acceptance tests and the wrong estimators they must reject
-``experiments``     example and paper problems, leader optimisation, reproductions
+``validation``      acceptance tests, the wrong estimators they must reject, the
+                    convergence protocols
+``formats``         problem, game and golden-vector files
+``experiments``     example and paper problems, leader optimisation, reproductions,
+                    the certification battery
+``sweeps``          resumable validation sweeps (SQLite; local pool or Dask)
 =================== ===========================================================
 
 The top-level modules are the public interface and may import any layer; no
 layer imports them: :mod:`exact_bilevel.testing` and :mod:`exact_bilevel.mutants`
 (for other projects' test suites), :mod:`exact_bilevel.strategies` (hypothesis
 strategies), :mod:`exact_bilevel.io` (problem files), :mod:`exact_bilevel.gym_envs`
-(Gymnasium conversion), :mod:`exact_bilevel.cli` (the ``exact-bilevel`` command).
+(Gymnasium conversion), :mod:`exact_bilevel.pytest_plugin` (the ``bilevel_case``
+fixture), :mod:`exact_bilevel.cli` (the ``exact-bilevel`` command).
 The package namespace below is the everyday API.
 
 Modules that lived at the top level before the layered layout (``exact_bilevel.solve``,

@@ -1,5 +1,5 @@
 """Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check |
-estimators | reproduce``.
+estimators | sweep | report | reproduce``.
 
 Exit codes (documented in ``--help``):
 
@@ -346,6 +346,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweeps.run import run_sweep
+    from .sweeps.spec import load_spec
+
+    spec = load_spec(args.spec)
+    added = run_sweep(spec, args.db, workers=args.workers, progress=not args.quiet,
+                      executor=args.executor, scheduler=args.scheduler)
+    print(json.dumps({"db": args.db, "replicates_added": added, "replicates": spec.n_rows}))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .sweeps.report import report
+
+    print(report(args.db, args.out, alpha=args.alpha, force=args.force))
+    return 0
+
+
 # --- options --------------------------------------------------------------------------
 def _number(check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
     """An argparse type: a float satisfying ``check``, else an error stating ``rule``."""
@@ -460,6 +478,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="as JSON")
     output(p)
     p.set_defaults(func=_cmd_estimators)
+    p = command("sweep", "run a validation sweep (problems x estimators x budgets x "
+                         "replicates) into an SQLite file; resumable")
+    p.add_argument("spec", help="sweep file (format exact-bilevel-sweep/1)")
+    p.add_argument("--db", required=True, metavar="RESULTS.sqlite",
+                   help="results file (created, or completed if it holds the same spec)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes (local pool, or a Dask LocalCluster)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="the standard library's process pool, or Dask distributed "
+                        "(the dask extra)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a running Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
+    p = command("report", "write sweep_report.md and .png from a sweep's results file")
+    p.add_argument("--db", required=True, metavar="RESULTS.sqlite", help="results file")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--alpha", type=_unit_interval, default=0.01,
+                   help="false-alarm rate of the unbiasedness verdicts")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_report)
     p = command("reproduce", "run a paper's experiment with exact ground truth; write "
                              "reproduce_NAME.md and .png into --out")
     p.add_argument("name", choices=REPRODUCTIONS, help="the experiment")

@@ -68,24 +68,34 @@ def test_game_estimator_is_unbiased(estimator):
     run()
 
 
+def _rejections(strategy, trials, check):
+    """Run ``check(case, seed) -> TestResult`` on ``trials`` problems drawn one per
+    hypothesis example (so the class's rejection sampling acts per problem)."""
+    results = []
+
+    @settings(RANDOM, max_examples=trials)
+    @given(case=strategy, seed=seeds)
+    def run(case, seed):
+        results.append(check(case, seed))
+
+    run()
+    assert len(results) == trials
+    return results
+
+
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_mutant_is_rejected_on_drawn_problems(name):
     row = POWER[name]
     floor, trials = row["floor"], row["trials"]
     assert floor >= 1, f"{name}: the measured power gives no floor; strengthen the check"
     mutant = MUTANTS[name]
-
-    @settings(RANDOM, max_examples=1)
-    @given(cases=st.lists(CONVERGENCE_CLASSES[row["class"]], min_size=trials,
-                          max_size=trials), seed=seeds)
-    def run(cases, seed):
-        results = [convergence.check(c.problem, c.x, mutant.mutates, mutant.critic,
-                                     seed=seed + i, alpha=ALPHA, fn=mutant.fn)
-                   for i, c in enumerate(cases)]
-        caught = sum(r.reject for r in results)
-        assert caught >= floor, (f"{name} caught on {caught} of {trials} problems (floor "
-                                 f"{floor}): " + "; ".join(r.report for r in results))
-    run()
+    results = _rejections(
+        CONVERGENCE_CLASSES[row["class"]], trials,
+        lambda c, s: convergence.check(c.problem, c.x, mutant.mutates, mutant.critic, seed=s,
+                                       alpha=ALPHA, fn=mutant.fn))
+    caught = sum(r.reject for r in results)
+    assert caught >= floor, (f"{name} caught on {caught} of {trials} problems (floor "
+                             f"{floor}): " + "; ".join(r.report for r in results))
 
 
 @pytest.mark.parametrize("name", sorted(GAME_MUTANTS))
@@ -93,16 +103,11 @@ def test_game_mutant_is_rejected_on_drawn_games(name):
     row = POWER[name]
     floor, trials = row["floor"], row["trials"]
     assert floor >= 1
-
-    @settings(RANDOM, max_examples=1)
-    @given(cases=st.lists(CONVERGENCE_CLASSES[row["class"]], min_size=trials,
-                          max_size=trials), seed=seeds)
-    def run(cases, seed):
-        caught = sum(convergence.check_game(c.game, c.x, "bc-hg", seed=seed + i, alpha=ALPHA,
-                                            fn=GAME_MUTANTS[name]).reject
-                     for i, c in enumerate(cases))
-        assert caught >= floor
-    run()
+    results = _rejections(
+        CONVERGENCE_CLASSES[row["class"]], trials,
+        lambda c, s: convergence.check_game(c.game, c.x, "bc-hg", seed=s, alpha=ALPHA,
+                                            fn=GAME_MUTANTS[name]))
+    assert sum(r.reject for r in results) >= floor
 
 
 def test_the_power_table_covers_every_protocol_and_mutant():

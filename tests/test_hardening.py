@@ -152,7 +152,7 @@ def test_estimate_buffers_over_the_budget_are_refused(tmp_path, capsys):
 
 
 def test_reads_are_bounded_whatever_the_file_claims(tmp_path, monkeypatch, capsys):
-    import exact_bilevel.io as io
+    import exact_bilevel.formats.files as io
 
     monkeypatch.setattr(io, "MAX_FILE_BYTES", 1000)
     assert main(["solve", "/dev/zero"]) == 2            # getsize is 0; read stops at 1001

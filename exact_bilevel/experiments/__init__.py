@@ -8,5 +8,10 @@ r"""Experiments built on the exact core: problems, leader optimisation, reproduc
 * :mod:`.reproduce` — the papers' experiments with the exact answer beside every
   estimate (``exact-bilevel reproduce``).
 
-May import: every other subpackage (core, crosscheck, estimators, games, validation).
+* :mod:`.battery` — the certification battery for other people's estimators
+  (public as :func:`exact_bilevel.testing.check_estimator`).
+
+May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.crosscheck`,
+:mod:`exact_bilevel.estimators`, :mod:`exact_bilevel.games`,
+:mod:`exact_bilevel.validation`, :mod:`exact_bilevel.formats`.
 """

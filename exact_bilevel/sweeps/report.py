@@ -1,0 +1,105 @@
+"""A report from a sweep's results: bias, error and cosine against the exact answer.
+
+Per problem, estimator and budget: ``R`` replicates, the relative error of their mean
+``|mean - g| / |g|``, the cosine of the mean with ``g``, the mean relative error of a
+single replicate, the largest per-coordinate ``|z|`` of the bias, and the verdict of
+the unbiasedness test at ``alpha`` (for an estimator that is not unbiased the verdict
+says whether its bias is visible at that ``R``). A PNG shows the relative error of a
+single replicate against the budget, per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections import defaultdict
+
+import numpy as np
+
+from ..core._files import atomic_write
+from ..validation.acceptance import unbiasedness_test
+from . import store
+
+
+def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> str:
+    """Write ``sweep_report.md`` and ``sweep_report.png`` into ``out``; return the text."""
+    path = pathlib.Path(out)
+    targets = [path / "sweep_report.md", path / "sweep_report.png"]
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        raise ValueError(f"out: {existing[0]} exists; pass --force to replace it")
+    con = store.connect(db)
+    try:
+        spec = json.loads(store.spec_text(con))
+        exact = {p: np.array(json.loads(g)) for p, g in
+                 con.execute("SELECT problem, exact FROM problems")}
+        groups: dict[tuple[str, str, int], list[list[float]]] = defaultdict(list)
+        for p, e, b, g in con.execute("SELECT problem, estimator, budget, gradient FROM "
+                                      "estimates ORDER BY problem, estimator, budget, "
+                                      "replicate"):
+            groups[p, e, b].append(json.loads(g))
+    finally:
+        con.close()
+    import warnings
+
+    lines = ["# Sweep report", "",
+             f"Results file `{pathlib.Path(db).name}`; spec: `{json.dumps(spec)}`.", "",
+             f"Unbiasedness test at alpha = {alpha} (Hotelling / Bonferroni-t).", "",
+             "| problem | estimator | budget | R | rel. error of mean | cosine | mean rel. "
+             "error of one | max abs z | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    curves: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for (p, e, b), rows in sorted(groups.items()):
+        X, g = np.array(rows), exact[p]
+        norm = max(float(np.linalg.norm(g)), 1e-300)
+        m = X.mean(axis=0)
+        single = float(np.mean(np.linalg.norm(X - g, axis=1)) / norm)
+        cos = float(m @ g / max(np.linalg.norm(m) * norm, 1e-300))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = unbiasedness_test(X, g, alpha) if len(rows) >= 2 else None
+        verdict = "-" if res is None else ("REJECT" if res.reject else "accept")
+        zmax = "-" if res is None else f"{float(np.max(np.abs(res.z))):.3g}"
+        lines.append(f"| {p} | {e} | {b} | {len(rows)} | {np.linalg.norm(m - g) / norm:.3g} "
+                     f"| {cos:.4f} | {single:.3g} | {zmax} | {verdict} |")
+        curves[p, e].append((b, single))
+        if res is not None:
+            verdicts[e].append(res.reject)
+    lines += ["", "Rejection rate per estimator over its (problem, budget) groups: the "
+              "false-alarm rate of an unbiased estimator, the power against a mutant "
+              "(`mutant:NAME`); for a consistent estimator, how often its bias is visible.", "",
+              "| estimator | rejected | groups | rate |", "| --- | --- | --- | --- |"]
+    for e, v in sorted(verdicts.items()):
+        lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} |")
+    text = "\n".join(lines) + "\n"
+    path.mkdir(parents=True, exist_ok=True)
+    _plot(curves, targets[1])
+    atomic_write(targets[0], text)
+    return text
+
+
+def _plot(curves: dict, target: pathlib.Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = sorted({p for p, _ in curves})
+    fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 4), squeeze=False)
+    for ax, p in zip(axes[0], problems, strict=True):
+        for (q, e), pts in sorted(curves.items()):
+            if q == p:
+                b, err = zip(*sorted(pts), strict=True)
+                ax.loglog(b, err, "o-", label=e)
+        ax.set_title(p, fontsize=8)
+        ax.set_xlabel("budget (transitions)")
+        ax.set_ylabel("relative error of one estimate")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write(target, buf.getvalue())

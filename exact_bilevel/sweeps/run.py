@@ -1,0 +1,152 @@
+"""Run the missing replicates of a sweep (standard library process pool).
+
+Replicate ``i`` of estimator ``e`` at budget ``n`` on problem ``p`` draws from
+``numpy.random.default_rng([seed, crc32(p), crc32(e), n, i])``: the numbers depend on
+nothing else (not the worker count, not the order, not an interruption).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..core.hypergradient import hypergradient
+from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowledge
+from ..estimators.sampling import Sampler
+from ..experiments.examples import random_problem
+from ..formats.files import load_problem
+from ..validation.mutants import MUTANTS
+from . import store
+from .spec import ProblemSpec, SweepSpec
+
+Task = tuple[str, str, str, int, int]  # problem, estimator, critic, budget, replicate
+
+
+def replicate_seed(seed: int, problem: str, estimator: str, budget: int,
+                   replicate: int) -> np.random.Generator:
+    """The generator of one replicate, from its coordinates alone."""
+    return np.random.default_rng([seed, zlib.crc32(problem.encode()),
+                                  zlib.crc32(estimator.encode()), budget, replicate])
+
+
+def build(p: ProblemSpec) -> tuple[Any, np.ndarray]:
+    """``(problem, x)`` of a problem entry."""
+    if p.path is not None:
+        return load_problem(p.path)
+    return random_problem(**dict(p.random or ()))
+
+
+@functools.lru_cache(maxsize=64)
+def _knowledge(p: ProblemSpec) -> Any:
+    problem, x = build(p)
+    return problem, x, leader_knowledge(problem, x)
+
+
+def _run_chunk(args: tuple[SweepSpec, list[Task]]) -> list[store.Row]:
+    spec, tasks = args
+    by_name = {p.name: p for p in spec.problems}
+    rows = []
+    for pname, est, critic, budget, rep in tasks:
+        _, _, know = _knowledge(by_name[pname])
+        label = f"{est}[{critic}]"
+        t0 = time.perf_counter()
+        rng = replicate_seed(spec.seed, pname, label, budget, rep)
+        fn = (MUTANTS[est[len("mutant:"):]].fn if est.startswith("mutant:")
+              else ESTIMATORS[est].fn)
+        e = fn(know, Sampler(know.state.mdp, rng), budget, critic)
+        if not np.all(np.isfinite(e.gradient)):
+            raise ValueError(f"{label} on {pname}: non-finite estimate (replicate {rep})")
+        rows.append((pname, label, budget, rep, json.dumps(e.gradient.tolist()),
+                     int(e.transitions), time.perf_counter() - t0))
+    return rows
+
+
+EXECUTORS = ("local", "dask")
+
+
+def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
+              progress: bool = True, executor: str = "local",
+              scheduler: str | None = None) -> int:
+    """Compute every replicate not yet in ``db``; returns how many were added.
+
+    ``executor="local"``: the standard library's process pool (``workers`` processes;
+    one worker runs in this process). ``executor="dask"``: Dask distributed (the ``dask``
+    extra) on the cluster at ``scheduler``, or on a ``LocalCluster`` of ``workers``
+    processes when no address is given. Both run the same function on the same chunks;
+    rows are written by this process only, one transaction per chunk.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor = {executor!r}: must be one of {EXECUTORS}")
+    if scheduler is not None and executor != "dask":
+        raise ValueError("scheduler: only with executor 'dask'")
+    for b in spec.budgets:
+        check_sample_buffers(b)
+    con = store.connect(db)
+    try:
+        store.bind_spec(con, spec.canonical)
+        for p in spec.problems:  # the exact answer beside every estimate
+            problem, x = build(p)
+            h = hypergradient(problem, x)
+            con.execute("BEGIN IMMEDIATE")
+            store.put_problem(con, p.name, float(h.value), h.gradient.tolist())
+            con.execute("COMMIT")
+        have = store.done(con)
+        todo = [(p.name, e.name, e.critic, b, i) for p in spec.problems
+                for e in spec.estimators for b in spec.budgets for i in range(spec.replicates)
+                if (p.name, e.label, b, i) not in have]
+        chunks = [(spec, todo[k:k + chunk]) for k in range(0, len(todo), chunk)]
+        bar = _bar(len(todo), progress)
+        added = 0
+        for rows in _results(chunks, executor, workers, scheduler):
+            store.put_rows(con, rows)
+            added += len(rows)
+            bar.update(len(rows))
+        bar.close()
+        return added
+    finally:
+        con.close()
+
+
+def _results(chunks: list, executor: str, workers: int,
+             scheduler: str | None) -> Iterator[list[store.Row]]:
+    """The rows of every chunk, as they complete."""
+    if executor == "dask":
+        try:
+            from distributed import Client, LocalCluster, as_completed
+        except ImportError:
+            raise ValueError("executor: 'dask' needs the dask extra "
+                             "(pip install exact_bilevel[dask])") from None
+        cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                      processes=True, dashboard_address=None)
+        client = Client(scheduler or cluster)
+        try:
+            for future in as_completed(client.map(_run_chunk, chunks, pure=False)):
+                yield future.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    if workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_run_chunk, c) for c in chunks]
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        return
+    for c in chunks:
+        yield _run_chunk(c)
+
+
+def _bar(total: int, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="sweep (replicates)",
+                disable=not progress or not sys.stderr.isatty())
