@@ -49,6 +49,8 @@ def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
                                 "features": [[[0.0, 0.0]] * 2] * 3}
     text = json.dumps(_problem())
     small = {"EXACT_BILEVEL_MAX_BYTES": "1000"}
+    sweep = {"format": "exact-bilevel-sweep/1", "problems": [{"random": {"count": 1}}],
+             "estimators": ["bc-hg"], "budgets": [100], "replicates": 2}
     S, A, d = 30, 4, 10_000   # a ~0.1 MB file whose dr[S, A, d] needs 9.6 MB
     wide = {"format": "exact-bilevel/1", "gamma": 0.9, "tau": 0.5,
             "transitions": [[[1.0 / S] * S] * A] * S,
@@ -87,6 +89,18 @@ def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
                                           "--transitions", "200", "--quiet"], {}, None),
         ("reproduce without --out", ["reproduce", "sobirl"], {}, None),
         ("unknown option", ["solve", good, "--frobnicate"], {}, None),
+        ("sweep: /dev/zero as the spec", ["sweep", "/dev/zero", "--db", str(tmp / "a.db")],
+         {}, None),
+        ("sweep: budget 1e9", ["sweep", write("s1.json", {**sweep, "budgets": [10**9]}),
+                               "--db", str(tmp / "b.db")], {}, None),
+        ("sweep: 2e7 replicates in total", ["sweep", write(
+            "s2.json", {**sweep, "replicates": 10**6, "budgets": [100] * 20}),
+            "--db", str(tmp / "c.db")], {}, None),
+        ("sweep: a problem file that does not exist", ["sweep", write(
+            "s3.json", {**sweep, "problems": [{"path": "nope.json"}]}),
+            "--db", str(tmp / "d.db")], {}, None),
+        ("report: a results file that does not exist",
+         ["report", "--db", str(tmp / "none.db"), "--out", str(tmp / "o")], {}, None),
     ]
 
 

@@ -28,6 +28,8 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
     existing = [p for p in targets if p.exists()]
     if existing and not force:
         raise ValueError(f"out: {existing[0]} exists; pass --force to replace it")
+    if not pathlib.Path(db).is_file():
+        raise ValueError(f"db: {db} is not a results file")
     con = store.connect(db)
     try:
         spec = json.loads(store.spec_text(con))

@@ -89,15 +89,18 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
         raise ValueError("scheduler: only with executor 'dask'")
     for b in spec.budgets:
         check_sample_buffers(b)
+    exact = []  # every problem loads and solves before anything is written
+    for p in spec.problems:
+        problem, x = build(p)
+        h = hypergradient(problem, x)
+        exact.append((p.name, float(h.value), h.gradient.tolist()))
     con = store.connect(db)
     try:
         store.bind_spec(con, spec.canonical)
-        for p in spec.problems:  # the exact answer beside every estimate
-            problem, x = build(p)
-            h = hypergradient(problem, x)
-            con.execute("BEGIN IMMEDIATE")
-            store.put_problem(con, p.name, float(h.value), h.gradient.tolist())
-            con.execute("COMMIT")
+        con.execute("BEGIN IMMEDIATE")
+        for name, value, grad in exact:  # the exact answer beside every estimate
+            store.put_problem(con, name, value, grad)
+        con.execute("COMMIT")
         have = store.done(con)
         todo = [(p.name, e.name, e.critic, b, i) for p in spec.problems
                 for e in spec.estimators for b in spec.budgets for i in range(spec.replicates)
