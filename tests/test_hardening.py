@@ -241,3 +241,19 @@ def test_memory_budget_variable_is_validated(monkeypatch, tmp_path, capsys):
     assert main(["hypergradient", _write(tmp_path, _problem_dict())]) == 2
     assert "EXACT_BILEVEL_MAX_BYTES" in capsys.readouterr().err
     del os.environ["EXACT_BILEVEL_MAX_BYTES"]
+
+
+def test_atomic_writes_keep_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; an atomically written file gets 0666 less the umask
+    (or keeps the mode of the file it replaces)."""
+    from exact_bilevel.core._files import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", "x")
+        assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o644
+        os.chmod(tmp_path / "a.txt", 0o640)
+        atomic_write(tmp_path / "a.txt", "y")
+        assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o640
+    finally:
+        os.umask(umask)

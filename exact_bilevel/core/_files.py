@@ -16,6 +16,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                suffix=".tmp")
     try:
+        os.chmod(tmp, _mode(path))  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
@@ -25,3 +26,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode(path: str) -> int:
+    """The existing file's permissions, or ``0o666`` less the process umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
