@@ -74,10 +74,10 @@ def _has_nonfinite(value: object) -> bool:
 
 
 def _progress(total: int, desc: str, quiet: bool) -> Any:
-    """A tqdm bar on a terminal (off with ``--quiet`` or when stderr is not a terminal)."""
-    from tqdm import tqdm
+    """A progress bar on a terminal (off with ``--quiet``)."""
+    from .core._progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
+    return progress_bar(total=total, desc=desc, enabled=not quiet)
 
 
 # --- commands -------------------------------------------------------------------------

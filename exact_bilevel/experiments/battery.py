@@ -36,6 +36,7 @@ from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
 from ..validation.acceptance import TestResult, bias_bound_test, unbiasedness_test
+from ..validation.convergence import bias_allowance
 from .examples import random_problem
 
 UserEstimator = Callable[[BilevelProblem, np.ndarray, int, int], np.ndarray]
@@ -69,9 +70,8 @@ class Case:
                              f"{self.name!r}; expected ({self.x.size},)")
         if unbiased:
             return unbiasedness_test(X, self.exact, alpha)
-        sd1 = float(np.max(X.std(axis=0, ddof=1))) * np.sqrt(budget)
-        allowance = bias_constant * max(float(np.max(np.abs(self.exact))), sd1) / budget
-        return bias_bound_test(X, self.exact, allowance, alpha)
+        return bias_bound_test(X, self.exact,
+                               bias_allowance(X, self.exact, budget, bias_constant), alpha)
 
     def assert_passes(self, fn: UserEstimator, **options: object) -> TestResult:
         """:meth:`run`, raising ``AssertionError`` with the report if the test rejects."""

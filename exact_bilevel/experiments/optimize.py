@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import _validate
+from ..core._progress import progress_bar
 from ..core.hypergradient import Hypergradient, hypergradient
 from ..core.problem import BilevelProblem
 from ..estimators import estimate, leader_knowledge
@@ -129,7 +130,7 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
     seed : int
         Step ``t`` samples with ``numpy.random.default_rng([seed, t])``.
     progress : bool
-        Show a progress bar (needs ``tqdm``, in the ``plots`` extra).
+        Show a progress bar (on a terminal).
     """
     x = problem.check_x(x0).copy()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
@@ -155,11 +156,7 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
     sign = 1.0 if maximize else -1.0
     xs, values, norms, errors, used = [], [], [], [], []
     v_prev = None
-    iterator = range(steps + 1)
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc="leader steps")
-    for t in iterator:
+    for t in progress_bar(range(steps + 1), desc="leader steps", enabled=progress):
         state = problem.follower_state(x, v0=v_prev)
         v_prev = state.solution.v
         exact = hypergradient(problem, x, state=state)

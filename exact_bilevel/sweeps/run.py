@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core._progress import progress_bar
+from ..core.errors import require_finite
 from ..core.hypergradient import hypergradient
 from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowledge
 from ..estimators.sampling import Sampler
@@ -62,8 +63,8 @@ def _run_chunk(args: tuple[SweepSpec, list[Task]]) -> list[store.Row]:
         fn = (MUTANTS[est[len("mutant:"):]].fn if est.startswith("mutant:")
               else ESTIMATORS[est].fn)
         e = fn(know, Sampler(know.state.mdp, rng), budget, critic)
-        if not np.all(np.isfinite(e.gradient)):
-            raise ValueError(f"{label} on {pname}: non-finite estimate (replicate {rep})")
+        require_finite(f"{label} on {pname}, replicate {rep}: the estimate", e.gradient,
+                       "sampling")
         rows.append((pname, label, budget, rep, json.dumps(e.gradient.tolist()),
                      int(e.transitions), time.perf_counter() - t0))
     return rows
@@ -106,7 +107,7 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
                 for e in spec.estimators for b in spec.budgets for i in range(spec.replicates)
                 if (p.name, e.label, b, i) not in have]
         chunks = [(spec, todo[k:k + chunk]) for k in range(0, len(todo), chunk)]
-        bar = _bar(len(todo), progress)
+        bar = progress_bar(total=len(todo), desc="sweep (replicates)", enabled=progress)
         added = 0
         for rows in _results(chunks, executor, workers, scheduler):
             store.put_rows(con, rows)
@@ -146,10 +147,3 @@ def _results(chunks: list, executor: str, workers: int,
         return
     for c in chunks:
         yield _run_chunk(c)
-
-
-def _bar(total: int, progress: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="sweep (replicates)",
-                disable=not progress or not sys.stderr.isatty())

@@ -110,12 +110,19 @@ def target(problem: BilevelProblem, x: np.ndarray, protocol: Protocol) -> np.nda
     return hypergradient(problem, x).gradient
 
 
+def bias_allowance(samples: np.ndarray, exact: np.ndarray, budget: int,
+                   constant: float) -> float:
+    """The ``O(1/n)`` allowance ``c max(|g|_inf, sd_1) / n``, ``sd_1`` the largest
+    per-coordinate standard deviation of one estimate times ``sqrt(n)``."""
+    sd1 = float(np.max(samples.std(axis=0, ddof=1))) * np.sqrt(budget)
+    return constant * max(float(np.max(np.abs(exact))), sd1) / budget
+
+
 def allowance(samples: np.ndarray, exact: np.ndarray, protocol: Protocol) -> float:
-    """``c_e max(|g|_inf, sd_1) / n`` (0 for unbiased protocols)."""
+    """:func:`bias_allowance` of the protocol (0 for unbiased protocols)."""
     if protocol.unbiased:
         return 0.0
-    sd1 = float(np.max(samples.std(axis=0, ddof=1))) * np.sqrt(protocol.budget)
-    return protocol.bias_constant * max(float(np.max(np.abs(exact))), sd1) / protocol.budget
+    return bias_allowance(samples, exact, protocol.budget, protocol.bias_constant)
 
 
 def rare_event_diagnostic(know: LeaderKnowledge, transitions: float) -> tuple[float, int, int]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import pathlib
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...core._files import atomic_write
+from ...core._progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,8 @@ def run_all(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
     when ``workers > 1``, with a progress bar on a terminal."""
     if workers > 1:
         with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-            return list(progress(pool.map(fn, jobs), desc, total=len(jobs)))
-    return [fn(job) for job in progress(jobs, desc, total=len(jobs))]
-
-
-def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
-    """A tqdm progress bar on stderr when it is a terminal (and tqdm is installed)."""
-    if not sys.stderr.isatty():
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return items
-    return tqdm(items, desc=desc, total=total)
+            return list(progress_bar(pool.map(fn, jobs), desc=desc, total=len(jobs)))
+    return [fn(job) for job in progress_bar(jobs, desc=desc, total=len(jobs))]
 
 
 def plt() -> Any:
@@ -80,11 +69,3 @@ def save_figure(fig: Any, path: pathlib.Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     atomic_write(path, buf.getvalue())
-
-
-def check_finite(name: str, values: np.ndarray) -> None:
-    """Raise ``ValueError`` naming the quantity if any value is not finite (never write
-    a table with NaN in it)."""
-    bad = ~np.isfinite(np.asarray(values, dtype=float))
-    if np.any(bad):
-        raise ValueError(f"{name}: non-finite value at index {int(np.argmax(bad))}")

@@ -28,10 +28,11 @@ import pathlib
 import numpy as np
 
 from ... import games as mg
+from ...core.errors import require_finite
 from ...crosscheck.finite_differences import richardson_gradient
 from ...validation.mutants import authors_toy_follower, authors_toy_value
 from ..optimize import adam
-from ._common import RunSize, atomic_write, check_finite, mean_se, plt, run_all, save_figure
+from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure
 
 QUICK = RunSize(steps=60, seeds=2, budgets=(450,), learning_rates=(0.05,),
                 label="quick (CI-sized: 60 steps, 2 seeds)")
@@ -77,7 +78,7 @@ def discrete_toy(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) 
     res = run_all(run_one, jobs, workers=workers, desc="discrete-toy")
     curves = {(R, m, s): c for (R, m, _, _, s, _), c in zip(jobs, res, strict=True)}
     for k, c in curves.items():
-        check_finite(f"score along run {k}", c)
+        require_finite(f"score along run {k}", c, "the run")
     pyplot = plt()
     fig, axes = pyplot.subplots(1, 2, figsize=(12, 4.5))
     lines = ["# DiscreteToy Markov game (Kudo et al. 2026)", "",

@@ -23,13 +23,14 @@ import pathlib
 
 import numpy as np
 
+from ...core.errors import require_finite
 from ...estimators import leader_knowledge
 from ...estimators.critics import CarriedSarsaCritic
 from ...estimators.registry import ESTIMATORS
 from ...estimators.sampling import Sampler
 from ..optimize import GradientSource, adam, optimize
 from ..paper_problems import four_rooms_design
-from ._common import RunSize, atomic_write, check_finite, mean_se, plt, run_all, save_figure, score
+from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure, score
 
 QUICK = RunSize(steps=40, seeds=2, budgets=(100, 1000), learning_rates=(0.5,),
                 label="quick (CI-sized: 40 steps, 2 seeds, lr 0.5 only)")
@@ -115,7 +116,7 @@ def four_rooms(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) ->
     curves = dict(zip(keys, run_all(run_one, jobs, workers=workers, desc="fourrooms"),
                       strict=True))
     for k, c in curves.items():
-        check_finite(f"F along run {k}", c)
+        require_finite(f"F along run {k}", c, "the run")
     return _report(out, curves, size)
 
 
