@@ -1,0 +1,202 @@
+r"""The leader's objective under the soft-optimal follower, from Gaussian state marginals.
+
+The follower's policy is written by its *policy parameters* (what a fixed policy
+holds fixed as a function of what it observes)::
+
+    u = -(L_s s + L_a a) + eps_u,   eps_u ~ N(0, Sigma_u),   L_s = G A,  L_a = G C
+
+so that, with ``a = K_L s + eps_L``, the state stays Gaussian,
+``s_t ~ N(mu_t, Sigma_t)``::
+
+    K_bar = L_s + L_a K_L                          (mean input -K_bar s)
+    F     = A + C K_L - B K_bar                    (closed-loop mean dynamics)
+    N     = E_C Sigma_L E_C' + B Sigma_u B' + W,   E_C = C - B L_a
+    mu_{t+1} = F mu_t,   Sigma_{t+1} = F Sigma_t F' + N
+
+and the expected stage reward is closed form::
+
+    l(mu, Sigma) = -[mu'(Q_L + K_bar'R_L K_bar)mu + tr((Q_L + K_bar'R_L K_bar) Sigma)]
+                   - tr(R_L Sigma_uu0) + bump(mu, Sigma) + hinge(mu, Sigma) - sum_k w_k z_k^2,
+    Sigma_uu0 = L_a Sigma_L L_a' + Sigma_u,
+    bump  = w_b det(I + Sigma D)^{-1/2} exp(-1/2 d'(D^{-1} + Sigma)^{-1} d),  d = mu - c,
+    hinge = w_h [ m Phi(-m/sigma) - sigma phi(m/sigma) ],  m = mu[i], sigma^2 = Sigma[i, i].
+
+``F(x) = sum_{t < T} gamma_L^t l(mu_t, Sigma_t)``. Everything is complex-analytic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.linalg
+import scipy.special
+
+from ..core.errors import NumericalError, require_finite
+from .model import LeaderReward, LQRInstance, LQRProblem
+from .riccati import SoftLQRSolution, solve_soft_lqr, sym
+
+#: Terms below this fraction of the running sum end an infinite-horizon sum.
+_FLOOR = 1e-17
+_MAX_STEPS = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedLoop:
+    """Policy parameters and the closed-loop Gaussian dynamics (module docstring)."""
+
+    L_s: np.ndarray
+    L_a: np.ndarray
+    Sigma_u: np.ndarray
+    K_bar: np.ndarray
+    F: np.ndarray
+    N: np.ndarray
+    E_C: np.ndarray
+    Sigma_uu0: np.ndarray
+
+
+def closed_loop(inst: LQRInstance, L_s: np.ndarray, L_a: np.ndarray,
+                Sigma_u: np.ndarray) -> ClosedLoop:
+    """The closed loop of the policy ``u = -(L_s s + L_a a) + N(0, Sigma_u)``."""
+    K_bar = L_s + L_a @ inst.K_L
+    F = inst.A + inst.C @ inst.K_L - inst.B @ K_bar
+    E_C = inst.C - inst.B @ L_a
+    N = sym(E_C @ inst.Sigma_L @ E_C.T + inst.B @ Sigma_u @ inst.B.T + inst.W)
+    Suu0 = sym(L_a @ inst.Sigma_L @ L_a.T + Sigma_u)
+    return ClosedLoop(L_s, L_a, Sigma_u, K_bar, F, N, E_C, Suu0)
+
+
+def follower_closed_loop(inst: LQRInstance, sol: SoftLQRSolution) -> ClosedLoop:
+    """:func:`closed_loop` of the soft-optimal policy ``L_s = G A, L_a = G C``."""
+    return closed_loop(inst, sol.G @ inst.A, sol.G @ inst.C, sol.Sigma_u)
+
+
+def _logdet(M: np.ndarray) -> complex | float:
+    lu, _ = scipy.linalg.lu_factor(M)
+    d = np.diag(lu)
+    return 0.5 * np.sum(np.log(d * d))
+
+
+def bump(lr: LeaderReward, mu: np.ndarray, Sig: np.ndarray):
+    """``(E, dE/dmu, dE/dSigma)`` of ``w_b E exp(-1/2 (s-c)'D(s-c))``, ``s ~ N(mu, Sig)``."""
+    D = lr.bump_precision
+    Dinv = np.linalg.solve(D, np.eye(D.shape[0]))
+    Mm = Dinv + Sig
+    d = mu - lr.bump_center
+    Md = np.linalg.solve(Mm, d)
+    logval = -0.5 * (_logdet(Mm) + _logdet(D)) - 0.5 * d @ Md
+    E = lr.bump_weight * np.exp(logval)
+    Minv = np.linalg.solve(Mm, np.eye(D.shape[0]))
+    return E, -E * Md, E * 0.5 * (np.outer(Md, Md) - Minv)
+
+
+def hinge(lr: LeaderReward, mu: np.ndarray, Sig: np.ndarray):
+    """``(E, dE/dmu, dE/dSigma)`` of ``w_h E min(s[i], 0)``, ``s ~ N(mu, Sig)``."""
+    i = lr.hinge_index
+    n = mu.shape[0]
+    m, v = mu[i], Sig[i, i]
+    gmu = np.zeros(n, dtype=np.result_type(mu, Sig))
+    gS = np.zeros((n, n), dtype=gmu.dtype)
+    if np.real(v) <= 0.0:  # deterministic coordinate: min(m, 0), derivative 1[m < 0]
+        neg = np.real(m) < 0.0
+        gmu[i] = lr.hinge_weight * float(neg)
+        return lr.hinge_weight * (m if neg else 0.0 * m), gmu, gS
+    sig = np.sqrt(v)
+    u = m / sig
+    Phi = scipy.special.ndtr(-u)
+    phi = np.exp(-0.5 * u * u) / np.sqrt(2.0 * np.pi)
+    E = lr.hinge_weight * (m * Phi - sig * phi)
+    gmu[i] = lr.hinge_weight * Phi
+    gS[i, i] = -lr.hinge_weight * phi / (2.0 * sig)
+    return E, gmu, gS
+
+
+def stage(problem: LQRProblem, cl: ClosedLoop, mu: np.ndarray, Sig: np.ndarray,
+          z: np.ndarray):
+    r"""Expected stage reward ``l(mu, Sigma)`` and its partials.
+
+    Returns ``(l, dl/dmu[n], dl/dSigma[n, n], dl/dK_bar[m, n])``; ``dl/dSigma_uu0 = -R_L``
+    and ``dl/dz = -2 w z`` are constant and handled by the caller.
+    """
+    lr = problem.leader
+    QK = lr.Q_L + cl.K_bar.T @ lr.R_L @ cl.K_bar
+    second = np.outer(mu, mu) + Sig
+    val = -(mu @ QK @ mu + np.trace(QK @ Sig)) - np.trace(lr.R_L @ cl.Sigma_uu0) \
+        - np.sum(lr.cost_weight * z * z)
+    gmu = -2.0 * QK @ mu
+    gS = -QK
+    gK = -2.0 * lr.R_L @ cl.K_bar @ second
+    for term, weight in ((bump, lr.bump_weight), (hinge, lr.hinge_weight)):
+        if weight != 0.0:
+            e, em, eS = term(lr, mu, Sig)
+            val = val + e
+            gmu = gmu + em
+            gS = gS + eS
+    return val, gmu, gS, gK
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """Gaussian state marginals ``mu[T, n]``, ``Sigma[T, n, n]`` and stage rewards ``l[T]``."""
+
+    mu: np.ndarray
+    Sigma: np.ndarray
+    stage: np.ndarray
+    value: complex | float
+
+
+def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray) -> Trajectory:
+    r"""Forward recursion of the state marginals and ``F = sum_t gamma_L^t l_t``.
+
+    With ``horizon=None`` the sum runs until ``gamma_L^t |l_t| / (1 - gamma_L)`` falls
+    below ``1e-17`` of the running sum for 20 consecutive steps; it raises
+    ``ValueError`` when ``gamma_L rho(F)^2 >= 1`` (the leader's return is infinite).
+    """
+    T = problem.horizon
+    if T is None:
+        rho = float(np.max(np.abs(np.linalg.eigvals(np.real(cl.F)))))
+        if problem.gamma_L * rho * rho >= 1.0:
+            raise ValueError(f"horizon=None: gamma_L rho(F)^2 = {problem.gamma_L * rho * rho:.4g} "
+                             ">= 1, the leader's infinite-horizon return diverges; set a horizon")
+    dtype = np.result_type(cl.F, cl.N, problem.mu0)
+    mus, sigs, ls = [], [], []
+    mu = problem.mu0.astype(dtype)
+    Sig = problem.Sigma0.astype(dtype)
+    total = 0.0
+    g = 1.0
+    quiet = 0
+    t = 0
+    while True:
+        val, _, _, _ = stage(problem, cl, mu, Sig, z)
+        mus.append(mu)
+        sigs.append(Sig)
+        ls.append(val)
+        total = total + g * val
+        t += 1
+        if T is not None:
+            if t >= T:
+                break
+        else:
+            quiet = quiet + 1 if abs(g * val) / (1.0 - problem.gamma_L) <= _FLOOR * max(
+                abs(total), 1e-300) else 0
+            if quiet >= 20 or t >= _MAX_STEPS:
+                break
+        g *= problem.gamma_L
+        mu = cl.F @ mu
+        Sig = sym(cl.F @ Sig @ cl.F.T + cl.N)
+    traj = Trajectory(np.array(mus), np.array(sigs), np.array(ls), total)
+    if not np.iscomplexobj(traj.stage):
+        require_finite("leader objective", np.asarray(total), "the moment recursion")
+    return traj
+
+
+def value(problem: LQRProblem, x: object, *, sol: SoftLQRSolution | None = None):
+    r"""``F(x) = E sum_{t<T} gamma_L^t r_L(s_t, u_t)`` exactly (complex ``x`` allowed)."""
+    x = problem.check_x(x)
+    inst = problem.instance(x)
+    sol = solve_soft_lqr(inst) if sol is None else sol
+    cl = follower_closed_loop(inst, sol)
+    out = marginals(problem, cl, problem.z(x)).value
+    if not np.iscomplexobj(out) and not np.isfinite(out):
+        raise NumericalError("leader objective is not finite")
+    return out
