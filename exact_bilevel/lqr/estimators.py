@@ -1,0 +1,130 @@
+r"""Sample-based hypergradient estimators for Gaussian (soft-LQR) followers.
+
+From ``N = budget // T`` episodes of :mod:`.sampling` (``budget`` counts transitions),
+with discounted returns-to-go ``G_t = sum_{k >= t} gamma_L^k r_k`` (``G_T = 0``)::
+
+    g = Gamma * d(-sum_k w_k z_k^2)/dx                               (parameter cost)
+      + mean_i sum_t (G_t - b_t)   [ d log N(a_t; K_L s_t, Sigma_L)   (leader's action score)
+                                   + d log pi(u_t | s_t, a_t) ]       (follower's policy score)
+      + mean_i sum_t (G_{t+1} - b_{t+1}) d log N(s_{t+1}; A s_t + B u_t + C a_t, W)
+
+* ``bc-hg`` — the policy score by the Boltzmann covariance identity
+  ``d log pi = (dQ_F - E_pi dQ_F) / tau`` with the follower's exact soft-Q gradient
+  (Kudo et al. 2026, Prop. 1 and Eq. 9, for Gaussian policies); ``b = 0``.
+  Unbiased for the finite-horizon ``F``.
+* ``bc-hg-baseline`` — the same with ``b_t`` the leave-one-out mean of ``G_t`` over
+  the other episodes (independent of episode ``i``: still unbiased; needs N >= 2).
+* ``direct-only`` — no follower policy score (the naive estimator: biased by the
+  indirect term).
+
+Mutants (deliberately wrong, for the power of the tests): ``mutant:no-centring``
+(``dQ_F / tau``), ``mutant:tau-not-inverse`` (``tau (dQ_F - E dQ_F)``),
+``mutant:sign-flip`` (``-(...)``).
+
+A score is only formed for what depends on ``x``: the leader-action score needs a
+positive definite ``Sigma_L`` when ``K_L`` depends on ``x``, the transition score a
+positive definite ``W`` when ``A``, ``B`` or ``C`` do (a ``ValueError`` says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg
+
+from ..core._budget import check_allocation
+from .model import LQRProblem
+from .riccati import solve_soft_lqr
+from .sampling import rollout
+from .sensitivities import follower_sensitivities, soft_q_gradient
+
+ScoreRule = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+
+
+def _bchg(dq: np.ndarray, dq_bar: np.ndarray, tau: float) -> np.ndarray:
+    return (dq - dq_bar) / tau
+
+
+RULES: dict[str, ScoreRule | None] = {
+    "bc-hg": _bchg,
+    "bc-hg-baseline": _bchg,
+    "direct-only": None,
+    "mutant:no-centring": lambda dq, dq_bar, tau: dq / tau,
+    "mutant:tau-not-inverse": lambda dq, dq_bar, tau: (dq - dq_bar) * tau,
+    "mutant:sign-flip": lambda dq, dq_bar, tau: -(dq - dq_bar) / tau,
+}
+ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only")
+MUTANTS = tuple(k for k in RULES if k.startswith("mutant:"))
+
+
+def _pd_inverse_solve(name: str, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        c = np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{name}: must be positive definite for the score of its Gaussian "
+                         "(it depends on x); the likelihood-ratio estimators need a density") from None
+    return scipy.linalg.cho_solve((c, True), rhs.T).T
+
+
+def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
+                  replicates: int, seed: int | np.random.SeedSequence = 0) -> np.ndarray:
+    """``replicates`` independent estimates, shape ``[replicates, d]`` (see module docstring)."""
+    if estimator not in RULES:
+        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(RULES)}")
+    T = problem.horizon
+    if T is None:
+        raise ValueError("horizon: the estimators need a finite-horizon problem")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < T:
+        raise ValueError(f"budget = {budget!r}: must be an integer >= the horizon {T}")
+    N = int(budget) // T
+    if estimator == "bc-hg-baseline" and N < 2:
+        raise ValueError(f"budget = {budget}: bc-hg-baseline needs >= 2 episodes (2 T = {2 * T})")
+    check_allocation("estimates", (replicates, problem.d))
+    x = problem.check_x(x)
+    z = problem.z(x)
+    inst = problem.instance(x)
+    sol = solve_soft_lqr(inst)
+    sens = follower_sensitivities(problem, x, inst, sol)
+    df = sens.dfields
+    need_a = bool(np.any(df["K_L"]))
+    need_trans = bool(np.any(df["A"]) or np.any(df["B"]) or np.any(df["C"]))
+    rng = np.random.default_rng(seed)
+    Gam = float(np.sum(problem.gamma_L ** np.arange(T)))
+    param_cost = -2.0 * Gam * problem.leader.cost_weight * z * problem.dz_dx(x)
+    rule = RULES[estimator]
+    out = np.empty((replicates, problem.d))
+    disc = problem.gamma_L ** np.arange(T)
+    for rep in range(replicates):
+        ro = rollout(problem, inst, sol, z, N, rng)
+        n, m, p = problem.n, problem.m, problem.p
+        s, a, u = ro.s[:, :T].reshape(-1, n), ro.a.reshape(-1, p), ro.u.reshape(-1, m)
+        Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
+        Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
+        if estimator == "bc-hg-baseline":
+            Gt = Gt - (Gt.sum(0, keepdims=True) - Gt) / (N - 1)
+            Gt1 = Gt1 - (Gt1.sum(0, keepdims=True) - Gt1) / (N - 1)
+        score = np.zeros((N * T, problem.d))
+        if need_a:
+            resid = a - s @ inst.K_L.T
+            score += np.einsum("Ni,ijk,Nj->Nk", _pd_inverse_solve("Sigma_L", inst.Sigma_L, resid),
+                               df["K_L"], s)
+        if rule is not None:
+            dq, dq_bar = soft_q_gradient(inst, sol, sens, s, a, u)
+            score += rule(dq, dq_bar, inst.tau)
+        g = np.einsum("Nt,Ntk->k", Gt, score.reshape(N, T, -1)) / N
+        if need_trans:
+            s1 = ro.s[:, 1:].reshape(-1, n)
+            xi = s1 - (s @ inst.A.T + u @ inst.B.T + a @ inst.C.T)
+            dmean = (np.einsum("ijk,Nj->Nik", df["A"], s) + np.einsum("ijk,Nj->Nik", df["B"], u)
+                     + np.einsum("ijk,Nj->Nik", df["C"], a))
+            tscore = np.einsum("Ni,Nik->Nk", _pd_inverse_solve("W", inst.W, xi), dmean)
+            g = g + np.einsum("Nt,Ntk->k", Gt1, tscore.reshape(N, T, -1)) / N
+        out[rep] = g + param_cost
+    return out
+
+
+def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
+             seed: int | np.random.SeedSequence = 0) -> np.ndarray:
+    """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions."""
+    return estimate_many(problem, x, estimator, budget, 1, seed)[0]
