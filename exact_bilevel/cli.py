@@ -126,6 +126,12 @@ def _is_game(obj: object) -> bool:
     return isinstance(obj, MarkovGame)
 
 
+def _is_lqr(obj: object) -> bool:
+    from .lqr.model import LQRProblem
+
+    return isinstance(obj, LQRProblem)
+
+
 def _follower(obj: Any, x: Any) -> Any:
     from . import games as mg
 
@@ -133,7 +139,13 @@ def _follower(obj: Any, x: Any) -> Any:
 
 
 def _exact(obj: Any, x: Any, mode: str = "adjoint") -> tuple[float, Any, float]:
-    """Value, exact gradient and follower residual of a problem or Markov game at ``x``."""
+    """Value, exact gradient and follower residual of a problem, Markov game or soft-LQR
+    problem at ``x``."""
+    if _is_lqr(obj):
+        from .lqr.hypergradient import hypergradient as lqr_hypergradient
+
+        h = lqr_hypergradient(obj, x)
+        return float(h.value), h.gradient, h.residual
     if _is_game(obj):
         from . import games as mg
 
@@ -149,6 +161,15 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from .core.solve import solve_soft
 
     obj, x = _load(args.file)
+    if _is_lqr(obj):
+        from .lqr.riccati import solve_soft_lqr
+
+        sol = solve_soft_lqr(obj.instance(x))
+        _emit(args, {"P": sol.P.tolist(), "v": float(sol.v), "gain_K": sol.K.tolist(),
+                     "gain_G": sol.G.tolist(), "Sigma_u": sol.Sigma_u.tolist(),
+                     "residual": sol.residual, "iterations": sol.iterations,
+                     "method": "soft Riccati (value iteration + Newton)"})
+        return 0
     problem = _follower(obj, x)
     bar = _progress(0, "solve (iterations)", args.quiet)
 
@@ -183,6 +204,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     check_allocation(f"--replicates {args.replicates}: the estimates [R, d]",
                      (args.replicates, x.size))
     check_sample_buffers(args.transitions)
+    if _is_lqr(obj):
+        return _estimate_lqr(args, obj, x)
     game = _is_game(obj)
     if game:
         from . import games as mg
@@ -216,6 +239,30 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     if game or len(info.critics) > 1:  # only where there is a critic to choose
         payload["critic"] = critic
     _emit(args, payload)
+    return 0
+
+
+def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
+    from .lqr import estimators as lqr_est
+
+    if args.estimator not in lqr_est.ESTIMATORS:
+        raise ValueError(f"--estimator {args.estimator}: a soft-LQR file takes one of "
+                         f"{list(lqr_est.ESTIMATORS)}")
+    if args.critic not in (None, "exact"):
+        raise ValueError(f"--critic {args.critic}: soft-LQR estimators use the exact "
+                         "follower soft-Q gradient (no other critic)")
+    X = []
+    bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
+    try:
+        for i in range(args.replicates):
+            X.append(lqr_est.estimate(obj, x, args.estimator, args.transitions,
+                                      seed=[args.seed, i]).tolist())
+            bar.update(1)
+    finally:
+        bar.close()
+    T = obj.horizon
+    _emit(args, {"estimator": args.estimator, "budget": args.transitions, "seed": args.seed,
+                 "estimates": X, "transitions": [args.transitions // T * T] * len(X)})
     return 0
 
 
@@ -428,21 +475,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "finite differences")
     p.set_defaults(func=_cmd_demo)
     p = command("solve", "solve the follower of a problem file; print q, v, policy as JSON")
-    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("file", help="problem, golden-vector, Markov-game or soft-LQR file ('-': stdin)")
     p.add_argument("--method", choices=["newton", "value_iteration"], default="newton",
                    help="solver")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     output(p)
     p.set_defaults(func=_cmd_solve)
     p = command("hypergradient", "print value, exact gradient and residual as JSON")
-    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("file", help="problem, golden-vector, Markov-game or soft-LQR file ('-': stdin)")
     p.add_argument("--mode", choices=["adjoint", "forward"], default="adjoint",
                    help="adjoint (one S-sized solve) or forward (all sensitivities)")
     output(p)
     p.set_defaults(func=_cmd_hypergradient)
     p = command("estimate", "R independent sample-based estimates, each from a budget of N "
                             "transitions, as JSON")
-    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("file", help="problem, golden-vector, Markov-game or soft-LQR file ('-': stdin)")
     p.add_argument("--estimator", required=True,
                    choices=sorted(set(ESTIMATOR_NAMES) | set(GAME_ESTIMATOR_NAMES)),
                    help="see `exact-bilevel estimators`; Markov-game files take "
@@ -461,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_estimate)
     p = command("check", "check an estimate file against the exact hypergradient "
                          "(exit 0 pass, 1 fail, 2 bad input)")
-    p.add_argument("file", help="problem, golden-vector or Markov-game file ('-': stdin)")
+    p.add_argument("file", help="problem, golden-vector, Markov-game or soft-LQR file ('-': stdin)")
     p.add_argument("--estimate", required=True, metavar="EST.json",
                    help="{'gradient': [...]} or {'estimates': [[...], ...]} (as written by "
                         "`exact-bilevel estimate`; '-': stdin)")

@@ -61,6 +61,10 @@ from ..core.parameterizations import (
 )
 from ..core.problem import BilevelProblem
 from ..games.model import MarkovGame
+from ..lqr.files import LQR_FORMAT
+from ..lqr.files import problem_from_dict as lqr_from_dict
+from ..lqr.files import problem_to_dict as lqr_to_dict
+from ..lqr.model import LQRProblem
 
 FORMAT = "exact-bilevel/1"
 #: Largest problem file :func:`load_problem` reads.
@@ -74,12 +78,12 @@ _SOFTMAX_FIELDS = ("logits", "features")
 
 def schema(kind: str = "problem") -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of format ``exact-bilevel/1`` (``kind="problem"``),
-    ``exact-bilevel-game/1`` (``kind="game"``) or ``exact-bilevel-sweep/1``
-    (``kind="sweep"``)."""
+    ``exact-bilevel-game/1`` (``kind="game"``), ``exact-bilevel-sweep/1``
+    (``kind="sweep"``) or ``exact-bilevel-lqr/1`` (``kind="lqr"``)."""
     from importlib.resources import files
 
-    if kind not in ("problem", "game", "sweep"):
-        raise ValueError(f"kind = {kind!r}: must be 'problem', 'game' or 'sweep'")
+    if kind not in ("problem", "game", "sweep", "lqr"):
+        raise ValueError(f"kind = {kind!r}: must be 'problem', 'game', 'sweep' or 'lqr'")
     return json.loads(files("exact_bilevel").joinpath(f"schema/{kind}.schema.json").read_text())
 
 
@@ -343,11 +347,14 @@ def game_to_dict(game: MarkovGame, x: object) -> dict[str, Any]:
     return out
 
 
-def load_any(path: str | os.PathLike[str]) -> tuple[BilevelProblem | MarkovGame, np.ndarray]:
-    """A problem, golden-vector or Markov-game file, dispatched on its ``format``."""
+def load_any(path: str | os.PathLike[str]
+             ) -> tuple[BilevelProblem | MarkovGame | LQRProblem, np.ndarray]:
+    """A problem, golden-vector, Markov-game or soft-LQR file, dispatched on its ``format``."""
     data = _read_json(path)
     if isinstance(data, dict) and data.get("format") == GAME_FORMAT:
         return game_from_dict(data)
+    if isinstance(data, dict) and data.get("format") == LQR_FORMAT:
+        return lqr_from_dict(data)
     return _problem_from_data(data)
 
 
@@ -515,3 +522,8 @@ def save_problem(path: str | os.PathLike[str], problem: BilevelProblem, x: objec
     text = json.dumps(problem_to_dict(problem, x), allow_nan=False)
     atomic_write(path, text)
 
+
+
+def save_lqr(path: str | os.PathLike[str], problem: LQRProblem, x: object) -> None:
+    """Write ``(problem, x)`` as an ``exact-bilevel-lqr/1`` file, atomically."""
+    atomic_write(path, json.dumps(lqr_to_dict(problem, x), allow_nan=False))

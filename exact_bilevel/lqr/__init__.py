@@ -22,7 +22,7 @@ May import: :mod:`exact_bilevel.core`.
 """
 
 from .hypergradient import LQRHypergradient, hypergradient
-from .model import LQRInstance, LQRProblem, LeaderReward, make_problem
+from .model import LeaderReward, LQRInstance, LQRProblem, make_problem
 from .objective import value
 from .riccati import SoftLQRSolution, dare_reference, solve_soft_lqr
 

@@ -63,7 +63,8 @@ def _pd_inverse_solve(name: str, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         c = np.linalg.cholesky(S)
     except np.linalg.LinAlgError:
         raise ValueError(f"{name}: must be positive definite for the score of its Gaussian "
-                         "(it depends on x); the likelihood-ratio estimators need a density") from None
+                         "(it depends on x); the likelihood-ratio estimators need a "
+                         "density") from None
     return scipy.linalg.cho_solve((c, True), rhs.T).T
 
 

@@ -271,7 +271,8 @@ def make_problem(*, A: object, B: object, Q: object, R: object, gamma: float, ta
     cw = np.zeros(d) if cost_weight is None else real_array("cost_weight", cost_weight, shape=(d,))
     leader = LeaderReward(Q_L, R_L, bump_weight, center, prec, hinge_weight, int(hinge_index), cw)
     gamma_L = gamma if gamma_L is None else discount("gamma_L", gamma_L)
-    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer))
+    if horizon is not None and (isinstance(horizon, bool)
+                                or not isinstance(horizon, (int, np.integer))
                                 or not 1 <= horizon <= 10**6):
         raise ValueError(f"horizon = {horizon!r}: must be an integer in [1, 1e6] or None")
     mu0 = np.zeros(n) if mu0 is None else real_array("mu0", mu0, shape=(n,))
