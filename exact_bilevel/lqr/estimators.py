@@ -90,6 +90,10 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     df = sens.dfields
     need_a = bool(np.any(df["K_L"]))
     need_trans = bool(np.any(df["A"]) or np.any(df["B"]) or np.any(df["C"]))
+    if need_a:
+        _pd_inverse_solve("Sigma_L", inst.Sigma_L, np.zeros((1, problem.p)))
+    if need_trans:
+        _pd_inverse_solve("W", inst.W, np.zeros((1, problem.n)))
     rng = np.random.default_rng(seed)
     Gam = float(np.sum(problem.gamma_L ** np.arange(T)))
     param_cost = -2.0 * Gam * problem.leader.cost_weight * z * problem.dz_dx(x)
@@ -99,7 +103,8 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     for rep in range(replicates):
         ro = rollout(problem, inst, sol, z, N, rng)
         n, m, p = problem.n, problem.m, problem.p
-        s, a, u = ro.s[:, :T].reshape(-1, n), ro.a.reshape(-1, p), ro.u.reshape(-1, m)
+        s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
+                   ro.u.reshape(N * T, m))
         Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
         Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
         if estimator == "bc-hg-baseline":
