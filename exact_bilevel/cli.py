@@ -33,7 +33,8 @@ from . import __version__
 ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "hpgd", "hpgd-oracle", "hpgd-td", "model-based",
                    "naive", "sobirl", "sobirl-simplified", "zeroth-order")
 GAME_ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "direct-only")
-REPRODUCTIONS = ("fourrooms", "fourrooms-suboptimal", "discrete-toy", "sobirl")
+REPRODUCTIONS = ("fourrooms", "fourrooms-suboptimal", "discrete-toy", "sobirl",
+                 "building-thermal", "lqr-game")
 
 EXIT_NUMERICAL, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3
 

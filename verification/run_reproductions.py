@@ -6,10 +6,13 @@ The committed sizes are between the CI-sized default and the papers' full protoc
 * discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds);
 * sobirl: the full protocol (800 steps, 5 instances);
 * fourrooms: 300 leader steps, 3 seeds, budgets 100 and 1000, learning rates {0.5, 0.1};
-* fourrooms-suboptimal: 100 leader steps, 1 seed.
+* fourrooms-suboptimal: 100 leader steps, 1 seed;
+* lqr-game: the full protocol (500 iterations x 400 transitions, 20 seeds);
+* building-thermal: 300 leader steps, 5 seeds, learning rates {0.1, 0.01} (the paper:
+  2000 steps, 10 seeds, three rates — about 5 CPU hours).
 
 Run: ``python verification/run_reproductions.py [--workers 2] [NAME ...]`` (~25 min on
-2 cores for all four).
+2 cores for the first four, ~15 min for the two LQR tasks).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ SIZES: dict[str, RunSize] = {
     "fourrooms-suboptimal": dataclasses.replace(
         EXPERIMENTS["fourrooms-suboptimal"].quick, steps=100,
         label="committed (100 steps, 1 seed; `python verification/run_reproductions.py`)"),
+    "lqr-game": EXPERIMENTS["lqr-game"].full,
+    "building-thermal": RunSize(
+        steps=300, seeds=5, budgets=(10_000,), learning_rates=(0.1, 0.01),
+        label="committed (300 steps x 10,000 transitions, 5 seeds, lr in {0.1, 0.01}, 50 "
+              "replicates per estimator; `python verification/run_reproductions.py`)"),
 }
 
 

@@ -13,5 +13,5 @@ r"""Experiments built on the exact core: problems, leader optimisation, reproduc
 
 May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.crosscheck`,
 :mod:`exact_bilevel.estimators`, :mod:`exact_bilevel.games`,
-:mod:`exact_bilevel.validation`, :mod:`exact_bilevel.formats`.
+:mod:`exact_bilevel.validation`, :mod:`exact_bilevel.formats`, :mod:`exact_bilevel.lqr`.
 """

@@ -16,6 +16,10 @@ with discounted returns-to-go ``G_t = sum_{k >= t} gamma_L^k r_k`` (``G_T = 0``)
   the other episodes (independent of episode ``i``: still unbiased; needs N >= 2).
 * ``direct-only`` — no follower policy score (the naive estimator: biased by the
   indirect term).
+* ``bc-hg-authors-clip`` — ``bc-hg`` with each transition's score clipped to norm 1
+  before weighting, as the authors' BuildingThermalControl code does
+  (``transition_logprob_grad_clip: 1.0``): *biased*; its bias is measured exactly by
+  ``exact-bilevel reproduce building-thermal``.
 
 Mutants (deliberately wrong, for the power of the tests): ``mutant:no-centring``
 (``dQ_F / tau``), ``mutant:tau-not-inverse`` (``tau (dQ_F - E dQ_F)``),
@@ -35,7 +39,8 @@ import scipy.linalg
 
 from ..core._budget import check_allocation
 from .model import LQRProblem
-from .riccati import solve_soft_lqr
+from .objective import ClosedLoop, follower_closed_loop
+from .riccati import solve_soft_lqr, sym
 from .sampling import rollout
 from .sensitivities import follower_sensitivities, soft_q_gradient
 
@@ -54,7 +59,10 @@ RULES: dict[str, ScoreRule | None] = {
     "mutant:tau-not-inverse": lambda dq, dq_bar, tau: (dq - dq_bar) * tau,
     "mutant:sign-flip": lambda dq, dq_bar, tau: -(dq - dq_bar) / tau,
 }
-ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only")
+RULES["bc-hg-authors-clip"] = _bchg
+#: Per-sample norm clip of the transition score, by estimator.
+TRANSITION_SCORE_CLIP = {"bc-hg-authors-clip": 1.0}
+ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only", "bc-hg-authors-clip")
 MUTANTS = tuple(k for k in RULES if k.startswith("mutant:"))
 
 
@@ -68,18 +76,73 @@ def _pd_inverse_solve(name: str, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return scipy.linalg.cho_solve((c, True), rhs.T).T
 
 
+CRITICS = ("monte-carlo", "exact")
+
+
+def leader_critic(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, T: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    r"""The leader's exact finite-horizon value ``V_h(s) = -s' Pi[h] s + c[h]`` (``h`` steps
+    to go, ``h = 0..T``) for a *quadratic* leader reward::
+
+        Pi[h] = Q_L + K_bar' R_L K_bar + gamma_L F' Pi[h-1] F,
+        c[h]  = -tr(R_L Sigma_uu0) - sum_k w_k z_k^2 + gamma_L (c[h-1] - tr(Pi[h-1] N))
+
+    Shapes ``Pi[T + 1, n, n]``, ``c[T + 1]``.
+    """
+    lr = problem.leader
+    if lr.bump_weight != 0.0 or lr.hinge_weight != 0.0:
+        raise ValueError("critic = 'exact': needs a quadratic leader reward (no bump or hinge "
+                         "term); use critic='monte-carlo'")
+    n = cl.F.shape[0]
+    QK = lr.Q_L + cl.K_bar.T @ lr.R_L @ cl.K_bar
+    stage_c = -np.trace(lr.R_L @ cl.Sigma_uu0) - float(np.sum(lr.cost_weight * z * z))
+    Pi = np.zeros((T + 1, n, n))
+    c = np.zeros(T + 1)
+    g = problem.gamma_L
+    for h in range(1, T + 1):
+        Pi[h] = sym(QK + g * cl.F.T @ Pi[h - 1] @ cl.F)
+        c[h] = stage_c + g * (c[h - 1] - np.trace(Pi[h - 1] @ cl.N))
+    return Pi, c
+
+
+def _weights_exact(problem, inst, cl, Pi, c, ro, z, T):
+    """Per-sample weights of the policy scores (``gamma^t (Q - V)``) and of the transition
+    scores (``gamma^{t+1} (V(s_{t+1}) - E[V(s_{t+1}) | s_t, a_t, u_t])``), each ``[N, T]``."""
+    g = problem.gamma_L
+    disc = g ** np.arange(T)
+    s, s1 = ro.s[:, :T], ro.s[:, 1:]
+    m = s @ inst.A.T + ro.u @ inst.B.T + ro.a @ inst.C.T           # E[s_{t+1} | s, a, u]
+    Pn = Pi[T - 1 - np.arange(T)]                                    # Pi[h - 1], h = T - t
+    Ph = Pi[T - np.arange(T)]
+    cn = c[T - 1 - np.arange(T)]
+    EV1 = -(np.einsum("Nti,tij,Ntj->Nt", m, Pn, m) + np.einsum("tij,ji->t", Pn, inst.W)) + cn
+    Q = ro.r + g * EV1
+    V = -np.einsum("Nti,tij,Ntj->Nt", s, Ph, s) + c[T - np.arange(T)]
+    V1 = -np.einsum("Nti,tij,Ntj->Nt", s1, Pn, s1) + cn
+    return disc * (Q - V), g * disc * (V1 - EV1)
+
+
 def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
-                  replicates: int, seed: int | np.random.SeedSequence = 0) -> np.ndarray:
-    """``replicates`` independent estimates, shape ``[replicates, d]`` (see module docstring)."""
+                  replicates: int, seed: int | np.random.SeedSequence = 0, *,
+                  critic: str = "monte-carlo") -> np.ndarray:
+    """``replicates`` independent estimates, shape ``[replicates, d]`` (module docstring).
+
+    ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
+    reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`
+    (``Q - V`` and ``V(s') - E V(s')``: same mean, far smaller variance; quadratic
+    leader rewards only).
+    """
     if estimator not in RULES:
         raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(RULES)}")
+    if critic not in CRITICS:
+        raise ValueError(f"critic = {critic!r}: must be one of {CRITICS}")
     T = problem.horizon
     if T is None:
         raise ValueError("horizon: the estimators need a finite-horizon problem")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < T:
         raise ValueError(f"budget = {budget!r}: must be an integer >= the horizon {T}")
     N = int(budget) // T
-    if estimator == "bc-hg-baseline" and N < 2:
+    if estimator == "bc-hg-baseline" and critic == "monte-carlo" and N < 2:
         raise ValueError(f"budget = {budget}: bc-hg-baseline needs >= 2 episodes (2 T = {2 * T})")
     check_allocation("estimates", (replicates, problem.d))
     x = problem.check_x(x)
@@ -87,6 +150,8 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     inst = problem.instance(x)
     sol = solve_soft_lqr(inst)
     sens = follower_sensitivities(problem, x, inst, sol)
+    cl = follower_closed_loop(inst, sol)
+    Pi, c = leader_critic(problem, cl, z, T) if critic == "exact" else (None, None)
     df = sens.dfields
     need_a = bool(np.any(df["K_L"]))
     need_trans = bool(np.any(df["A"]) or np.any(df["B"]) or np.any(df["C"]))
@@ -100,16 +165,19 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     rule = RULES[estimator]
     out = np.empty((replicates, problem.d))
     disc = problem.gamma_L ** np.arange(T)
+    n, m, p = problem.n, problem.m, problem.p
     for rep in range(replicates):
         ro = rollout(problem, inst, sol, z, N, rng)
-        n, m, p = problem.n, problem.m, problem.p
         s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
                    ro.u.reshape(N * T, m))
-        Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
-        Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
-        if estimator == "bc-hg-baseline":
-            Gt = Gt - (Gt.sum(0, keepdims=True) - Gt) / (N - 1)
-            Gt1 = Gt1 - (Gt1.sum(0, keepdims=True) - Gt1) / (N - 1)
+        if critic == "exact":
+            Gt, Gt1 = _weights_exact(problem, inst, cl, Pi, c, ro, z, T)
+        else:
+            Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
+            Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
+            if estimator == "bc-hg-baseline":
+                Gt = Gt - (Gt.sum(0, keepdims=True) - Gt) / (N - 1)
+                Gt1 = Gt1 - (Gt1.sum(0, keepdims=True) - Gt1) / (N - 1)
         score = np.zeros((N * T, problem.d))
         if need_a:
             resid = a - s @ inst.K_L.T
@@ -125,12 +193,17 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
             dmean = (np.einsum("ijk,Nj->Nik", df["A"], s) + np.einsum("ijk,Nj->Nik", df["B"], u)
                      + np.einsum("ijk,Nj->Nik", df["C"], a))
             tscore = np.einsum("Ni,Nik->Nk", _pd_inverse_solve("W", inst.W, xi), dmean)
+            clip = TRANSITION_SCORE_CLIP.get(estimator)
+            if clip is not None:
+                norms = np.linalg.norm(tscore, axis=1, keepdims=True)
+                tscore = tscore * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
             g = g + np.einsum("Nt,Ntk->k", Gt1, tscore.reshape(N, T, -1)) / N
         out[rep] = g + param_cost
     return out
 
 
 def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
-             seed: int | np.random.SeedSequence = 0) -> np.ndarray:
+             seed: int | np.random.SeedSequence = 0, *, critic: str = "monte-carlo"
+             ) -> np.ndarray:
     """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions."""
-    return estimate_many(problem, x, estimator, budget, 1, seed)[0]
+    return estimate_many(problem, x, estimator, budget, 1, seed, critic=critic)[0]

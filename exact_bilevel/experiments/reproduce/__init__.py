@@ -15,7 +15,10 @@ the standard library's process pool). Needs the ``plots`` extra (matplotlib).
 * :mod:`.discrete_toy` — the DiscreteToy Markov game, scored as the paper's plots,
   and the authors' follower bug;
 * :mod:`.sobirl` — the SoBiRL synthetic problem with the authors' inexact
-  M-SoBiRL loop beside exact descent.
+  M-SoBiRL loop beside exact descent;
+* :mod:`.building_thermal` — BuildingThermalControl (bilevel soft LQR): the estimators
+  at the authors' budget against the exact gradient, and the leader loop;
+* :mod:`.lqr_game` — the LQR Markov game, likewise.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import dataclasses
 import pathlib
 from collections.abc import Callable
 
+from . import building_thermal as _building
 from . import discrete_toy as _toy
 from . import fourrooms as _fourrooms
 from . import fourrooms_suboptimal as _subopt
+from . import lqr_game as _lqr_game
 from . import sobirl as _sobirl
 from ._common import RunSize
 
@@ -48,6 +53,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                                        _subopt.QUICK, _subopt.FULL),
     "discrete-toy": Experiment(_toy.discrete_toy, "discrete_toy", _toy.QUICK, _toy.FULL),
     "sobirl": Experiment(_sobirl.sobirl, "sobirl", _sobirl.QUICK, _sobirl.FULL),
+    "building-thermal": Experiment(_building.building_thermal, "building_thermal",
+                                   _building.QUICK, _building.FULL),
+    "lqr-game": Experiment(_lqr_game.lqr_game_reproduction, "lqr_game", _lqr_game.QUICK,
+                           _lqr_game.FULL),
 }
 
 

@@ -1,0 +1,51 @@
+"""The leader's gradient loop on a soft-LQR problem, scored by the exact objective."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...core.errors import require_finite
+from ...lqr import estimators as lqr_estimators
+from ...lqr.hypergradient import hypergradient
+from ...lqr.model import LQRProblem
+
+
+def clip_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
+    """``g`` scaled to norm at most ``max_norm`` (optax ``clip_by_global_norm``)."""
+    norm = float(np.linalg.norm(g))
+    return g if norm <= max_norm else g * (max_norm / norm)
+
+
+def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float, method: str,
+                  budget: int, seed: int, optimizer: str = "sgd", max_norm: float = 1.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient *ascent* on ``F`` with the exact hypergradient (``method="exact"``) or an
+    estimator of :mod:`exact_bilevel.lqr.estimators` from ``budget`` transitions per step.
+
+    The gradient is clipped to norm ``max_norm`` and applied by SGD or Adam (default
+    betas 0.9/0.999, eps 1e-8, as torch). Returns ``(F(x_k) exact, |grad F(x_k)|)`` for
+    ``k = 0..steps``.
+    """
+    x = np.array(x0, dtype=float)
+    values, norms = [], []
+    m1 = np.zeros_like(x)
+    m2 = np.zeros_like(x)
+    for k in range(steps + 1):
+        hg = hypergradient(problem, x)
+        values.append(hg.value)
+        norms.append(float(np.linalg.norm(hg.gradient)))
+        if k == steps:
+            break
+        g = hg.gradient if method == "exact" else lqr_estimators.estimate(
+            problem, x, method, budget, seed=[seed, k])
+        g = clip_norm(g, max_norm)
+        if optimizer == "adam":
+            m1 = 0.9 * m1 + 0.1 * g
+            m2 = 0.999 * m2 + 0.001 * g * g
+            step = (m1 / (1 - 0.9 ** (k + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (k + 1))) + 1e-8)
+        else:
+            step = g
+        x = x + lr * step
+    out = np.array(values), np.array(norms)
+    require_finite("exact F along the run", out[0], f"the {method} run")
+    return out
