@@ -36,6 +36,16 @@ def _problem(**changes: object) -> dict:
     return d
 
 
+def _lqr(**changes: object) -> dict:
+    from exact_bilevel.io import lqr_to_dict
+    from exact_bilevel.lqr.tasks import lqr_game
+
+    problem, x = lqr_game()
+    d = lqr_to_dict(problem, x)
+    d.update(changes)
+    return d
+
+
 def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
     """(description, argv, extra environment, stdin)."""
     def write(name: str, data: object) -> str:
@@ -99,6 +109,24 @@ def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
         ("sweep: a problem file that does not exist", ["sweep", write(
             "s3.json", {**sweep, "problems": [{"path": "nope.json"}]}),
             "--db", str(tmp / "d.db")], {}, None),
+        ("soft-LQR file: (A, B) not stabilisable", ["hypergradient", write(
+            "lqr1.json", _lqr(follower={"A": [[2.0, 0.0], [0.0, 0.5]], "B": [[0.0], [1.0]],
+                                        "Q": [[1.0, 0.0], [0.0, 1.0]], "R": [[1.0]],
+                                        "gamma": 0.9, "tau": 0.1},
+                              parameters={}, leader={}, x=[]))], {}, None),
+        ("soft-LQR file: horizon 1e6 with n = 60 (marginals need 29 GB)", ["hypergradient",
+         write("lqr2.json", _lqr(follower={"A": (0.5 * np.eye(60)).tolist(),
+                                           "B": np.eye(60)[:, :1].tolist(),
+                                           "Q": np.eye(60).tolist(), "R": [[1.0]],
+                                           "gamma": 0.9, "tau": 0.1},
+                                 leader={"horizon": 10**6}, parameters={}, x=[],
+                                 initial={}))], {}, None),
+        ("soft-LQR file: --transitions 1e12", ["estimate", write("lqr3.json", _lqr()),
+         "--estimator", "bc-hg", "--transitions", str(10**12)], {}, None),
+        ("soft-LQR file: Q not symmetric", ["solve", write("lqr4.json", _lqr(follower={
+            "A": [[0.5, 0.0], [0.0, 0.5]], "B": [[1.0], [0.0]], "Q": [[1.0, 2.0], [0.0, 1.0]],
+            "R": [[1.0]], "gamma": 0.9, "tau": 0.1}, parameters={}, leader={}, x=[],
+            initial={}))], {}, None),
         ("report: a results file that does not exist",
          ["report", "--db", str(tmp / "none.db"), "--out", str(tmp / "o")], {}, None),
     ]

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
+from ..core._budget import check_allocation
 from ..core.errors import NumericalError, require_finite
 from .model import LeaderReward, LQRInstance, LQRProblem
 from .riccati import SoftLQRSolution, solve_soft_lqr, sym
@@ -159,6 +160,9 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray) -> Trajectory:
             raise ValueError(f"horizon=None: gamma_L rho(F)^2 = {problem.gamma_L * rho * rho:.4g} "
                              ">= 1, the leader's infinite-horizon return diverges; set a horizon")
     dtype = np.result_type(cl.F, cl.N, problem.mu0)
+    n = cl.F.shape[0]
+    itemsize = 16 if np.iscomplexobj(np.zeros(0, dtype)) else 8
+    check_allocation("state marginals Sigma[T, n, n]", (T or 1024, n, n + 2), itemsize)
     mus, sigs, ls = [], [], []
     mu = problem.mu0.astype(dtype)
     Sig = problem.Sigma0.astype(dtype)
@@ -179,6 +183,8 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray) -> Trajectory:
         else:
             quiet = quiet + 1 if abs(g * val) / (1.0 - problem.gamma_L) <= _FLOOR * max(
                 abs(total), 1e-300) else 0
+            if t & (t - 1) == 0 and t >= 1024:  # growing: re-check at every doubling
+                check_allocation("state marginals Sigma[T, n, n]", (2 * t, n, n + 2), itemsize)
             if quiet >= 20 or t >= _MAX_STEPS:
                 break
         g *= problem.gamma_L
