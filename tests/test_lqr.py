@@ -264,7 +264,7 @@ def test_bchg_estimators_are_unbiased(name, case):
     assert not res.reject, res
 
 
-@pytest.mark.parametrize("name", ("direct-only",) + est.MUTANTS)
+@pytest.mark.parametrize("name", ("direct-only", *est.MUTANTS))
 def test_wrong_estimators_are_rejected(name):
     prob, x = CASES["random-0"]()
     X = est.estimate_many(prob, x, name, 100 * prob.horizon, 150, seed=11)
@@ -322,7 +322,7 @@ def test_file_errors_name_the_field(tmp_path):
     data = json.loads(path.read_text())
     data["follower"]["Rr"] = 1
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="follower.Rr: unknown field"):
+    with pytest.raises(ValueError, match=r"follower\.Rr: unknown field"):
         load_any(path)
     del data["follower"]["Rr"]
     data["leader"]["bump"]["precision"] = [[1.0, 0.0], [0.0, -1.0]]
