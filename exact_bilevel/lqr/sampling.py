@@ -6,7 +6,7 @@ r"""Rollouts of the linear-Gaussian closed loop (the unclipped model the exact v
     s_{t+1} = A s_t + B u_t + C a_t + xi_t,  xi_t ~ N(0, W)
 
 Shapes: ``s[N, T + 1, n]``, ``a[N, T, p]``, ``u[N, T, m]``, ``r[N, T]`` (the leader's
-realised stage rewards ``r_L(s_t, u_t)``, :mod:`.model`). Gaussian draws use the
+realised stage rewards ``r_L(s_t, u_t)``, :mod:`exact_bilevel.lqr.model`). Gaussian draws use the
 symmetric square root of each covariance (eigendecomposition, negative rounding
 eigenvalues set to zero), so PSD-singular covariances (``W = 0``) are exact.
 """

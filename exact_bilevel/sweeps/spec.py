@@ -1,14 +1,14 @@
 """The sweep file: what to run, validated strictly (errors name the field).
 
-```json
-{"format": "exact-bilevel-sweep/1",
- "problems": [{"path": "problem.json"},
-              {"random": {"states": 4, "actions": 3, "params": 2, "count": 2,
-                          "parameterize": "reward", "objective": "leader_return",
-                          "gamma": 0.8, "tau": 0.5, "seed": 0}}],
- "estimators": ["bc-hg", {"name": "hpgd", "critic": "monte-carlo"}, "mutant:sign-flip"],
- "budgets": [1000, 4000], "replicates": 60, "seed": 0}
-```
+.. code-block:: json
+
+  {"format": "exact-bilevel-sweep/1",
+   "problems": [{"path": "problem.json"},
+                {"random": {"states": 4, "actions": 3, "params": 2, "count": 2,
+                            "parameterize": "reward", "objective": "leader_return",
+                            "gamma": 0.8, "tau": 0.5, "seed": 0}}],
+   "estimators": ["bc-hg", {"name": "hpgd", "critic": "monte-carlo"}, "mutant:sign-flip"],
+   "budgets": [1000, 4000], "replicates": 60, "seed": 0}
 
 Paths are relative to the sweep file. ``"mutant:NAME"`` sweeps a deliberately wrong
 estimator of :data:`exact_bilevel.mutants.MUTANTS` (its rejection rate is the

@@ -22,21 +22,21 @@ leader-gamma-swap    ``gamma`` in place of ``gamma_L`` in the outer weights (a n
 
 The other estimators and their parts:
 
-========================== =========== ===============================================
-name                       mutates     the bug
-========================== =========== ===============================================
-mc-critic-follower-gamma   bc-hg (mc)  Monte Carlo leader critic discounts with ``gamma``
-                                       instead of ``gamma_L``
-td-critic-follower-gamma   bc-hg (td)  TD leader critic bootstraps with ``gamma``
-hpgd-dq-from-t+1           hpgd        Monte Carlo ``dQ`` forward sums start at ``t+1``
-mc-dq-leader-gamma         hpgd        Monte Carlo ``dQ`` discounts with ``gamma_L``
-sobirl-no-centring         sobirl      ``dlog pi = dQ / tau`` (no ``- dV``; visible only
-                                       for objectives whose ``df/dpi pi`` does not
-                                       sum to 0 over actions)
+========================== ============ ===============================================
+name                       mutates      the bug
+========================== ============ ===============================================
+mc-critic-follower-gamma   bc-hg (mc)   Monte Carlo leader critic discounts with ``gamma``
+                                        instead of ``gamma_L``
+td-critic-follower-gamma   bc-hg (td)   TD leader critic bootstraps with ``gamma``
+hpgd-dq-from-t+1           hpgd         Monte Carlo ``dQ`` forward sums start at ``t+1``
+mc-dq-leader-gamma         hpgd         Monte Carlo ``dQ`` discounts with ``gamma_L``
+sobirl-no-centring         sobirl       ``dlog pi = dQ / tau`` (no ``- dV``; visible only
+                                        for objectives whose ``df/dpi pi`` does not
+                                        sum to 0 over actions)
 zeroth-order-no-factor-2   zeroth-order ``(F+ - F-) / mu`` instead of ``/ (2 mu)``
-game-no-initial-term       game:bc-hg  drops the initial-law score term (follower
-                                       observes ``(s, aL)``)
-========================== =========== ===============================================
+game-no-initial-term       game:bc-hg   drops the initial-law score term (follower
+                                        observes ``(s, aL)``)
+========================== ============ ===============================================
 
 Wrong followers (:data:`FOLLOWER_MUTANTS`): ``authors-toy-follower``, the soft
 Q-iteration of the released DiscreteToy code, which bootstraps the log-sum-exp of
