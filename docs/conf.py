@@ -20,7 +20,7 @@ import exact_bilevel  # noqa: E402
 
 project = "exact_bilevel"
 author = "the exact_bilevel developers"
-copyright = "2026, the exact_bilevel developers"  # noqa: A001
+copyright = "2026, the exact_bilevel developers"
 release = exact_bilevel.__version__
 version = release
 

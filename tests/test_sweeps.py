@@ -118,3 +118,74 @@ def test_dask_executor_gives_the_same_rows(tmp_path):
     assert run_sweep(load_spec(spec), local, progress=False) == 240
     assert run_sweep(load_spec(spec), dask, workers=2, executor="dask", progress=False) == 240
     assert _rows(local) == _rows(dask)
+
+
+def test_baseline_mutants_are_nameable_and_bad_entries_name_the_field(tmp_path):
+    spec = parse_spec({**SPEC, "estimators": [
+        "bc-hg-baseline", {"name": "mutant:sign-flip", "baseline": True}]}, tmp_path)
+    assert [e.label for e in spec.estimators] == ["bc-hg-baseline[exact]",
+                                                  "mutant:sign-flip[exact,baseline]"]
+    jsonschema.validate({**SPEC, "estimators": [{"name": "mutant:sign-flip",
+                                                 "baseline": True}]}, schema("sweep"))
+    bad = [([{"name": "mutant:hpgd-dq-from-t+1", "baseline": True}],
+            r"estimators\[0\].baseline: mutant:hpgd-dq-from-t\+1 has no baseline variant"),
+           ([{"name": "bc-hg", "baseline": True}], r"estimators\[0\].baseline: only for mutants"),
+           ([{"name": "mutant:sign-flip", "baseline": "yes"}],
+            r"estimators\[0\].baseline = 'yes': must be true or false"),
+           ([{"name": "mutant:sign-flip", "critic": "td"}],
+            r"estimators\[0\].critic: a mutant has its own critic")]
+    for estimators, match in bad:
+        with pytest.raises(ValueError, match=match):
+            parse_spec({**SPEC, "estimators": estimators}, tmp_path)
+
+
+def test_baseline_mutant_rows_are_the_mutated_baseline_estimator(tmp_path):
+    """The sweep's baseline-mutant replicate equals mutant_replicates(..., baseline=True)
+    with the same generator, and differs from the plain mutant."""
+    from exact_bilevel.estimators.registry import leader_knowledge
+    from exact_bilevel.estimators.sampling import Sampler
+    from exact_bilevel.sweeps.run import build, replicate_seed
+    from exact_bilevel.validation.mutants import MUTANTS
+
+    spec_d = {**SPEC, "estimators": [{"name": "mutant:sign-flip", "baseline": True}],
+              "replicates": 2,
+              "problems": [{"random": {"states": 4, "actions": 3, "params": 2,
+                                       "parameterize": "both", "seed": 3}}]}
+    spec = parse_spec(spec_d, tmp_path)
+    db = str(tmp_path / "m.sqlite")
+    assert run_sweep(spec, db, progress=False) == 2
+    (pname, label, budget, rep, grad, _), _ = _rows(db)
+    problem, x = build(spec.problems[0])
+    know = leader_knowledge(problem, x)
+    fn = MUTANTS["sign-flip"].fn
+    want = fn(know, Sampler(know.state.mdp, replicate_seed(7, pname, label, budget, rep)),
+              budget, "exact", True).gradient
+    plain = fn(know, Sampler(know.state.mdp, replicate_seed(7, pname, label, budget, rep)),
+               budget, "exact").gradient
+    assert json.loads(grad) == want.tolist()
+    assert want.tolist() != plain.tolist()
+
+
+def test_a_failing_estimator_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """model-based needs S*A = 12 generative draws: at budget 5 every replicate fails with
+    that message; the other estimator's rows are complete; a rerun adds nothing; the
+    report lists the failures."""
+    spec = _write(tmp_path, {**SPEC, "estimators": ["bc-hg", "model-based"],
+                             "budgets": [5, 200], "replicates": 3})
+    db = str(tmp_path / "f.sqlite")
+    assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
+    con = sqlite3.connect(db)
+    try:
+        failures = con.execute("SELECT estimator, budget, error FROM failures").fetchall()
+    finally:
+        con.close()
+    assert len(failures) == 2 * 3                          # 2 problems x 3 replicates
+    assert all(e == "model-based[exact]" and b == 5 and "at least S*A = 12" in m
+               for e, b, m in failures)
+    assert len(_rows(db)) == 2 * 2 * 2 * 3 - 6
+    assert run_sweep(load_spec(spec), db, progress=False) == 0
+    out = tmp_path / "rep"
+    assert main(["report", "--db", db, "--out", str(out)]) == 0
+    text = (out / "sweep_report.md").read_text()
+    assert "## Failed replicates" in text and "at least S*A = 12" in text
+    assert "| model-based[exact] | 5 | 0 | 3 |" in text

@@ -1,113 +1,141 @@
-"""False-alarm rate of the unbiasedness test and detection rate of each mutant.
+"""False-alarm rate of the unbiasedness test and detection rate of each mutant, as a sweep.
 
-For each of ``--seeds`` (default 200) random problems (S in 3..6, A in 2..4,
-d in 1..4, reward-, transition- or jointly-parameterised in turn, the three
-leader-return objectives in turn, gamma ~ U(0.5, 0.95), tau log-uniform in
-[0.1, 2]):
+The calibration is an ordinary validation sweep (``exact-bilevel sweep``): this script
+only writes its spec, runs the two commands, and summarises the results file.
 
-* the correct BC-HG estimator (exact critic) gives R = 100 replicates of
-  N = 2000 transitions; the unbiasedness test (Hotelling / Bonferroni-t,
-  alpha = 0.01) is applied against the exact hypergradient: the rejection
-  fraction is the realised false-alarm rate;
-* each mutant of :mod:`exact_bilevel.mutants` gets the same treatment: the
-  rejection fraction is its detection rate at this budget;
-* both again for ``bc-hg-baseline`` (the state-value baseline on the score
-  term) and the same mutants applied to it.
+* Problems: ``--problems`` (default 198) random problems, 22 for each of the 3 x 3
+  (parameterisation, objective) pairs; each draws S in 3..6, A in 2..4, d in 1..4,
+  gamma ~ U(0.5, 0.95) and tau log-uniform in [0.1, 2] from a fixed seed.
+* Estimators: ``bc-hg`` and ``bc-hg-baseline`` (exact critic), and the eight BC-HG
+  mutants applied to each (``"mutant:NAME"`` and ``{"name": "mutant:NAME",
+  "baseline": true}``): 18 variants, R = 100 replicates of N = 2000 transitions.
+* The unbiasedness test (Hotelling / Bonferroni-t, alpha = 0.01) per (problem,
+  variant): the rejection fraction is the realised false-alarm rate of a correct
+  estimator and the detection rate (power) of a mutant; 95% Clopper-Pearson intervals.
 
-Writes ``verification/estimator_rates.md`` (Clopper-Pearson 95% intervals).
-Run: ``python verification/estimator_rates.py [--seeds 200]`` (~10 min).
+Writes ``verification/sweeps/estimator_rates.json`` (the spec),
+``verification/sweeps/estimator_rates/`` (``exact-bilevel report``) and
+``verification/estimator_rates.md`` (the summary below). The results file goes to
+``--db`` (default ``/tmp/exact_bilevel_estimator_rates.sqlite``: ~40 MB, not committed;
+rerunning resumes it). Run: ``python verification/estimator_rates.py [--workers 2]``
+(~10 min on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import sqlite3
+import subprocess
+import sys
+import warnings
+from collections import defaultdict
 
 import numpy as np
 import scipy.stats
-from tqdm import tqdm
 
-from exact_bilevel import hypergradient
-from exact_bilevel.estimators import leader_knowledge, replicates
-from exact_bilevel.experiments.examples import PARAMETERIZATIONS, random_problem
-from exact_bilevel.mutants import MUTANTS, mutant_replicates
-from exact_bilevel.testing import unbiasedness_test
+from exact_bilevel.validation.acceptance import unbiasedness_test
 
-#: The BC-HG mutants (exact critic), which this script applies to bc-hg and bc-hg-baseline.
-BCHG_MUTANTS = [n for n, m in MUTANTS.items() if (m.mutates, m.critic) == ("bc-hg", "exact")]
-
-OUT = pathlib.Path(__file__).with_suffix(".md")
-ALPHA, R, BUDGET = 0.01, 100, 2000
+HERE = pathlib.Path(__file__).parent
+SPEC = HERE / "sweeps" / "estimator_rates.json"
+MUTANTS = ("sign-flip", "no-centring", "wrong-discount-power", "sum-from-t+1",
+           "tau-not-inverse", "grad-r-for-dQ", "no-survival-weights", "leader-gamma-swap")
+PARAMS = ("reward", "transitions", "both")
 OBJECTIVES = ("leader_return", "leader_return_own_gamma", "leader_return_x_reward")
+ALPHA = 0.01
 
 
-def problem_for(seed: int):
-    rng = np.random.default_rng([2026, seed])
-    S, A, d = int(rng.integers(3, 7)), int(rng.integers(2, 5)), int(rng.integers(1, 5))
-    par = PARAMETERIZATIONS[seed % 3]
-    obj = OBJECTIVES[(seed // 3) % 3]
-    gamma = float(rng.uniform(0.5, 0.95))
-    tau = float(np.exp(rng.uniform(np.log(0.1), np.log(2.0))))
-    p, x = random_problem(S, A, d, seed=seed, gamma=gamma, tau=tau, parameterize=par,
-                          objective=obj)
-    return p, x, par
+def spec(n_problems: int) -> dict:
+    rng = np.random.default_rng(2024)
+    problems = []
+    per = max(1, n_problems // 9)
+    for par in PARAMS:
+        for obj in OBJECTIVES:
+            for k in range(per):
+                problems.append({"name": f"{par}-{obj}-{k}", "random": {
+                    "states": int(rng.integers(3, 7)), "actions": int(rng.integers(2, 5)),
+                    "params": int(rng.integers(1, 5)), "count": 1, "parameterize": par,
+                    "objective": obj, "gamma": round(float(rng.uniform(0.5, 0.95)), 4),
+                    "tau": round(float(np.exp(rng.uniform(np.log(0.1), np.log(2.0)))), 4),
+                    "seed": int(rng.integers(0, 2**31))}})
+    estimators: list = ["bc-hg", "bc-hg-baseline"]
+    estimators += [f"mutant:{m}" for m in MUTANTS]
+    estimators += [{"name": f"mutant:{m}", "baseline": True} for m in MUTANTS]
+    return {"format": "exact-bilevel-sweep/1", "problems": problems, "estimators": estimators,
+            "budgets": [2000], "replicates": 100, "seed": 2026}
 
 
-def clopper_pearson(k: int, n: int) -> tuple[float, float]:
-    lo = scipy.stats.beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
-    hi = scipy.stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
-    return float(lo), float(hi)
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *args], check=True)
+
+
+def summarise(db: str) -> str:
+    con = sqlite3.connect(db)
+    try:
+        exact = {p: np.array(json.loads(g)) for p, g in
+                 con.execute("SELECT problem, exact FROM problems")}
+        groups: dict[tuple[str, str], list] = defaultdict(list)
+        for p, e, g in con.execute("SELECT problem, estimator, gradient FROM estimates "
+                                   "ORDER BY problem, estimator, replicate"):
+            groups[p, e].append(json.loads(g))
+        n_failed = con.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+    finally:
+        con.close()
+    rejected: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for (p, e), rows in groups.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = unbiasedness_test(np.array(rows), exact[p], ALPHA).reject
+        rejected[e][p.split("-")[0]].append(r)
+    n_prob = len(exact)
+    lines = ["# Acceptance-test calibration: false alarms and mutant detection", "",
+             f"Generated by `verification/estimator_rates.py` through `exact-bilevel sweep` "
+             f"(spec `verification/sweeps/estimator_rates.json`; the full per-problem report "
+             f"is `verification/sweeps/estimator_rates/sweep_report.md`): {n_prob} random "
+             "problems, R = 100 replicates of N = 2000 transitions each, unbiasedness test at "
+             f"alpha = {ALPHA}; 95% Clopper-Pearson intervals; {n_failed} failed replicates. "
+             "The `correct` rows are the realised false-alarm rates (should be <= alpha up to "
+             "sampling error); the others are detection rates (power) of each mutant at this "
+             "budget. The last three columns split the rate by how x enters the follower.", "",
+             "| base estimator | variant | rejected | rate | 95% CI | reward | transitions | "
+             "both |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def row(base: str, variant: str, label: str) -> str:
+        by = rejected[label]
+        allr = [v for vs in by.values() for v in vs]
+        k, n = int(sum(allr)), len(allr)
+        ci = scipy.stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+        cols = " | ".join(f"{np.mean(by[p]):.2f}" if by[p] else "-" for p in PARAMS)
+        return (f"| {base} | {variant} | {k}/{n} | {k / n:.3f} | [{ci.low:.3f}, {ci.high:.3f}] "
+                f"| {cols} |")
+
+    for base, suffix in (("bc-hg", ""), ("bc-hg-baseline", ",baseline")):
+        lines.append(row(base, "correct", f"{base}[exact]"))
+        for m in MUTANTS:
+            lines.append(row(base, m, f"mutant:{m}[exact{suffix}]"))
+    lines += ["", "Notes. `leader-gamma-swap` is a no-op when gamma_L = gamma (two of the three "
+              "objectives), so its overall rate is bounded by about 1/3. Mutants are weakest on "
+              "transition-parameterised problems: the score-function part of g_k, gamma "
+              "dlogP(s'|s,a) V(s'), has no baseline in plain bc-hg and a variance of order "
+              "(max V)^2, which hides small biases at this budget; the baseline V(s_k) removes "
+              "the common level of V and restores the power.", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=200)
-    n_seeds = ap.parse_args().seeds
-    names = [(base, name) for base in ("bc-hg", "bc-hg-baseline")
-             for name in ("correct", *BCHG_MUTANTS)]
-    rejected = {n: {par: [] for par in PARAMETERIZATIONS} for n in names}
-    for seed in tqdm(range(n_seeds), desc="problems"):
-        p, x, par = problem_for(seed)
-        exact = hypergradient(p, x).gradient
-        know = leader_knowledge(p, x)
-        for base, name in names:
-            if name == "correct":
-                X, _ = replicates(p, x, base, BUDGET, R, seed=seed)
-            else:
-                X = mutant_replicates(name, know, BUDGET, R, seed=seed,
-                                      baseline=base == "bc-hg-baseline")
-            rejected[base, name][par].append(unbiasedness_test(X, exact, ALPHA).reject)
-    lines = [
-        "# Acceptance-test calibration: false alarms and mutant detection",
-        "",
-        f"Generated by `verification/estimator_rates.py` ({n_seeds} random problems, "
-        f"R = {R} replicates of N = {BUDGET} transitions each, unbiasedness test at "
-        f"alpha = {ALPHA}; 95% Clopper-Pearson intervals). The first row is the realised "
-        "false-alarm rate of the correct estimator (should be <= alpha up to sampling "
-        "error); the others are detection rates (power) of each mutant at this budget.",
-        "",
-        "| base estimator | variant | rejected | rate | 95% CI | reward | transitions | both |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key in names:
-        allr = [r for par in PARAMETERIZATIONS for r in rejected[key][par]]
-        k, n = int(np.sum(allr)), len(allr)
-        lo, hi = clopper_pearson(k, n)
-        per = " | ".join(f"{np.mean(rejected[key][par]):.2f}" if rejected[key][par] else "-"
-                         for par in PARAMETERIZATIONS)
-        lines.append(f"| {key[0]} | {key[1]} | {k}/{n} | {k / n:.3f} | [{lo:.3f}, {hi:.3f}] "
-                     f"| {per} |")
-    lines += [
-        "",
-        "Notes. `leader-gamma-swap` is a no-op when gamma_L = gamma (two of the three "
-        "objectives), so its overall rate is bounded by about 1/3. Mutants are weakest on "
-        "transition-parameterised problems: the score-function part of g_k, "
-        "gamma dlogP(s'|s,a) V(s'), has no baseline and a variance of order "
-        "(max V)^2 ~ (r_max / (1 - gamma))^2, which hides small biases at this budget; "
-        "the baseline V(s_k) removes the common level of V and restores the power.",
-    ]
-    OUT.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    ap.add_argument("--problems", type=int, default=198)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--db", default="/tmp/exact_bilevel_estimator_rates.sqlite")
+    args = ap.parse_args()
+    SPEC.write_text(json.dumps(spec(args.problems), indent=1) + "\n")
+    _cli("sweep", str(SPEC), "--db", args.db, "--workers", str(args.workers))
+    _cli("report", "--db", args.db, "--out", str(HERE / "sweeps" / "estimator_rates"),
+         "--force")
+    text = summarise(args.db)
+    (HERE / "estimator_rates.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

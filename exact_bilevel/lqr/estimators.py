@@ -1,7 +1,8 @@
 r"""Sample-based hypergradient estimators for Gaussian (soft-LQR) followers.
 
-From ``N = budget // T`` episodes of :mod:`exact_bilevel.lqr.sampling` (``budget`` counts transitions),
-with discounted returns-to-go ``G_t = sum_{k >= t} gamma_L^k r_k`` (``G_T = 0``)::
+From ``N = budget // T`` episodes of :mod:`exact_bilevel.lqr.sampling` (``budget``
+counts transitions), with discounted returns-to-go
+``G_t = sum_{k >= t} gamma_L^k r_k`` (``G_T = 0``)::
 
     g = Gamma * d(-sum_k w_k z_k^2)/dx                               (parameter cost)
       + mean_i sum_t (G_t - b_t)   [ d log N(a_t; K_L s_t, Sigma_L)   (leader's action score)

@@ -40,6 +40,11 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
                                       "estimates ORDER BY problem, estimator, budget, "
                                       "replicate"):
             groups[p, e, b].append(json.loads(g))
+        failed: dict[tuple[str, str, int], list[str]] = defaultdict(list)
+        for p, e, b, err in con.execute("SELECT problem, estimator, budget, error FROM "
+                                        "failures ORDER BY problem, estimator, budget, "
+                                        "replicate"):
+            failed[p, e, b].append(err)
     finally:
         con.close()
     import warnings
@@ -50,13 +55,21 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
              "'rel. error of one': the mean of |g_hat - g| / |g| over replicates with a "
              "percentile-bootstrap 95% band (2000 resamples); 'bias 95% CI': the confidence "
              "interval of (mean - g)_k / max|g| at the coordinate k with the largest |z|.", "",
-             "| problem | estimator | budget | R | rel. error of mean | cosine | rel. error "
-             "of one [95% band] | bias 95% CI | max abs z | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "'failed': replicates whose estimator raised (listed below the tables); R "
+             "counts the others.", "",
+             "| problem | estimator | budget | R | failed | rel. error of mean | cosine | "
+             "rel. error of one [95% band] | bias 95% CI | max abs z | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     boot = np.random.default_rng(0)
     curves: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     verdicts: dict[str, list[bool]] = defaultdict(list)
-    for (p, e, b), rows in sorted(groups.items()):
+    for key in sorted(set(groups) | set(failed)):
+        p, e, b = key
+        rows = groups.get(key, [])
+        nf = len(failed.get(key, []))
+        if not rows:
+            lines.append(f"| {p} | {e} | {b} | 0 | {nf} | - | - | - | - | - | - |")
+            continue
         X, g = np.array(rows), exact[p]
         norm = max(float(np.linalg.norm(g)), 1e-300)
         m = X.mean(axis=0)
@@ -71,7 +84,7 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
             res = unbiasedness_test(X, g, alpha) if len(rows) >= 2 else None
         verdict = "-" if res is None else ("REJECT" if res.reject else "accept")
         zmax = "-" if res is None else f"{float(np.max(np.abs(res.z))):.3g}"
-        lines.append(f"| {p} | {e} | {b} | {len(rows)} | {np.linalg.norm(m - g) / norm:.3g} "
+        lines.append(f"| {p} | {e} | {b} | {len(rows)} | {nf} | {np.linalg.norm(m - g) / norm:.3g} "
                      f"| {cos:.4f} | {band} | {ci} | {zmax} | {verdict} |")
         curves[p, e].append((b, single))
         if res is not None:
@@ -82,6 +95,13 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
               "| estimator | rejected | groups | rate |", "| --- | --- | --- | --- |"]
     for e, v in sorted(verdicts.items()):
         lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} |")
+    if failed:
+        lines += ["", "## Failed replicates", "",
+                  "| problem | estimator | budget | failed | first message |",
+                  "| --- | --- | --- | --- | --- |"]
+        for (p, e, b), errs in sorted(failed.items()):
+            msg = errs[0].replace("|", "/").replace("\n", " ")[:200]
+            lines.append(f"| {p} | {e} | {b} | {len(errs)} | {msg} |")
     text = "\n".join(lines) + "\n"
     path.mkdir(parents=True, exist_ok=True)
     _plot(curves, targets[1])

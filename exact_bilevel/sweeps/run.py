@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core._progress import progress_bar
-from ..core.errors import require_finite
+from ..core.errors import ConvergenceError, require_finite
 from ..core.hypergradient import hypergradient
 from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowledge
 from ..estimators.sampling import Sampler
@@ -26,9 +26,12 @@ from ..experiments.examples import random_problem
 from ..formats.files import load_problem
 from ..validation.mutants import MUTANTS
 from . import store
-from .spec import ProblemSpec, SweepSpec
+from .spec import EstimatorSpec, ProblemSpec, SweepSpec
 
-Task = tuple[str, str, str, int, int]  # problem, estimator, critic, budget, replicate
+Task = tuple[str, str, str, bool, int, int]  # problem, estimator, critic, baseline, budget, rep
+#: What an estimator may raise on a valid sweep (its own documented limits, a numerical
+#: failure): recorded in the ``failures`` table. Anything else is a bug and stops the run.
+RECORDED = (ValueError, ArithmeticError, ConvergenceError)
 
 
 def replicate_seed(seed: int, problem: str, estimator: str, budget: int,
@@ -51,23 +54,32 @@ def _knowledge(p: ProblemSpec) -> Any:
     return problem, x, leader_knowledge(problem, x)
 
 
-def _run_chunk(args: tuple[SweepSpec, list[Task]]) -> list[store.Row]:
+def _run_chunk(args: tuple[SweepSpec, list[Task]]
+               ) -> tuple[list[store.Row], list[store.Failure]]:
     spec, tasks = args
     by_name = {p.name: p for p in spec.problems}
-    rows = []
-    for pname, est, critic, budget, rep in tasks:
+    rows, failures = [], []
+    for pname, est, critic, baseline, budget, rep in tasks:
         _, _, know = _knowledge(by_name[pname])
-        label = f"{est}[{critic}]"
+        label = EstimatorSpec(est, critic, baseline).label
         t0 = time.perf_counter()
         rng = replicate_seed(spec.seed, pname, label, budget, rep)
-        fn = (MUTANTS[est[len("mutant:"):]].fn if est.startswith("mutant:")
-              else ESTIMATORS[est].fn)
-        e = fn(know, Sampler(know.state.mdp, rng), budget, critic)
-        require_finite(f"{label} on {pname}, replicate {rep}: the estimate", e.gradient,
-                       "sampling")
+        sampler = Sampler(know.state.mdp, rng)
+        try:
+            if est.startswith("mutant:"):
+                fn = MUTANTS[est[len("mutant:"):]].fn
+                e = (fn(know, sampler, budget, critic, True) if baseline
+                     else fn(know, sampler, budget, critic))
+            else:
+                e = ESTIMATORS[est].fn(know, sampler, budget, critic)
+            require_finite(f"{label} on {pname}, replicate {rep}: the estimate", e.gradient,
+                           "sampling")
+        except RECORDED as exc:
+            failures.append((pname, label, budget, rep, f"{type(exc).__name__}: {exc}"))
+            continue
         rows.append((pname, label, budget, rep, json.dumps(e.gradient.tolist()),
                      int(e.transitions), time.perf_counter() - t0))
-    return rows
+    return rows, failures
 
 
 EXECUTORS = ("local", "dask")
@@ -76,7 +88,10 @@ EXECUTORS = ("local", "dask")
 def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
               progress: bool = True, executor: str = "local",
               scheduler: str | None = None) -> int:
-    """Compute every replicate not yet in ``db``; returns how many were added.
+    """Compute every replicate not yet in ``db``; returns how many were settled (estimated
+    or recorded as failed: an estimator raising ``ValueError``, ``ArithmeticError`` or
+    ``ConvergenceError`` on a replicate is recorded in the ``failures`` table with its
+    message and the sweep goes on).
 
     ``executor="local"``: the standard library's process pool (``workers`` processes;
     one worker runs in this process). ``executor="dask"``: Dask distributed (the ``dask``
@@ -103,16 +118,16 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
             store.put_problem(con, name, value, grad)
         con.execute("COMMIT")
         have = store.done(con)
-        todo = [(p.name, e.name, e.critic, b, i) for p in spec.problems
+        todo = [(p.name, e.name, e.critic, e.baseline, b, i) for p in spec.problems
                 for e in spec.estimators for b in spec.budgets for i in range(spec.replicates)
                 if (p.name, e.label, b, i) not in have]
         chunks = [(spec, todo[k:k + chunk]) for k in range(0, len(todo), chunk)]
         bar = progress_bar(total=len(todo), desc="sweep (replicates)", enabled=progress)
         added = 0
-        for rows in _results(chunks, executor, workers, scheduler):
-            store.put_rows(con, rows)
-            added += len(rows)
-            bar.update(len(rows))
+        for rows, failures in _results(chunks, executor, workers, scheduler):
+            store.put_rows(con, rows, failures)
+            added += len(rows) + len(failures)
+            bar.update(len(rows) + len(failures))
         bar.close()
         return added
     finally:
@@ -120,7 +135,8 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
 
 
 def _results(chunks: list, executor: str, workers: int,
-             scheduler: str | None) -> Iterator[list[store.Row]]:
+             scheduler: str | None
+             ) -> Iterator[tuple[list[store.Row], list[store.Failure]]]:
     """The rows of every chunk, as they complete."""
     if executor == "dask":
         try:

@@ -12,7 +12,8 @@
 
 Paths are relative to the sweep file. ``"mutant:NAME"`` sweeps a deliberately wrong
 estimator of :data:`exact_bilevel.mutants.MUTANTS` (its rejection rate is the
-tests' power). A random generator expands into ``count``
+tests' power); ``{"name": "mutant:NAME", "baseline": true}`` applies a BC-HG mutant
+to ``bc-hg-baseline`` instead of ``bc-hg``. A random generator expands into ``count``
 problems ``random-S{S}-A{A}-d{d}-{parameterize}-{objective}-{k}`` made by
 :func:`exact_bilevel.experiments.examples.random_problem` with seed ``seed + k``.
 """
@@ -44,14 +45,16 @@ class ProblemSpec:
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """A registered estimator with a critic (``label`` names it in the results)."""
+    """A registered estimator with a critic (``label`` names it in the results);
+    ``baseline`` marks a BC-HG mutant applied to ``bc-hg-baseline``."""
 
     name: str
     critic: str
+    baseline: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.name}[{self.critic}]"
+        return f"{self.name}[{self.critic}{',baseline' if self.baseline else ''}]"
 
 
 @dataclass(frozen=True)
@@ -129,15 +132,30 @@ def _estimators(items: object) -> list[EstimatorSpec]:
     out = []
     for i, item in enumerate(items):
         spec = {"name": item} if isinstance(item, str) else item
-        if not isinstance(spec, dict) or set(spec) - {"name", "critic"} or "name" not in spec:
-            raise ValueError(f"estimators[{i}]: a name or {{'name': ..., 'critic': ...}}")
+        if not isinstance(spec, dict) or set(spec) - {"name", "critic", "baseline"} \
+                or "name" not in spec:
+            raise ValueError(f"estimators[{i}]: a name or {{'name': ..., 'critic': ...}} "
+                             "(mutants: {'name': 'mutant:NAME', 'baseline': true})")
+        baseline = spec.get("baseline", False)
+        if not isinstance(baseline, bool):
+            raise ValueError(f"estimators[{i}].baseline = {baseline!r}: must be true or false")
         if str(spec["name"]).startswith("mutant:"):  # a deliberately wrong estimator
             mutant = MUTANTS.get(spec["name"][len("mutant:"):])
             if mutant is None:
                 raise ValueError(f"estimators[{i}].name = {spec['name']!r}: one of "
                                  f"{['mutant:' + m for m in sorted(MUTANTS)]}")
-            out.append(EstimatorSpec(spec["name"], mutant.critic))
+            if "critic" in spec:
+                raise ValueError(f"estimators[{i}].critic: a mutant has its own critic "
+                                 f"({mutant.critic!r})")
+            if baseline and not mutant.accepts_baseline:
+                raise ValueError(f"estimators[{i}].baseline: {spec['name']} has no baseline "
+                                 "variant (only the BC-HG family mutants with the exact "
+                                 "critic do)")
+            out.append(EstimatorSpec(spec["name"], mutant.critic, baseline))
             continue
+        if "baseline" in spec:
+            raise ValueError(f"estimators[{i}].baseline: only for mutants; the registered "
+                             "baseline estimator is 'bc-hg-baseline'")
         if spec["name"] not in ESTIMATORS:
             raise ValueError(f"estimators[{i}].name = {spec['name']!r}: one of "
                              f"{sorted(ESTIMATORS)} or 'mutant:NAME'")

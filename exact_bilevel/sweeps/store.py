@@ -3,9 +3,13 @@
 Tables: ``meta(key, value)`` (the spec), ``problems(problem, value, exact)`` (the exact
 ``F`` and gradient, JSON), ``estimates(problem, estimator, budget, replicate,
 gradient, transitions, seconds)`` with primary key ``(problem, estimator, budget,
-replicate)``. Rows are inserted with ``INSERT OR IGNORE`` inside transactions: a
-killed run keeps every committed row and no partial one; concurrent writers (WAL
-mode, a busy timeout) cannot store a replicate twice.
+replicate)``, and ``failures(problem, estimator, budget, replicate, error)`` for
+replicates whose estimator raised (a documented limit such as too small a budget, or
+a numerical failure): recorded once with the message, counted by the report, never
+retried (the replicate's seed is fixed, so it would fail again). Rows are inserted
+with ``INSERT OR IGNORE`` inside transactions: a killed run keeps every committed row
+and no partial one; concurrent writers (WAL mode, a busy timeout) cannot store a
+replicate twice.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ CREATE TABLE IF NOT EXISTS estimates (
     problem TEXT NOT NULL, estimator TEXT NOT NULL, budget INTEGER NOT NULL,
     replicate INTEGER NOT NULL, gradient TEXT NOT NULL, transitions INTEGER NOT NULL,
     seconds REAL NOT NULL, PRIMARY KEY (problem, estimator, budget, replicate));
+CREATE TABLE IF NOT EXISTS failures (
+    problem TEXT NOT NULL, estimator TEXT NOT NULL, budget INTEGER NOT NULL,
+    replicate INTEGER NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (problem, estimator, budget, replicate));
 """
 
 Row = tuple[str, str, int, int, str, int, float]
+Failure = tuple[str, str, int, int, str]
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -59,7 +68,9 @@ def spec_text(con: sqlite3.Connection) -> str:
 
 
 def done(con: sqlite3.Connection) -> set[tuple[str, str, int, int]]:
-    return set(con.execute("SELECT problem, estimator, budget, replicate FROM estimates"))
+    """Replicates already settled: estimated or failed."""
+    return (set(con.execute("SELECT problem, estimator, budget, replicate FROM estimates"))
+            | set(con.execute("SELECT problem, estimator, budget, replicate FROM failures")))
 
 
 def put_problem(con: sqlite3.Connection, name: str, value: float, exact: list[float]) -> None:
@@ -67,11 +78,13 @@ def put_problem(con: sqlite3.Connection, name: str, value: float, exact: list[fl
                 (name, value, json.dumps(exact)))
 
 
-def put_rows(con: sqlite3.Connection, rows: Iterable[Row]) -> None:
-    """Insert replicates in one transaction (all or nothing)."""
+def put_rows(con: sqlite3.Connection, rows: Iterable[Row],
+             failures: Iterable[Failure] = ()) -> None:
+    """Insert replicates and failures in one transaction (all or nothing)."""
     con.execute("BEGIN IMMEDIATE")
     try:
         con.executemany("INSERT OR IGNORE INTO estimates VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT OR IGNORE INTO failures VALUES (?, ?, ?, ?, ?)", failures)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -137,6 +137,13 @@ class Mutant:
     critic: str
     bug: str
 
+    @property
+    def accepts_baseline(self) -> bool:
+        """Whether ``fn`` takes ``baseline=True`` (mutate ``bc-hg-baseline`` instead)."""
+        import inspect
+
+        return "baseline" in inspect.signature(self.fn).parameters
+
 
 def _bchg_family(name: str, bug: str, **kwargs: str) -> Mutant:
     fn = _mutant(name, **kwargs)
