@@ -217,3 +217,27 @@ def test_bad_inputs():
     p = BilevelProblem(problem.follower_reward, bad, problem.objective, gamma=0.9, tau=1.0)
     with pytest.raises(ValueError, match=r"invalid MDP: transitions\[0, 0, :\]: sums to 1.5"):
         hypergradient(p, x)
+
+
+def test_batched_hypergradients_equal_independent_calls():
+    """hypergradients() over many x (warm-started along a nearest-neighbour chain) returns
+    the rows in input order and equals independent calls to the solver tolerance."""
+    from exact_bilevel import hypergradients
+    from exact_bilevel.experiments.examples import random_problem
+
+    problem, x0 = random_problem(30, 3, 4, seed=5, parameterize="both")
+    X = x0 + 0.3 * np.random.default_rng(0).normal(size=(12, 4))
+    batch = hypergradients(problem, X)
+    given = hypergradients(problem, X, order="given", mode="forward")
+    for i, x in enumerate(X):
+        hg = hypergradient(problem, x)
+        scale = np.max(np.abs(hg.gradient))
+        assert np.max(np.abs(batch.gradients[i] - hg.gradient)) <= 1e-11 * scale
+        assert np.max(np.abs(given.gradients[i] - hg.gradient)) <= 1e-11 * scale
+        assert abs(batch.values[i] - hg.value) <= 1e-12 * max(1.0, abs(hg.value))
+        assert np.allclose(batch.direct[i] + batch.indirect[i], batch.gradients[i], atol=0)
+    assert batch.residuals.max() < 1e-9
+    with pytest.raises(ValueError, match="X: axis 1 must have length 4"):
+        hypergradients(problem, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="order"):
+        hypergradients(problem, X, order="random")
