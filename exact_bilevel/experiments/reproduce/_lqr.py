@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 
 from ...core.errors import require_finite
 from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.model import LQRProblem
+from ._common import atomic_write, mean_se, save_figure
 
 
 def clip_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
@@ -17,8 +20,8 @@ def clip_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
 
 
 def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float, method: str,
-                  budget: int, seed: int, optimizer: str = "sgd", max_norm: float = 1.0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  budget: int, seed: int, optimizer: str = "sgd", max_norm: float = 1.0,
+                  critic: str = "monte-carlo") -> tuple[np.ndarray, np.ndarray]:
     """Gradient *ascent* on ``F`` with the exact hypergradient (``method="exact"``) or an
     estimator of :mod:`exact_bilevel.lqr.estimators` from ``budget`` transitions per step.
 
@@ -37,7 +40,7 @@ def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float,
         if k == steps:
             break
         g = hg.gradient if method == "exact" else lqr_estimators.estimate(
-            problem, x, method, budget, seed=[seed, k])
+            problem, x, method, budget, seed=[seed, k], critic=critic)
         g = clip_norm(g, max_norm)
         if optimizer == "adam":
             m1 = 0.9 * m1 + 0.1 * g
@@ -49,3 +52,29 @@ def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float,
     out = np.array(values), np.array(norms)
     require_finite("exact F along the run", out[0], f"the {method} run")
     return out
+
+
+def curve_row(runs: list[np.ndarray], steps: int) -> str:
+    """``F at step 0 | F at the end +- se | score (mean of the last 10%) +- se`` over seeds."""
+    for v in runs:
+        require_finite("exact F along a run", v, "the leader loop")
+    f0, _ = mean_se([v[0] for v in runs])
+    fe, fse = mean_se([v[-1] for v in runs])
+    k = max(1, round(0.1 * steps))
+    sc, sse = mean_se([float(np.mean(v[-k:])) for v in runs])
+    return f"{f0:.6g} | {fe:.6g} +- {fse:.2g} | {sc:.6g} +- {sse:.2g}"
+
+
+def finish(fig: object, ax: object, reference: float, reference_label: str, lines: list[str],
+           deviations: list[str], out: pathlib.Path, stem: str) -> str:
+    """Label and save the figure, append the deviations, write the table; return its text."""
+    ax.axhline(reference, color="k", ls=":", label=reference_label)  # type: ignore[attr-defined]
+    ax.set_xlabel("leader iteration")  # type: ignore[attr-defined]
+    ax.set_ylabel("exact leader objective F (mean over seeds)")  # type: ignore[attr-defined]
+    ax.legend(fontsize=7)  # type: ignore[attr-defined]
+    fig.tight_layout()  # type: ignore[attr-defined]
+    save_figure(fig, out / f"reproduce_{stem}.png")
+    lines += ["", "## Deviations from the authors' runs", ""] + [f"- {d}" for d in deviations]
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / f"reproduce_{stem}.md", text)
+    return text

@@ -33,8 +33,8 @@ from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.tasks import building_thermal_control
 from ...validation.acceptance import unbiasedness_test
-from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure
-from ._lqr import leader_ascent
+from ._common import RunSize, plt, run_all
+from ._lqr import curve_row, finish, leader_ascent
 
 QUICK = RunSize(steps=60, seeds=3, budgets=(10_000,), learning_rates=(0.1,),
                 label="quick (CI-sized: 60 steps, 3 seeds, lr 0.1, 30 replicates per estimator)")
@@ -86,24 +86,8 @@ def run_one(job: tuple) -> np.ndarray:
     method, critic, lr, seed, steps, budget = job
     problem, _ = building_thermal_control()
     x0 = np.random.default_rng([seed, 11]).normal(0.0, 0.01, problem.d)
-    if method == "exact":
-        return leader_ascent(problem, x0, steps=steps, lr=lr, method="exact", budget=0,
-                             seed=seed)[0]
-    return _ascent_with_critic(problem, x0, steps, lr, method, critic, budget, seed)
-
-
-def _ascent_with_critic(problem, x0, steps, lr, method, critic, budget, seed) -> np.ndarray:
-    from ._lqr import clip_norm
-
-    x = np.array(x0, dtype=float)
-    values = []
-    for k in range(steps + 1):
-        values.append(hypergradient(problem, x).value)
-        if k == steps:
-            break
-        g = lqr_estimators.estimate(problem, x, method, budget, seed=[seed, k], critic=critic)
-        x = x + lr * clip_norm(g, 1.0)
-    return np.array(values)
+    return leader_ascent(problem, x0, steps=steps, lr=lr, method=method, budget=budget,
+                         seed=seed, critic=critic)[0]
 
 
 def building_thermal(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) -> str:
@@ -168,23 +152,8 @@ def building_thermal(out: pathlib.Path, *, size: RunSize = QUICK, workers: int =
     for label, m, c in LOOP_ROWS:
         for lr in size.learning_rates:
             runs = [curves[m, c, lr, s] for s in range(size.seeds)]
-            for v in runs:
-                require_finite("exact F along a run", v, "the leader loop")
-            f0, _ = mean_se([v[0] for v in runs])
-            fe, fse = mean_se([v[-1] for v in runs])
-            k = max(1, round(0.1 * size.steps))
-            sc, sse = mean_se([float(np.mean(v[-k:])) for v in runs])
-            lines.append(f"| {label} | {lr:g} | {f0:.6g} | {fe:.6g} +- {fse:.2g} | "
-                         f"{sc:.6g} +- {sse:.2g} |")
+            lines.append(f"| {label} | {lr:g} | {curve_row(runs, size.steps)} |")
             ax.plot(np.mean(runs, axis=0), label=f"{label}, lr {lr:g}",
                     lw=2.5 if m == "exact" else 1)
-    ax.axhline(f_star, color="k", ls=":", label="local optimum F* (L-BFGS-B, exact)")
-    ax.set_xlabel("leader iteration")
-    ax.set_ylabel("exact leader objective F (mean over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "reproduce_building_thermal.png")
-    lines += ["", "## Deviations from the authors' runs", ""] + [f"- {d}" for d in DEVIATIONS]
-    text = "\n".join(lines) + "\n"
-    atomic_write(out / "reproduce_building_thermal.md", text)
-    return text
+    return finish(fig, ax, f_star, "local optimum F* (L-BFGS-B, exact)", lines, DEVIATIONS, out,
+                  "building_thermal")

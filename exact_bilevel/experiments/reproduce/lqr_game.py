@@ -27,8 +27,8 @@ from ...lqr.hypergradient import hypergradient
 from ...lqr.objective import value
 from ...lqr.tasks import lqr_game
 from ...validation.acceptance import unbiasedness_test
-from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure
-from ._lqr import leader_ascent
+from ._common import RunSize, plt, run_all
+from ._lqr import curve_row, finish, leader_ascent
 
 QUICK = RunSize(steps=100, seeds=3, budgets=(400,), learning_rates=(0.1,),
                 label="quick (CI-sized: 100 iterations, 3 seeds, 60 replicates per estimator)")
@@ -130,22 +130,8 @@ def lqr_game_reproduction(out: pathlib.Path, *, size: RunSize = QUICK, workers: 
     for m in LOOP:
         for lr in size.learning_rates:
             runs = [curves[m, lr, s] for s in range(size.seeds)]
-            for v in runs:
-                require_finite("exact F along a run", v, "the leader loop")
-            f0, _ = mean_se([v[0] for v in runs])
-            fe, fse = mean_se([v[-1] for v in runs])
-            k = max(1, round(0.1 * size.steps))
-            sc, sse = mean_se([float(np.mean(v[-k:])) for v in runs])
             name = "exact hypergradient" if m == "exact" else f"{m} (Monte-Carlo, {budget}/step)"
-            lines.append(f"| {name} | {f0:.6g} | {fe:.6g} +- {fse:.2g} | {sc:.6g} +- {sse:.2g} |")
+            lines.append(f"| {name} | {curve_row(runs, size.steps)} |")
             ax.plot(np.mean(runs, axis=0), label=name, lw=2.5 if m == "exact" else 1)
-    ax.axhline(f_best, color="k", ls=":", label="best F found (grid + L-BFGS-B, exact)")
-    ax.set_xlabel("leader iteration")
-    ax.set_ylabel("exact leader objective F (mean over seeds)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "reproduce_lqr_game.png")
-    lines += ["", "## Deviations from the authors' runs", ""] + [f"- {d}" for d in DEVIATIONS]
-    text = "\n".join(lines) + "\n"
-    atomic_write(out / "reproduce_lqr_game.md", text)
-    return text
+    return finish(fig, ax, f_best, "best F found (grid + L-BFGS-B, exact)", lines, DEVIATIONS,
+                  out, "lqr_game")
