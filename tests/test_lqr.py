@@ -346,3 +346,30 @@ def test_cli_hypergradient_estimate_check(tmp_path, capsys):
     assert main(["solve", path, "--output", str(tmp_path / "s.json")]) == 0
     assert main(["estimate", path, "--estimator", "hpgd", "--transitions", "500"]) == 2
     capsys.readouterr()
+
+
+def _two_parameter_problem():
+    prob, _ = random_problem(4, n=2, m=1, p=0, horizon=20)
+    small = lqr.make_problem(
+        A=prob.base["A"], B=prob.base["B"], Q=prob.base["Q"], R=prob.base["R"], W=prob.W,
+        gamma=0.9, tau=0.5, jac={"A": prob.jac["A"][..., :2], "B": prob.jac["B"][..., :2]},
+        d=2, link="sigmoid", Q_L=prob.leader.Q_L, R_L=prob.leader.R_L, gamma_L=0.95,
+        horizon=20, mu0=prob.mu0, Sigma0=prob.Sigma0, bump_weight=1.0, bump_center=[0.2, 0.1])
+    return small, np.array([0.3, -0.4])
+
+
+def test_zeroth_order_targets_the_smoothed_gradient():
+    """zeroth-order (common random numbers) is unbiased for grad F_mu, computed by
+    Gauss-Hermite quadrature (orders 10 and 14 agree to 1e-7); without its factor 2 it is
+    rejected by the same test."""
+    prob, x = _two_parameter_problem()
+    mu = 0.5
+    target = est.smoothed_gradient(prob, x, mu, order=10)
+    assert _rel(est.smoothed_gradient(prob, x, mu, order=14), target) < 1e-7  # << its SE
+    assert _rel(target, lqr.hypergradient(prob, x).gradient) > 1e-3   # F_mu is not F
+    X = est.estimate_many(prob, x, "zeroth-order", 40 * prob.horizon, 300, seed=3,
+                          smoothing=mu)
+    assert not unbiasedness_test(X, target, ALPHA).reject
+    assert unbiasedness_test(2.0 * X, target, ALPHA).reject            # (F+ - F-) / mu
+    with pytest.raises(ValueError, match="smoothing"):
+        est.estimate_many(prob, x, "zeroth-order", 200, 2, smoothing=0.0)

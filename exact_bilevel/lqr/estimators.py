@@ -22,6 +22,15 @@ counts transitions), with discounted returns-to-go
   (``transition_logprob_grad_clip: 1.0``): *biased*; its bias is measured exactly by
   ``exact-bilevel reproduce building-thermal``.
 
+* ``zeroth-order`` — two-point Gaussian smoothing of the *sampled* return:
+  ``(F_hat(x + mu u) - F_hat(x - mu u)) / (2 mu) u``, ``u ~ N(0, I)``, each ``F_hat`` the
+  mean discounted return of half the episodes with the follower re-solved at the
+  perturbed point (the leader deploys ``x +- mu u``), the two halves driven by common
+  random numbers (the same noise draws; a simulator's variance reduction that keeps
+  each side unbiased). Unbiased for ``grad F_mu`` (the
+  gradient of ``F_mu(x) = E_u F(x + mu u)``, :func:`smoothed_gradient`), not for
+  ``grad F``; needs no derivative of anything.
+
 Mutants (deliberately wrong, for the power of the tests): ``mutant:no-centring``
 (``dQ_F / tau``), ``mutant:tau-not-inverse`` (``tau (dQ_F - E dQ_F)``),
 ``mutant:sign-flip`` (``-(...)``).
@@ -63,7 +72,9 @@ RULES: dict[str, ScoreRule | None] = {
 RULES["bc-hg-authors-clip"] = _bchg
 #: Per-sample norm clip of the transition score, by estimator.
 TRANSITION_SCORE_CLIP = {"bc-hg-authors-clip": 1.0}
-ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only", "bc-hg-authors-clip")
+ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only", "bc-hg-authors-clip", "zeroth-order")
+#: Smoothing radius ``mu`` of ``zeroth-order`` (in ``x`` units).
+SMOOTHING = 0.05
 MUTANTS = tuple(k for k in RULES if k.startswith("mutant:"))
 
 
@@ -125,16 +136,17 @@ def _weights_exact(problem, inst, cl, Pi, c, ro, z, T):
 
 def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
                   replicates: int, seed: int | np.random.SeedSequence = 0, *,
-                  critic: str = "monte-carlo") -> np.ndarray:
+                  critic: str = "monte-carlo", smoothing: float = SMOOTHING) -> np.ndarray:
     """``replicates`` independent estimates, shape ``[replicates, d]`` (module docstring).
 
     ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
     reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`
     (``Q - V`` and ``V(s') - E V(s')``: same mean, far smaller variance; quadratic
-    leader rewards only).
+    leader rewards only). ``smoothing`` is ``zeroth-order``'s ``mu``.
     """
-    if estimator not in RULES:
-        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(RULES)}")
+    if estimator not in RULES and estimator != "zeroth-order":
+        raise ValueError(f"estimator = {estimator!r}: must be one of "
+                         f"{sorted([*RULES, 'zeroth-order'])}")
     if critic not in CRITICS:
         raise ValueError(f"critic = {critic!r}: must be one of {CRITICS}")
     T = problem.horizon
@@ -147,6 +159,13 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
         raise ValueError(f"budget = {budget}: bc-hg-baseline needs >= 2 episodes (2 T = {2 * T})")
     check_allocation("estimates", (replicates, problem.d))
     x = problem.check_x(x)
+    if estimator == "zeroth-order":
+        if N < 2:
+            raise ValueError(f"budget = {budget}: zeroth-order needs >= 2 episodes "
+                             f"(2 T = {2 * T}), half at x + mu u and half at x - mu u")
+        if not (np.isfinite(smoothing) and smoothing > 0):
+            raise ValueError(f"smoothing = {smoothing!r}: must be a finite number > 0")
+        return _zeroth_order(problem, x, N, replicates, np.random.default_rng(seed), smoothing)
     z = problem.z(x)
     inst = problem.instance(x)
     sol = solve_soft_lqr(inst)
@@ -201,6 +220,48 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
             g = g + np.einsum("Nt,Ntk->k", Gt1, tscore.reshape(N, T, -1)) / N
         out[rep] = g + param_cost
     return out
+
+
+def _sampled_return(problem: LQRProblem, x: np.ndarray, n: int,
+                    rng: np.random.Generator) -> float:
+    """Mean discounted leader return of ``n`` episodes at ``x`` (follower solved at ``x``)."""
+    inst = problem.instance(x)
+    ro = rollout(problem, inst, solve_soft_lqr(inst), problem.z(x), n, rng)
+    return float(np.mean(ro.r @ (problem.gamma_L ** np.arange(problem.horizon))))
+
+
+def _zeroth_order(problem: LQRProblem, x: np.ndarray, N: int, replicates: int,
+                  rng: np.random.Generator, smoothing: float) -> np.ndarray:
+    out = np.empty((replicates, problem.d))
+    for rep in range(replicates):
+        u = rng.standard_normal(problem.d)
+        noise = int(rng.integers(2**63))                  # common random numbers
+        f_plus = _sampled_return(problem, x + smoothing * u, N // 2,
+                                 np.random.default_rng(noise))
+        f_minus = _sampled_return(problem, x - smoothing * u, N // 2,
+                                  np.random.default_rng(noise))
+        out[rep] = (f_plus - f_minus) / (2.0 * smoothing) * u
+    return out
+
+
+def smoothed_gradient(problem: LQRProblem, x: object, smoothing: float = SMOOTHING,
+                      order: int = 10) -> np.ndarray:
+    r"""``grad F_mu(x) = E_u[(F(x + mu u) - F(x - mu u)) / (2 mu) u]``, ``u ~ N(0, I_d)``, exactly
+    (tensor Gauss-Hermite quadrature with ``order`` nodes per coordinate, exact ``F``):
+    the target of ``zeroth-order``. Shape ``[d]``; ``order^d <= 1e5``."""
+    from .objective import value
+
+    x = problem.check_x(x)
+    d = problem.d
+    if order**d > 100_000:
+        raise ValueError(f"order = {order}: order^d = {order**d} quadrature points exceed 1e5")
+    nodes, weights = np.polynomial.hermite_e.hermegauss(order)
+    weights = weights / np.sqrt(2.0 * np.pi)
+    grid = np.stack(np.meshgrid(*([nodes] * d), indexing="ij"), -1).reshape(-1, d)
+    w = np.prod(np.stack(np.meshgrid(*([weights] * d), indexing="ij"), -1).reshape(-1, d), 1)
+    diffs = np.array([(value(problem, x + smoothing * u) - value(problem, x - smoothing * u))
+                      / (2.0 * smoothing) for u in grid])
+    return (w * diffs) @ grid
 
 
 def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
