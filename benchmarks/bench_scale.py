@@ -3,7 +3,9 @@
 Part 1 (always): open gridworlds (A = 4, gamma = 0.99, tau = 0.1, d = 16 state
 incentives) for S from 1e2 to 1e5: time of the follower solve and of the
 adjoint hypergradient with sparse storage (and dense where it fits), peak
-memory (tracemalloc), against the targets S = 1e4 <= 2 s and S = 1e5 <= 30 s.
+memory (tracemalloc: Python-level allocations) and resident peak (``VmHWM`` in a fresh
+process, which also sees SuperLU's and LAPACK's memory), against the targets
+S = 1e4 <= 2 s and S = 1e5 <= 30 s.
 Then time versus d (adjoint vs forward) at S = 1e4. Writes
 ``benchmarks/scale.png`` (log-log) and prints tables.
 
@@ -68,6 +70,48 @@ def _time(problem: BilevelProblem, mode: str = "adjoint") -> tuple[float, float,
     return t1 - t0, t2 - t1, peak / 2**20
 
 
+_RESIDENT = r"""
+import json, os, sys
+sys.path.insert(0, {here!r})
+import numpy as np
+from bench_scale import _grid_problem
+from exact_bilevel import hypergradient
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith(key + ":")) / 1024
+
+problem, S = _grid_problem({n}, storage={storage!r})
+x = np.zeros(problem.n_params)
+base = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")            # reset the peak (VmHWM) to the current resident size
+    reset = True
+except OSError:
+    reset = False
+hypergradient(problem, x, state=problem.follower_state(x))
+print(json.dumps({{"base": base, "peak": status("VmHWM"), "reset": reset}}))
+"""
+
+
+def _resident(n: int, storage: str) -> float:
+    """Resident memory the solve + adjoint hypergradient adds on top of the built problem,
+    in MiB: ``VmHWM - VmRSS`` measured in a fresh process (``/proc/self/status``; the
+    peak is reset once the problem is built). Unlike tracemalloc it sees SuperLU's and
+    LAPACK's own allocations."""
+    import json
+    import subprocess
+    import sys
+
+    code = _RESIDENT.format(here=os.path.dirname(os.path.abspath(__file__)), n=n,
+                            storage=storage)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return float(r["peak"] - r["base"])
+
+
 def part1(max_states: int) -> None:
     import matplotlib
 
@@ -76,17 +120,19 @@ def part1(max_states: int) -> None:
 
     sides = [n for n in (10, 32, 100, 316) if n * n <= max_states]
     rows = []
-    print("| S | storage | solve | adjoint hypergradient | total | peak memory |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| S | storage | solve | adjoint hypergradient | total | peak memory (tracemalloc) "
+          "| resident peak (VmHWM) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in sides:
         for storage in ("sparse", "dense"):
             if storage == "dense" and n * n > 1100:
                 continue
             problem, S = _grid_problem(n, storage=storage)
             ts, th, mem = _time(problem)
+            rss = _resident(n, storage)
             rows.append((S, storage, ts, th, mem))
             print(f"| {S} | {storage} | {ts:.3g} s | {th:.3g} s | {ts + th:.3g} s | "
-                  f"{mem:.1f} MiB |")
+                  f"{mem:.1f} MiB | {rss:.1f} MiB |", flush=True)
     target = {10_000: 2.0, 99_856: 30.0}
     for S, storage, ts, th, _ in rows:
         if S in target and storage == "sparse":
