@@ -189,3 +189,29 @@ def test_a_failing_estimator_is_recorded_and_the_sweep_goes_on(tmp_path):
     text = (out / "sweep_report.md").read_text()
     assert "## Failed replicates" in text and "at least S*A = 12" in text
     assert "| model-based[exact] | 5 | 0 | 3 |" in text
+
+
+def test_report_marks_cells_in_the_rare_event_regime(tmp_path):
+    """The sweep stores each cell's rare-event diagnostic; at tau = 0.02 the rarest pair is
+    expected far less than 10 times in all replicates and the report marks the verdict."""
+    spec = _write(tmp_path, {**SPEC, "estimators": ["bc-hg"], "budgets": [200, 400],
+                             "replicates": 4,
+                             "problems": [{"random": {"states": 4, "actions": 3, "params": 2,
+                                                      "tau": 0.02, "seed": 3}},
+                                          {"random": {"states": 3, "actions": 2, "params": 2,
+                                                      "tau": 5.0, "seed": 4}}]})
+    db = str(tmp_path / "rare.sqlite")
+    assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
+    con = sqlite3.connect(db)
+    try:
+        diag = dict(((p, b), v) for p, b, v in con.execute("SELECT * FROM diagnostics"))
+    finally:
+        con.close()
+    assert len(diag) == 4
+    cold = [v for (p, _), v in diag.items() if "-3" in p]
+    warm = [v for (p, _), v in diag.items() if "-4" in p]
+    assert max(cold) < 10 < min(warm)
+    out = tmp_path / "rep"
+    assert main(["report", "--db", db, "--out", str(out)]) == 0
+    text = (out / "sweep_report.md").read_text()
+    assert text.count("(rare)") == 2 and "rate outside the rare-event regime" in text

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core._files import atomic_write
 from ..validation.acceptance import unbiasedness_test
+from ..validation.convergence import MIN_EXPECTED_VISITS
 from . import store
 
 
@@ -40,6 +41,8 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
                                       "estimates ORDER BY problem, estimator, budget, "
                                       "replicate"):
             groups[p, e, b].append(json.loads(g))
+        visits = {(p, b): v for p, b, v in
+                  con.execute("SELECT problem, budget, rarest_visits FROM diagnostics")}
         failed: dict[tuple[str, str, int], list[str]] = defaultdict(list)
         for p, e, b, err in con.execute("SELECT problem, estimator, budget, error FROM "
                                         "failures ORDER BY problem, estimator, budget, "
@@ -56,19 +59,26 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
              "percentile-bootstrap 95% band (2000 resamples); 'bias 95% CI': the confidence "
              "interval of (mean - g)_k / max|g| at the coordinate k with the largest |z|.", "",
              "'failed': replicates whose estimator raised (listed below the tables); R "
-             "counts the others.", "",
-             "| problem | estimator | budget | R | failed | rel. error of mean | cosine | "
-             "rel. error of one [95% band] | bias 95% CI | max abs z | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "counts the others. 'rarest visits': expected on-policy visits of the least "
+             f"likely (s, a) in all replicates of the cell; below {MIN_EXPECTED_VISITS:g} "
+             "the cell is in the rare-event regime and its verdict says little about the "
+             "estimator (marked 'rare').", "",
+             "| problem | estimator | budget | R | failed | rarest visits | rel. error of mean "
+             "| cosine | rel. error of one [95% band] | bias 95% CI | max abs z | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     boot = np.random.default_rng(0)
     curves: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     verdicts: dict[str, list[bool]] = defaultdict(list)
+    regular: dict[str, list[bool]] = defaultdict(list)
     for key in sorted(set(groups) | set(failed)):
         p, e, b = key
         rows = groups.get(key, [])
         nf = len(failed.get(key, []))
+        v = visits.get((p, b))
+        rare = v is not None and v < MIN_EXPECTED_VISITS
+        vtxt = "-" if v is None else f"{v:.3g}"
         if not rows:
-            lines.append(f"| {p} | {e} | {b} | 0 | {nf} | - | - | - | - | - | - |")
+            lines.append(f"| {p} | {e} | {b} | 0 | {nf} | {vtxt} | - | - | - | - | - | - |")
             continue
         X, g = np.array(rows), exact[p]
         norm = max(float(np.linalg.norm(g)), 1e-300)
@@ -83,18 +93,26 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
             warnings.simplefilter("ignore")
             res = unbiasedness_test(X, g, alpha) if len(rows) >= 2 else None
         verdict = "-" if res is None else ("REJECT" if res.reject else "accept")
+        if rare and res is not None:
+            verdict += " (rare)"
         zmax = "-" if res is None else f"{float(np.max(np.abs(res.z))):.3g}"
-        lines.append(f"| {p} | {e} | {b} | {len(rows)} | {nf} | {np.linalg.norm(m - g) / norm:.3g} "
+        lines.append(f"| {p} | {e} | {b} | {len(rows)} | {nf} | {vtxt} | "
+                     f"{np.linalg.norm(m - g) / norm:.3g} "
                      f"| {cos:.4f} | {band} | {ci} | {zmax} | {verdict} |")
         curves[p, e].append((b, single))
         if res is not None:
             verdicts[e].append(res.reject)
+            if not rare:
+                regular[e].append(res.reject)
     lines += ["", "Rejection rate per estimator over its (problem, budget) groups: the "
               "false-alarm rate of an unbiased estimator, the power against a mutant "
               "(`mutant:NAME`); for a consistent estimator, how often its bias is visible.", "",
-              "| estimator | rejected | groups | rate |", "| --- | --- | --- | --- |"]
+              "| estimator | rejected | groups | rate | rate outside the rare-event regime |",
+              "| --- | --- | --- | --- | --- |"]
     for e, v in sorted(verdicts.items()):
-        lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} |")
+        r = regular[e]
+        outside = f"{sum(r)}/{len(r)} = {np.mean(r):.3f}" if r else "-"
+        lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} | {outside} |")
     if failed:
         lines += ["", "## Failed replicates", "",
                   "| problem | estimator | budget | failed | first message |",

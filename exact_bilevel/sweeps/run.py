@@ -24,6 +24,7 @@ from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowl
 from ..estimators.sampling import Sampler
 from ..experiments.examples import random_problem
 from ..formats.files import load_problem
+from ..validation.convergence import rare_event_diagnostic
 from ..validation.mutants import MUTANTS
 from . import store
 from .spec import EstimatorSpec, ProblemSpec, SweepSpec
@@ -106,16 +107,22 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
     for b in spec.budgets:
         check_sample_buffers(b)
     exact = []  # every problem loads and solves before anything is written
+    rare = []
     for p in spec.problems:
         problem, x = build(p)
         h = hypergradient(problem, x)
         exact.append((p.name, float(h.value), h.gradient.tolist()))
+        know = leader_knowledge(problem, x)
+        rare += [(p.name, b, rare_event_diagnostic(know, b * spec.replicates)[0])
+                 for b in spec.budgets]
     con = store.connect(db)
     try:
         store.bind_spec(con, spec.canonical)
         con.execute("BEGIN IMMEDIATE")
         for name, value, grad in exact:  # the exact answer beside every estimate
             store.put_problem(con, name, value, grad)
+        for name, b, visits in rare:
+            store.put_diagnostic(con, name, b, visits)
         con.execute("COMMIT")
         have = store.done(con)
         todo = [(p.name, e.name, e.critic, e.baseline, b, i) for p in spec.problems

@@ -3,7 +3,9 @@
 Tables: ``meta(key, value)`` (the spec), ``problems(problem, value, exact)`` (the exact
 ``F`` and gradient, JSON), ``estimates(problem, estimator, budget, replicate,
 gradient, transitions, seconds)`` with primary key ``(problem, estimator, budget,
-replicate)``, and ``failures(problem, estimator, budget, replicate, error)`` for
+replicate)``, ``diagnostics(problem, budget, rarest_visits)`` (the rare-event
+diagnostic of each cell: expected on-policy visits of the least likely pair in all its
+replicates together), and ``failures(problem, estimator, budget, replicate, error)`` for
 replicates whose estimator raised (a documented limit such as too small a budget, or
 a numerical failure): recorded once with the message, counted by the report, never
 retried (the replicate's seed is fixed, so it would fail again). Rows are inserted
@@ -26,6 +28,9 @@ CREATE TABLE IF NOT EXISTS estimates (
     problem TEXT NOT NULL, estimator TEXT NOT NULL, budget INTEGER NOT NULL,
     replicate INTEGER NOT NULL, gradient TEXT NOT NULL, transitions INTEGER NOT NULL,
     seconds REAL NOT NULL, PRIMARY KEY (problem, estimator, budget, replicate));
+CREATE TABLE IF NOT EXISTS diagnostics (
+    problem TEXT NOT NULL, budget INTEGER NOT NULL, rarest_visits REAL NOT NULL,
+    PRIMARY KEY (problem, budget));
 CREATE TABLE IF NOT EXISTS failures (
     problem TEXT NOT NULL, estimator TEXT NOT NULL, budget INTEGER NOT NULL,
     replicate INTEGER NOT NULL, error TEXT NOT NULL,
@@ -76,6 +81,11 @@ def done(con: sqlite3.Connection) -> set[tuple[str, str, int, int]]:
 def put_problem(con: sqlite3.Connection, name: str, value: float, exact: list[float]) -> None:
     con.execute("INSERT OR IGNORE INTO problems VALUES (?, ?, ?)",
                 (name, value, json.dumps(exact)))
+
+
+def put_diagnostic(con: sqlite3.Connection, problem: str, budget: int, visits: float) -> None:
+    """The expected on-policy visits of the rarest pair in all replicates of a cell."""
+    con.execute("INSERT OR IGNORE INTO diagnostics VALUES (?, ?, ?)", (problem, budget, visits))
 
 
 def put_rows(con: sqlite3.Connection, rows: Iterable[Row],
