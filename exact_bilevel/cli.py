@@ -249,21 +249,27 @@ def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
     if args.estimator not in lqr_est.ESTIMATORS:
         raise ValueError(f"--estimator {args.estimator}: a soft-LQR file takes one of "
                          f"{list(lqr_est.ESTIMATORS)}")
-    if args.critic not in (None, "exact"):
-        raise ValueError(f"--critic {args.critic}: soft-LQR estimators use the exact "
-                         "follower soft-Q gradient (no other critic)")
+    critic = args.critic or "monte-carlo"
+    if critic not in lqr_est.CRITICS:
+        raise ValueError(f"--critic {critic}: a soft-LQR file takes one of "
+                         f"{list(lqr_est.CRITICS)} (the leader's critic; the follower's "
+                         "soft-Q gradient is always exact)")
     X = []
     bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
     try:
         for i in range(args.replicates):
             X.append(lqr_est.estimate(obj, x, args.estimator, args.transitions,
-                                      seed=[args.seed, i]).tolist())
+                                      seed=[args.seed, i], critic=critic).tolist())
             bar.update(1)
     finally:
         bar.close()
     T = obj.horizon
-    _emit(args, {"estimator": args.estimator, "budget": args.transitions, "seed": args.seed,
-                 "estimates": X, "transitions": [args.transitions // T * T] * len(X)})
+    payload: dict[str, Any] = {"estimator": args.estimator, "budget": args.transitions,
+                               "seed": args.seed, "estimates": X,
+                               "transitions": [args.transitions // T * T] * len(X)}
+    if args.estimator != "zeroth-order":
+        payload["critic"] = critic
+    _emit(args, payload)
     return 0
 
 

@@ -345,7 +345,9 @@ def test_cli_hypergradient_estimate_check(tmp_path, capsys):
     assert main(["check", path, "--estimate", str(e)]) == 0
     assert main(["solve", path, "--output", str(tmp_path / "s.json")]) == 0
     assert main(["estimate", path, "--estimator", "hpgd", "--transitions", "500"]) == 2
-    capsys.readouterr()
+    assert main(["estimate", path, "--estimator", "bc-hg", "--transitions", "500",
+                 "--critic", "td"]) == 2
+    assert "--critic td: a soft-LQR file takes one of" in capsys.readouterr().err
 
 
 def _two_parameter_problem():
