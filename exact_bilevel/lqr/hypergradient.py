@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.errors import require_finite
 from .model import LQRProblem
-from .objective import ClosedLoop, Trajectory, follower_closed_loop, marginals
+from .objective import ClosedLoop, Trajectory, follower_closed_loop, marginals, stage_all
 from .riccati import SoftLQRSolution, discounted_lyapunov, solve_soft_lqr, sym
 
 
@@ -70,25 +70,26 @@ class LQRHypergradient:
 
 def _reverse_moments(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory, z: np.ndarray):
     """Sweep 1: ``(g_F, g_N, g_Kbar, g_Suu0)``."""
-    from .objective import stage
-
     n = cl.F.shape[0]
-    gF = np.zeros_like(cl.F)
-    gN = np.zeros((n, n), dtype=gF.dtype)
-    gK = np.zeros_like(cl.K_bar)
-    a = np.zeros(n, dtype=gF.dtype)
-    Y = np.zeros((n, n), dtype=gF.dtype)
     T = traj.mu.shape[0]
     w = problem.gamma_L ** np.arange(T)
+    _, lm, lS, second = stage_all(problem, cl, traj.mu, traj.Sigma, z)
+    gK = -2.0 * problem.leader.R_L @ cl.K_bar @ np.einsum("t,tij->ij", w, second)
+    dtype = np.result_type(cl.F, traj.mu)
+    A_adj = np.zeros((T, n), dtype=dtype)          # a_t, the adjoint of mu_t
+    Y_adj = np.zeros((T, n, n), dtype=dtype)       # Y_t, the adjoint of Sigma_t
+    a = np.zeros(n, dtype=dtype)
+    Y = np.zeros((n, n), dtype=dtype)
+    Ft = cl.F.T
     for t in range(T - 1, -1, -1):
-        mu, Sig = traj.mu[t], traj.Sigma[t]
-        if t < T - 1:  # (a, Y) hold the adjoints of (mu_{t+1}, Sigma_{t+1})
-            gF += np.outer(a, mu) + 2.0 * Y @ cl.F @ Sig
-            gN += Y
-        _, lm, lS, lK = stage(problem, cl, mu, Sig, z)
-        a = w[t] * lm + cl.F.T @ a
-        Y = sym(w[t] * lS + cl.F.T @ Y @ cl.F)
-        gK += w[t] * lK
+        A_adj[t] = a                               # (a, Y) = adjoints of (mu_{t+1}, Sigma_{t+1})
+        Y_adj[t] = Y
+        a = w[t] * lm[t] + Ft @ a
+        Y = sym(w[t] * lS[t] + Ft @ Y @ cl.F)
+    # dF/dF = sum_t a_{t+1} mu_t' + 2 Y_{t+1} F Sigma_t,  dF/dN = sum_t Y_{t+1}
+    gF = np.einsum("ti,tj->ij", A_adj, traj.mu) + 2.0 * np.einsum(
+        "tij,jk,tkl->il", Y_adj, cl.F, traj.Sigma)
+    gN = Y_adj.sum(axis=0)
     gSuu0 = -w.sum() * problem.leader.R_L
     return gF, gN, gK, gSuu0
 

@@ -72,68 +72,73 @@ def follower_closed_loop(inst: LQRInstance, sol: SoftLQRSolution) -> ClosedLoop:
     return closed_loop(inst, sol.G @ inst.A, sol.G @ inst.C, sol.Sigma_u)
 
 
-def _logdet(M: np.ndarray) -> complex | float:
-    lu, _ = scipy.linalg.lu_factor(M)
-    d = np.diag(lu)
-    return 0.5 * np.sum(np.log(d * d))
-
-
-def bump(lr: LeaderReward, mu: np.ndarray, Sig: np.ndarray):
-    """``(E, dE/dmu, dE/dSigma)`` of ``w_b E exp(-1/2 (s-c)'D(s-c))``, ``s ~ N(mu, Sig)``."""
+def bump(lr: LeaderReward, mus: np.ndarray, sigs: np.ndarray):
+    """``(E[T], dE/dmu[T, n], dE/dSigma[T, n, n])`` of ``w_b E exp(-1/2 (s-c)'D(s-c))`` for
+    ``s ~ N(mu_t, Sigma_t)``, all ``t`` at once (batched solves; ``det`` keeps it analytic)."""
     D = lr.bump_precision
-    Dinv = np.linalg.solve(D, np.eye(D.shape[0]))
-    Mm = Dinv + Sig
-    d = mu - lr.bump_center
-    Md = np.linalg.solve(Mm, d)
-    logval = -0.5 * (_logdet(Mm) + _logdet(D)) - 0.5 * d @ Md
-    E = lr.bump_weight * np.exp(logval)
-    Minv = np.linalg.solve(Mm, np.eye(D.shape[0]))
-    return E, -E * Md, E * 0.5 * (np.outer(Md, Md) - Minv)
+    n = D.shape[0]
+    Mm = np.linalg.solve(D, np.eye(n)) + sigs                      # D^{-1} + Sigma_t
+    d = mus - lr.bump_center
+    Minv = np.linalg.solve(Mm, np.broadcast_to(np.eye(n), Mm.shape))
+    Md = np.einsum("tij,tj->ti", Minv, d)
+    # det(I + Sigma D) = det(D^{-1} + Sigma) det(D)
+    E = lr.bump_weight * np.exp(-0.5 * np.einsum("ti,ti->t", d, Md)) / np.sqrt(
+        np.linalg.det(Mm) * np.linalg.det(D))
+    gS = 0.5 * E[:, None, None] * (np.einsum("ti,tj->tij", Md, Md) - Minv)
+    return E, -E[:, None] * Md, gS
 
 
-def hinge(lr: LeaderReward, mu: np.ndarray, Sig: np.ndarray):
-    """``(E, dE/dmu, dE/dSigma)`` of ``w_h E min(s[i], 0)``, ``s ~ N(mu, Sig)``."""
+def hinge(lr: LeaderReward, mus: np.ndarray, sigs: np.ndarray):
+    """``(E[T], dE/dmu[T, n], dE/dSigma[T, n, n])`` of ``w_h E min(s[i], 0)`` for
+    ``s ~ N(mu_t, Sigma_t)``; a deterministic coordinate (``Sigma_ii = 0``) gives
+    ``min(m, 0)`` with derivative ``1[m < 0]``."""
     i = lr.hinge_index
-    n = mu.shape[0]
-    m, v = mu[i], Sig[i, i]
-    gmu = np.zeros(n, dtype=np.result_type(mu, Sig))
-    gS = np.zeros((n, n), dtype=gmu.dtype)
-    if np.real(v) <= 0.0:  # deterministic coordinate: min(m, 0), derivative 1[m < 0]
-        neg = np.real(m) < 0.0
-        gmu[i] = lr.hinge_weight * float(neg)
-        return lr.hinge_weight * (m if neg else 0.0 * m), gmu, gS
-    sig = np.sqrt(v)
+    T, n = mus.shape
+    m, v = mus[:, i], sigs[:, i, i]
+    dtype = np.result_type(mus, sigs)
+    gmu = np.zeros((T, n), dtype=dtype)
+    gS = np.zeros((T, n, n), dtype=dtype)
+    det = np.real(v) <= 0.0
+    sig = np.sqrt(np.where(det, 1.0, v))
     u = m / sig
     Phi = scipy.special.ndtr(-u)
     phi = np.exp(-0.5 * u * u) / np.sqrt(2.0 * np.pi)
-    E = lr.hinge_weight * (m * Phi - sig * phi)
-    gmu[i] = lr.hinge_weight * Phi
-    gS[i, i] = -lr.hinge_weight * phi / (2.0 * sig)
+    neg = np.real(m) < 0.0
+    E = lr.hinge_weight * np.where(det, np.where(neg, m, 0.0 * m), m * Phi - sig * phi)
+    gmu[:, i] = lr.hinge_weight * np.where(det, neg.astype(float), Phi)
+    gS[:, i, i] = np.where(det, 0.0, -lr.hinge_weight * phi / (2.0 * sig))
     return E, gmu, gS
+
+
+def stage_all(problem: LQRProblem, cl: ClosedLoop, mus: np.ndarray, sigs: np.ndarray,
+              z: np.ndarray):
+    r"""Expected stage rewards ``l(mu_t, Sigma_t)`` and their partials, all ``t`` at once.
+
+    Returns ``(l[T], dl/dmu[T, n], dl/dSigma[T, n, n], second[T, n, n])`` with
+    ``second_t = mu_t mu_t' + Sigma_t`` (so ``dl_t/dK_bar = -2 R_L K_bar second_t``);
+    ``dl/dSigma_uu0 = -R_L`` and ``dl/dz = -2 w z`` are constant.
+    """
+    lr = problem.leader
+    QK = lr.Q_L + cl.K_bar.T @ lr.R_L @ cl.K_bar
+    second = np.einsum("ti,tj->tij", mus, mus) + sigs
+    const = -np.trace(lr.R_L @ cl.Sigma_uu0) - np.sum(lr.cost_weight * z * z)
+    val = -np.einsum("ij,tji->t", QK, second) + const
+    gmu = -2.0 * mus @ QK.T
+    gS = np.broadcast_to(-QK, sigs.shape).copy()
+    for term, weight in ((bump, lr.bump_weight), (hinge, lr.hinge_weight)):
+        if weight != 0.0:
+            e, em, eS = term(lr, mus, sigs)
+            val = val + e
+            gmu = gmu + em
+            gS = gS + eS
+    return val, gmu, gS, second
 
 
 def stage(problem: LQRProblem, cl: ClosedLoop, mu: np.ndarray, Sig: np.ndarray,
           z: np.ndarray):
-    r"""Expected stage reward ``l(mu, Sigma)`` and its partials.
-
-    Returns ``(l, dl/dmu[n], dl/dSigma[n, n], dl/dK_bar[m, n])``; ``dl/dSigma_uu0 = -R_L``
-    and ``dl/dz = -2 w z`` are constant and handled by the caller.
-    """
-    lr = problem.leader
-    QK = lr.Q_L + cl.K_bar.T @ lr.R_L @ cl.K_bar
-    second = np.outer(mu, mu) + Sig
-    val = -(mu @ QK @ mu + np.trace(QK @ Sig)) - np.trace(lr.R_L @ cl.Sigma_uu0) \
-        - np.sum(lr.cost_weight * z * z)
-    gmu = -2.0 * QK @ mu
-    gS = -QK
-    gK = -2.0 * lr.R_L @ cl.K_bar @ second
-    for term, weight in ((bump, lr.bump_weight), (hinge, lr.hinge_weight)):
-        if weight != 0.0:
-            e, em, eS = term(lr, mu, Sig)
-            val = val + e
-            gmu = gmu + em
-            gS = gS + eS
-    return val, gmu, gS, gK
+    """:func:`stage_all` at one ``(mu, Sigma)``: ``(l, dl/dmu, dl/dSigma, dl/dK_bar)``."""
+    val, gmu, gS, second = stage_all(problem, cl, mu[None], Sig[None], z)
+    return val[0], gmu[0], gS[0], -2.0 * problem.leader.R_L @ cl.K_bar @ second[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +168,7 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray) -> Trajectory:
     n = cl.F.shape[0]
     itemsize = 16 if np.iscomplexobj(np.zeros(0, dtype)) else 8
     check_allocation("state marginals Sigma[T, n, n]", (T or 1024, n, n + 2), itemsize)
-    mus, sigs, ls = [], [], []
+    mus, sigs = [], []
     mu = problem.mu0.astype(dtype)
     Sig = problem.Sigma0.astype(dtype)
     total = 0.0
@@ -171,26 +176,28 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray) -> Trajectory:
     quiet = 0
     t = 0
     while True:
-        val, _, _, _ = stage(problem, cl, mu, Sig, z)
         mus.append(mu)
         sigs.append(Sig)
-        ls.append(val)
-        total = total + g * val
         t += 1
         if T is not None:
             if t >= T:
                 break
-        else:
+        else:  # the stopping rule needs the stage value as we go
+            val = stage(problem, cl, mu, Sig, z)[0]
+            total = total + g * val
             quiet = quiet + 1 if abs(g * val) / (1.0 - problem.gamma_L) <= _FLOOR * max(
                 abs(total), 1e-300) else 0
             if t & (t - 1) == 0 and t >= 1024:  # growing: re-check at every doubling
                 check_allocation("state marginals Sigma[T, n, n]", (2 * t, n, n + 2), itemsize)
             if quiet >= 20 or t >= _MAX_STEPS:
                 break
-        g *= problem.gamma_L
+            g *= problem.gamma_L
         mu = cl.F @ mu
         Sig = sym(cl.F @ Sig @ cl.F.T + cl.N)
-    traj = Trajectory(np.array(mus), np.array(sigs), np.array(ls), total)
+    mus_a, sigs_a = np.array(mus), np.array(sigs)
+    ls = stage_all(problem, cl, mus_a, sigs_a, z)[0]
+    total = np.sum(problem.gamma_L ** np.arange(len(ls)) * ls)
+    traj = Trajectory(mus_a, sigs_a, ls, total)
     if not np.iscomplexobj(traj.stage):
         require_finite("leader objective", np.asarray(total), "the moment recursion")
     return traj
