@@ -9,6 +9,7 @@ taken alone); the mutants must be rejected by the same test at the same alpha.
 from __future__ import annotations
 
 import json
+import pathlib
 
 import jsonschema
 import numpy as np
@@ -375,3 +376,34 @@ def test_zeroth_order_targets_the_smoothed_gradient():
     assert unbiasedness_test(2.0 * X, target, ALPHA).reject            # (F+ - F-) / mu
     with pytest.raises(ValueError, match="smoothing"):
         est.estimate_many(prob, x, "zeroth-order", 200, 2, smoothing=0.0)
+
+
+GOLDEN = sorted((pathlib.Path(__file__).resolve().parent.parent / "verification"
+                 / "golden_lqr").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
+def test_golden_vectors(path, tmp_path):
+    """float64 against the stored 30-digit mpmath answers; `check` accepts the stored
+    gradient through the golden file itself."""
+    expected = json.loads(path.read_text())["expected"]
+    prob, x = load_any(path)
+    hg = lqr.hypergradient(prob, x)
+    value = float(expected["value"])
+    grad = np.array([float(g) for g in expected["gradient"]])
+    assert abs(hg.value - value) <= 1e-12 * max(1.0, abs(value))
+    assert _rel(hg.gradient, grad) < 1e-11
+    est = tmp_path / "est.json"
+    est.write_text(json.dumps({"gradient": grad.tolist()}))
+    assert main(["check", str(path), "--estimate", str(est), "--json"]) == 0
+
+
+def test_golden_digits_are_reproduced_by_mpmath_at_40_digits():
+    import mpmath as mp
+
+    path = next(p for p in GOLDEN if "lqr_game_bump" in p.stem)
+    expected = json.loads(path.read_text())["expected"]
+    prob, x = load_any(path)
+    with mp.workdps(40):
+        v = highprec.value(prob, x, dps=40)
+        assert abs(v - mp.mpf(expected["value"])) <= mp.mpf(10) ** -28 * max(1, abs(v))

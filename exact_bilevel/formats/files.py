@@ -355,6 +355,9 @@ def load_any(path: str | os.PathLike[str]
         return game_from_dict(data)
     if isinstance(data, dict) and data.get("format") == LQR_FORMAT:
         return lqr_from_dict(data)
+    if isinstance(data, dict) and data.get("format") == GOLDEN_FORMAT and isinstance(
+            data.get("problem"), dict) and data["problem"].get("format") == LQR_FORMAT:
+        return lqr_from_dict(data["problem"])          # a soft-LQR golden vector
     return _problem_from_data(data)
 
 
