@@ -127,11 +127,12 @@ def _reuse(mdp: FiniteMDP, sol: object) -> BellmanFactorization:
     """The factorisation of ``I - gamma P_pi`` at the solution's policy, reusing Newton's
     last LU: as is when it was taken at this very policy, with one refinement step when
     the polishing step moved the policy (by ~1e-13), fresh for value iteration."""
-    P_pi = mdp.P_pi(sol.policy)  # type: ignore[attr-defined]
     near = sol.factorization  # type: ignore[attr-defined]
+    if near is not None and (sol.factorized_policy is sol.policy  # type: ignore[attr-defined]
+                             or np.array_equal(sol.factorized_policy,  # type: ignore[attr-defined]
+                                               sol.policy)):
+        return near  # P_pi is not even formed: O(S^2 A) saved
+    P_pi = mdp.P_pi(sol.policy)  # type: ignore[attr-defined]
     if near is None:
         return factorize(P_pi, mdp.gamma)
-    if sol.factorized_policy is sol.policy or np.array_equal(  # type: ignore[attr-defined]
-            sol.factorized_policy, sol.policy):  # type: ignore[attr-defined]
-        return near
     return RefinedFactorization(near, P_pi, mdp.gamma)
