@@ -48,10 +48,10 @@ import numpy as np
 import scipy.linalg
 
 from ..core._budget import check_allocation
-from .model import LQRProblem
+from .model import LQRInstance, LQRProblem
 from .objective import ClosedLoop, follower_closed_loop
 from .riccati import solve_soft_lqr, sym
-from .sampling import rollout
+from .sampling import Rollouts, rollout
 from .sensitivities import follower_sensitivities, soft_q_gradient
 
 ScoreRule = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
@@ -117,7 +117,8 @@ def leader_critic(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, T: int
     return Pi, c
 
 
-def _weights_exact(problem, inst, cl, Pi, c, ro, z, T):
+def _weights_exact(problem: LQRProblem, inst: LQRInstance, Pi: np.ndarray, c: np.ndarray,
+                   ro: Rollouts, T: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample weights of the policy scores (``gamma^t (Q - V)``) and of the transition
     scores (``gamma^{t+1} (V(s_{t+1}) - E[V(s_{t+1}) | s_t, a_t, u_t])``), each ``[N, T]``."""
     g = problem.gamma_L
@@ -191,7 +192,7 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
         s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
                    ro.u.reshape(N * T, m))
         if critic == "exact":
-            Gt, Gt1 = _weights_exact(problem, inst, cl, Pi, c, ro, z, T)
+            Gt, Gt1 = _weights_exact(problem, inst, Pi, c, ro, T)
         else:
             Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
             Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
