@@ -124,19 +124,24 @@ if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
     sys.meta_path.append(_MovedModuleFinder())
 
 
+#: The layers, reachable as attributes too (``eb.lqr.hypergradient``), imported on first use.
+_SUBPACKAGES = frozenset({"core", "crosscheck", "estimators", "games", "lqr", "validation",
+                          "experiments", "formats", "sweeps"})
+
+
 def __getattr__(name: str) -> object:
     """The public API and the former module paths, imported on first use (PEP 562)."""
     if name in _API:
         value = getattr(importlib.import_module(_API[name], __name__), name)
         globals()[name] = value  # cache: the next access is a plain attribute
         return value
-    if name in _MOVED:
+    if name in _MOVED or name in _SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API) | set(_MOVED))
+    return sorted(set(globals()) | set(_API) | set(_MOVED) | _SUBPACKAGES)
 
 
 __all__ = [

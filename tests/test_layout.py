@@ -140,3 +140,13 @@ assert mg.hypergradient(discrete_toy(), [0.0] * 6).gradient.shape == (6,)
 assert callable(eb.hypergradient)
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subpackages_are_attributes_of_the_package():
+    code = ("import exact_bilevel as eb, sys; "
+            "assert 'exact_bilevel.lqr' not in sys.modules; "
+            "p = eb.lqr.make_problem(A=[[0.5]], B=[[1.0]], Q=[[1.0]], R=[[1.0]], gamma=0.9, "
+            "tau=0.1, jac={'A': [[[0.1]]]}, Q_L=[[1.0]], mu0=[1.0]); "
+            "print(eb.lqr.hypergradient(p, [0.0]).gradient, eb.games.discrete_toy(1.0).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
