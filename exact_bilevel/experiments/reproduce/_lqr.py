@@ -10,6 +10,7 @@ from ...core.errors import require_finite
 from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.model import LQRProblem
+from ..optimize import adam
 from ._common import atomic_write, mean_se, save_figure
 
 
@@ -25,14 +26,14 @@ def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float,
     """Gradient *ascent* on ``F`` with the exact hypergradient (``method="exact"``) or an
     estimator of :mod:`exact_bilevel.lqr.estimators` from ``budget`` transitions per step.
 
-    The gradient is clipped to norm ``max_norm`` and applied by SGD or Adam (default
-    betas 0.9/0.999, eps 1e-8, as torch). Returns ``(F(x_k) exact, |grad F(x_k)|)`` for
+    The gradient is clipped to norm ``max_norm`` and applied by SGD or by
+    :func:`exact_bilevel.experiments.optimize.adam` (betas 0.9/0.999, eps 1e-8, as
+    torch). Returns ``(F(x_k) exact, |grad F(x_k)|)`` for
     ``k = 0..steps``.
     """
     x = np.array(x0, dtype=float)
     values, norms = [], []
-    m1 = np.zeros_like(x)
-    m2 = np.zeros_like(x)
+    rule = adam(lr) if optimizer == "adam" else (lambda t, g: lr * g)
     for k in range(steps + 1):
         hg = hypergradient(problem, x)
         values.append(hg.value)
@@ -41,14 +42,7 @@ def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float,
             break
         g = hg.gradient if method == "exact" else lqr_estimators.estimate(
             problem, x, method, budget, seed=[seed, k], critic=critic)
-        g = clip_norm(g, max_norm)
-        if optimizer == "adam":
-            m1 = 0.9 * m1 + 0.1 * g
-            m2 = 0.999 * m2 + 0.001 * g * g
-            step = (m1 / (1 - 0.9 ** (k + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (k + 1))) + 1e-8)
-        else:
-            step = g
-        x = x + lr * step
+        x = x + rule(k, clip_norm(g, max_norm))
     out = np.array(values), np.array(norms)
     require_finite("exact F along the run", out[0], f"the {method} run")
     return out
