@@ -36,6 +36,7 @@ import numpy as np
 import scipy.stats
 
 from exact_bilevel.validation.acceptance import unbiasedness_test
+from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS
 
 HERE = pathlib.Path(__file__).parent
 SPEC = HERE / "sweeps" / "estimator_rates.json"
@@ -70,28 +71,13 @@ def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *args], check=True)
 
 
-def rare_event_problems(spec_path: pathlib.Path, transitions: float) -> set[str]:
-    """Problems in the rare-event regime: the least likely on-policy pair is expected to be
-    visited fewer than ``MIN_EXPECTED_VISITS`` times in all replicates together
-    (``exact_bilevel.validation.convergence.rare_event_diagnostic``)."""
-    from exact_bilevel.estimators.registry import leader_knowledge
-    from exact_bilevel.sweeps.run import build
-    from exact_bilevel.sweeps.spec import load_spec
-    from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS, rare_event_diagnostic
-
-    out = set()
-    for p in load_spec(str(spec_path)).problems:
-        problem, x = build(p)
-        if rare_event_diagnostic(leader_knowledge(problem, x), transitions)[0] < \
-                MIN_EXPECTED_VISITS:
-            out.add(p.name)
-    return out
-
-
 def summarise(db: str) -> str:
-    rare = rare_event_problems(SPEC, 100 * 2000)
     con = sqlite3.connect(db)
     try:
+        # the sweep stored each cell's rare-event diagnostic (expected visits of the rarest
+        # on-policy pair in all replicates together)
+        rare = {p for p, v in con.execute("SELECT problem, rarest_visits FROM diagnostics")
+                if v < MIN_EXPECTED_VISITS}
         exact = {p: np.array(json.loads(g)) for p, g in
                  con.execute("SELECT problem, exact FROM problems")}
         groups: dict[tuple[str, str], list] = defaultdict(list)
