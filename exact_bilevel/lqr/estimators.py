@@ -78,14 +78,19 @@ SMOOTHING = 0.05
 MUTANTS = tuple(k for k in RULES if k.startswith("mutant:"))
 
 
-def _pd_inverse_solve(name: str, S: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _pd_factor(name: str, S: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Cholesky factor of a covariance whose Gaussian score is needed (clear error if not PD)."""
     try:
-        c = np.linalg.cholesky(S)
+        return np.linalg.cholesky(S), True
     except np.linalg.LinAlgError:
         raise ValueError(f"{name}: must be positive definite for the score of its Gaussian "
                          "(it depends on x); the likelihood-ratio estimators need a "
                          "density") from None
-    return scipy.linalg.cho_solve((c, True), rhs.T).T
+
+
+def _solve_rows(factor: tuple[np.ndarray, bool], rhs: np.ndarray) -> np.ndarray:
+    """``rhs[N, k] S^{-1}`` (rows solved against the factorised ``S``)."""
+    return scipy.linalg.cho_solve(factor, rhs.T).T
 
 
 CRITICS = ("monte-carlo", "exact")
@@ -176,10 +181,8 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     df = sens.dfields
     need_a = bool(np.any(df["K_L"]))
     need_trans = bool(np.any(df["A"]) or np.any(df["B"]) or np.any(df["C"]))
-    if need_a:
-        _pd_inverse_solve("Sigma_L", inst.Sigma_L, np.zeros((1, problem.p)))
-    if need_trans:
-        _pd_inverse_solve("W", inst.W, np.zeros((1, problem.n)))
+    chol_L = _pd_factor("Sigma_L", inst.Sigma_L) if need_a else None
+    chol_W = _pd_factor("W", inst.W) if need_trans else None
     rng = np.random.default_rng(seed)
     Gam = float(np.sum(problem.gamma_L ** np.arange(T)))
     param_cost = -2.0 * Gam * problem.leader.cost_weight * z * problem.dz_dx(x)
@@ -202,7 +205,7 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
         score = np.zeros((N * T, problem.d))
         if need_a:
             resid = a - s @ inst.K_L.T
-            score += np.einsum("Ni,ijk,Nj->Nk", _pd_inverse_solve("Sigma_L", inst.Sigma_L, resid),
+            score += np.einsum("Ni,ijk,Nj->Nk", _solve_rows(chol_L, resid),
                                df["K_L"], s)
         if rule is not None:
             dq, dq_bar = soft_q_gradient(inst, sol, sens, s, a, u)
@@ -213,7 +216,7 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
             xi = s1 - (s @ inst.A.T + u @ inst.B.T + a @ inst.C.T)
             dmean = (np.einsum("ijk,Nj->Nik", df["A"], s) + np.einsum("ijk,Nj->Nik", df["B"], u)
                      + np.einsum("ijk,Nj->Nik", df["C"], a))
-            tscore = np.einsum("Ni,Nik->Nk", _pd_inverse_solve("W", inst.W, xi), dmean)
+            tscore = np.einsum("Ni,Nik->Nk", _solve_rows(chol_W, xi), dmean)
             clip = TRANSITION_SCORE_CLIP.get(estimator)
             if clip is not None:
                 norms = np.linalg.norm(tscore, axis=1, keepdims=True)
