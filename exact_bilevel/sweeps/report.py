@@ -144,6 +144,10 @@ def _bias_ci(X: np.ndarray, g: np.ndarray) -> str:
     return f"[{(diff[k] - half) / scale:.2g}, {(diff[k] + half) / scale:.2g}] (k = {k})"
 
 
+#: More problems than this are summarised in one panel (medians) instead of one each.
+MAX_PANELS = 8
+
+
 def _plot(curves: dict, target: pathlib.Path) -> None:
     import io
 
@@ -153,7 +157,17 @@ def _plot(curves: dict, target: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     problems = sorted({p for p, _ in curves})
-    fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 4), squeeze=False)
+    if len(problems) > MAX_PANELS:  # one panel: the median over problems per estimator
+        by_est: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for (_, e), pts in curves.items():
+            for b, err in pts:
+                by_est[e][b].append(err)
+        curves = {(f"median over {len(problems)} problems", e): [
+            (b, float(np.median(v))) for b, v in pb.items()] for e, pb in by_est.items()}
+        problems = [f"median over {len(problems)} problems"]
+    summary = len(problems) == 1 and len(curves) > 6
+    fig, axes = plt.subplots(1, len(problems), figsize=(9 if summary else 5 * len(problems), 4),
+                             squeeze=False)
     for ax, p in zip(axes[0], problems, strict=True):
         for (q, e), pts in sorted(curves.items()):
             if q == p:
@@ -162,7 +176,10 @@ def _plot(curves: dict, target: pathlib.Path) -> None:
         ax.set_title(p, fontsize=8)
         ax.set_xlabel("budget (transitions)")
         ax.set_ylabel("relative error of one estimate")
-        ax.legend(fontsize=7)
+        if summary:  # many curves: the legend beside the panel, not over it
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        else:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
