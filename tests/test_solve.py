@@ -7,12 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exact_bilevel import ConvergenceError, FiniteMDP, random_mdp, solve_hard, solve_soft
 from exact_bilevel.core.evaluation import policy_evaluation
 from exact_bilevel.core.soft_bellman import boltzmann, soft_bellman_operator
+from exact_bilevel.core.solve import value_scale
 from exact_bilevel.strategies import discounts, finite_mdps, temperatures
 
 
@@ -207,3 +208,50 @@ def test_follower_state_reuses_newtons_last_factorisation():
     refined = linalg.RefinedFactorization(near, state.mdp.P_pi(sol.policy), problem.gamma)
     assert np.max(np.abs(refined.solve(b) - fresh.solve(b))) <= 1e-12 * np.max(
         np.abs(fresh.solve(b)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), gamma=st.sampled_from([0.5, 0.9, 0.99, 0.999]),
+       tau=st.sampled_from([0.01, 0.1, 1.0]))
+def test_chord_steps_reach_the_newton_solution(seed, gamma, tau):
+    """The Newton-chord iteration (LU reuse) returns the same solution as pure Newton
+    (chord steps disabled) to the rounding floor, never with more factorisations, and its
+    reported residual is the recomputed one."""
+    import exact_bilevel.core.solve as core_solve
+
+    mdp = random_mdp(40, 3, gamma=gamma, seed=seed, support=4)
+    chord = solve_soft(mdp, tau)
+    saved = core_solve.CHORD_RATE, core_solve.POLISH_RATE
+    try:
+        core_solve.CHORD_RATE = core_solve.POLISH_RATE = 0.0
+        newton = solve_soft(mdp, tau)
+    finally:
+        core_solve.CHORD_RATE, core_solve.POLISH_RATE = saved
+    scale = value_scale(mdp, tau)
+    assert np.max(np.abs(chord.v - newton.v)) <= 1e-12 * scale / (1 - gamma)
+    assert chord.factorizations <= newton.factorizations + 1
+    assert chord.residual <= chord.tolerance
+    assert chord.residual == np.max(np.abs(soft_bellman_operator(mdp, chord.v, tau) - chord.v))
+
+
+def test_refined_factorization_iterates_and_falls_back():
+    """Iterative refinement through a nearby LU: a near LU (contraction ~1e-4) is refined
+    to a fresh LU's accuracy in a few steps without factorising; a far one (contraction
+    > 1/4) is replaced by a fresh factorisation of M. Both solve like a fresh LU (1e-12)."""
+    from exact_bilevel.core import linalg
+
+    mdp = random_mdp(60, 3, gamma=0.99, seed=4)
+    pi = solve_soft(mdp, 0.5).policy
+    fresh = linalg.factorize(mdp.P_pi(pi), 0.99)
+    b = np.random.default_rng(1).normal(size=(60, 2))
+    want = fresh.solve(b), fresh.solve_transpose(b)
+    rng = np.random.default_rng(2)
+    for eps, falls_back in ((1e-6, False), (0.9, True)):
+        other = pi * np.exp(eps * rng.normal(size=pi.shape))
+        other /= other.sum(axis=1, keepdims=True)
+        refined = linalg.RefinedFactorization(linalg.factorize(mdp.P_pi(other), 0.99),
+                                              mdp.P_pi(pi), 0.99)
+        got = refined.solve(b), refined.solve_transpose(b)
+        for g, w in zip(got, want, strict=True):
+            assert np.max(np.abs(g - w)) <= 1e-12 * np.max(np.abs(w))
+        assert (refined._fresh is not None) == falls_back
