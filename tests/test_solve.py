@@ -194,13 +194,13 @@ def test_follower_state_reuses_newtons_last_factorisation():
     from exact_bilevel.core import linalg
     from exact_bilevel.experiments.examples import random_problem
 
-    problem, x = random_problem(30, 4, 3, seed=2, gamma=0.99, parameterize="both")
+    problem, x = random_problem(400, 4, 3, seed=2, gamma=0.99, parameterize="both")
     state = problem.follower_state(x)
     sol = state.solution
     assert state.factorization is sol.factorization or isinstance(
         state.factorization, linalg.RefinedFactorization)
     fresh = linalg.factorize(state.mdp.P_pi(sol.policy), problem.gamma)
-    b = np.random.default_rng(0).normal(size=(30, 2))
+    b = np.random.default_rng(0).normal(size=(400, 2))
     for method in ("solve", "solve_transpose"):
         got, want = getattr(state.factorization, method)(b), getattr(fresh, method)(b)
         assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
@@ -255,3 +255,33 @@ def test_refined_factorization_iterates_and_falls_back():
         for g, w in zip(got, want, strict=True):
             assert np.max(np.abs(g - w)) <= 1e-12 * np.max(np.abs(w))
         assert (refined._fresh is not None) == falls_back
+
+
+def test_factorize_chooses_the_lu_from_the_structure_of_p_pi():
+    """Dense storage of a 1%-dense P_pi (open 20 x 20 gridworld) gets SuperLU, a dense
+    random P_pi LAPACK, a sparse-stored dense-ish one LAPACK; each solves ``M x = b`` and
+    ``M^T x = b`` (real and complex b) to 1e-12 against numpy.linalg.solve."""
+    import scipy.sparse
+
+    from exact_bilevel.core import linalg
+    from exact_bilevel.core.generators import open_gridworld
+
+    grid, _ = open_gridworld(20, 20, gamma=0.99)
+    rng = np.random.default_rng(3)
+    pi_grid = rng.dirichlet(np.ones(grid.n_actions), size=grid.n_states)
+    P_grid = np.asarray(grid.transitions) if not scipy.sparse.issparse(grid.transitions) \
+        else grid.transitions.toarray()
+    P_grid = np.einsum("sa,sat->st", pi_grid, P_grid.reshape(400, grid.n_actions, 400))
+    dense = random_mdp(400, 3, seed=1)
+    P_dense = dense.P_pi(rng.dirichlet(np.ones(3), size=400))
+    cases = [(P_grid, linalg.SparseLU), (P_dense, linalg.DenseLU),
+             (scipy.sparse.csr_matrix(P_dense), linalg.DenseLU)]
+    b = rng.normal(size=400) + 1j * rng.normal(size=400)
+    for P_pi, kind in cases:
+        fac = linalg.factorize(P_pi, 0.99)
+        assert type(fac) is kind
+        M = np.eye(400) - 0.99 * (P_pi.toarray() if scipy.sparse.issparse(P_pi) else P_pi)
+        for rhs in (b.real, b):
+            assert np.max(np.abs(fac.solve(rhs) - np.linalg.solve(M, rhs))) <= 1e-12 * 100
+            assert np.max(np.abs(fac.solve_transpose(rhs) - np.linalg.solve(M.T, rhs))) \
+                <= 1e-12 * 100

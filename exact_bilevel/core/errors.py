@@ -49,7 +49,9 @@ def require_finite(name: str, value: object, step: str) -> None:
     import numpy as np
 
     arr = np.asarray(value)
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+    # Fast path: a sum is finite only if every entry is (it may also overflow, and then
+    # the entries are checked one by one).
+    if arr.dtype.kind in "fc" and not np.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))
         where = f"[{', '.join(map(str, bad[0]))}]" if arr.ndim else ""
         raise NumericalError(f"{name}{where} is not finite after {step} (float64 overflow?); "

@@ -52,8 +52,10 @@ def boltzmann(q: np.ndarray, tau: float) -> Boltzmann:
 
 
 def soft_max(q: np.ndarray, tau: float) -> np.ndarray:
-    """``V[s] = tau * log sum_a exp(Q[s, a] / tau)`` (max-shifted), shape ``[S]``."""
-    return boltzmann(q, tau).v
+    """``V[s] = tau * log sum_a exp(Q[s, a] / tau)`` (max-shifted), shape ``[S]``; as
+    :func:`boltzmann` without forming the policy."""
+    m = np.max(q.real, axis=-1, keepdims=True)
+    return (m + tau * np.log(np.exp((q - m) / tau).sum(axis=-1, keepdims=True)))[..., 0]
 
 
 def q_from_v(mdp: FiniteMDP, v: np.ndarray, reward: np.ndarray | None = None,

@@ -16,13 +16,13 @@ Two methods:
 
     i.e. soft policy iteration. It is warm-started by a few value-iteration
     sweeps and converges quadratically near the solution. After a step that
-    cut the residual tenfold, the next step is a *chord* step, which reuses
+    cut the residual a hundredfold, the next step is a *chord* step, which reuses
     the last LU: ``V + (I - gamma P_pi_old)^{-1} (T(V) - V)``, two triangular
     solves instead of an ``O(S^3)`` factorisation (Shamanskii's variant of
     Newton's method; it contracts at the rate
     ``||(I - gamma P_pi_old)^{-1} gamma (P_pi - P_pi_old)||``, which is tiny
-    near the solution). A chord step that does not cut the residual tenfold is
-    followed by a Newton step, so the iteration is never slower than Newton's
+    near the solution). A chord step that does not cut the residual a hundredfold
+    is followed by a Newton step, so the iteration is never slower than Newton's
     by more than one cheap step per factorisation. Once the residual is below
     ``tol`` it keeps polishing while each step cuts the residual tenfold and
     returns the iterate with the smallest residual (this usually lands on the
@@ -56,7 +56,7 @@ from . import _validate
 from .errors import ConvergenceError, NumericalError, require_finite
 from .linalg import BellmanFactorization, factorize
 from .mdp import FiniteMDP
-from .soft_bellman import boltzmann, hard_bellman_operator, q_from_v
+from .soft_bellman import boltzmann, hard_bellman_operator, q_from_v, soft_max
 
 #: Largest value scale :func:`solve_soft` accepts: beyond it ``Q = r + gamma P V`` and the
 #: residual arithmetic leave float64's range (1.8e308) or its useful precision.
@@ -120,7 +120,7 @@ def value_scale(mdp: FiniteMDP, tau: float) -> float:
 
 
 def _residual(tv: np.ndarray, v: np.ndarray) -> float:
-    return float(np.max(np.abs(tv - v)))
+    return float(abs(tv - v).max())
 
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -141,7 +141,7 @@ Callback = Callable[[int, float], None]
 
 #: Before the tolerance is reached, a chord step (reusing the last LU) follows a step that
 #: cut the residual at least this much; otherwise Newton refactorises at the current policy.
-CHORD_RATE = 0.1
+CHORD_RATE = 0.01
 #: Once the tolerance is reached, polishing goes on while each step cuts the residual at
 #: least this much (a chord step whenever an LU exists).
 POLISH_RATE = 0.1
@@ -150,7 +150,7 @@ POLISH_RATE = 0.1
 def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray,
             warm_start: int, callback: Callback | None) -> SoftSolution:
     for _ in range(warm_start):
-        v = boltzmann(q_from_v(mdp, v), tau).v
+        v = soft_max(q_from_v(mdp, v), tau)
     accepted: SoftSolution | None = None
     fac: BellmanFactorization | None = None
     fac_policy: np.ndarray | None = None
@@ -173,7 +173,8 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             # with the smallest residual is returned.
             if accepted is None or res < accepted.residual:
                 accepted = current
-            if res == 0.0 or it == max_iter or (polishing and res > POLISH_RATE * prev_res):
+            at_floor = res <= 4 * _EPS * float(abs(v).max())  # cannot fall tenfold
+            if at_floor or it == max_iter or (polishing and res > POLISH_RATE * prev_res):
                 if accepted.factorization is not fac:
                     accepted = dataclasses.replace(accepted, factorization=fac,
                                                    factorized_policy=fac_policy,
@@ -192,7 +193,7 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             # policy, ``V + (I - gamma P_pi_old)^{-1} (T(V) - V)``: two triangular solves
             # instead of an O(S^3) LU. It converges linearly at the rate
             # ||(I - gamma P_pi_old)^{-1} gamma (P_pi - P_pi_old)||, tiny near the solution;
-            # a step that does not cut the residual tenfold is followed by a Newton step.
+            # a step that does not cut the residual by CHORD_RATE is followed by Newton.
             v_new = v + fac.solve(b.v - v)  # type: ignore[union-attr]
         else:
             # Newton step = exact soft evaluation of the current Boltzmann policy. In
@@ -202,7 +203,7 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             fac, fac_policy = factorize(mdp.P_pi(b.policy), mdp.gamma), b.policy
             n_fac += 1
             v_new = fac.solve(rhs)
-        step = float(np.max(np.abs(v_new - v)))
+        step = float(abs(v_new - v).max())
         if not polishing and step <= 8 * _EPS * float(np.max(np.abs(v_new), initial=1.0)):
             if chord:  # let Newton itself decide
                 prev_res = 0.0
