@@ -15,7 +15,8 @@ same-process times and relative errors of JAX grad through K-step unrolled soft
 value iteration and of the implicit-differentiation libraries at their default
 settings, as ratios to our closed form.
 
-Usage: ``python benchmarks/bench_scale.py [--max-states 100000] [--skip-jax]``.
+Usage: ``python benchmarks/bench_scale.py [--max-states 100000] [--skip-jax]``
+(``--max-states 1000000`` adds S = 1e6: a few minutes and ~3 GB).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def part1(max_states: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sides = [n for n in (10, 32, 100, 316) if n * n <= max_states]
+    sides = [n for n in (10, 32, 100, 316, 1000) if n * n <= max_states]
     rows = []
     print("| S | storage | solve | adjoint hypergradient | total | peak memory (tracemalloc) "
           "| resident peak (VmHWM) |")

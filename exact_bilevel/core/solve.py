@@ -45,7 +45,6 @@ The default tolerance is ``1e-12 * value_scale(mdp, tau)`` with
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,7 +150,7 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             warm_start: int, callback: Callback | None) -> SoftSolution:
     for _ in range(warm_start):
         v = soft_max(q_from_v(mdp, v), tau)
-    accepted: SoftSolution | None = None
+    best: tuple | None = None  # (res, it, q, v, Boltzmann): the best iterate within tol
     fac: BellmanFactorization | None = None
     fac_policy: np.ndarray | None = None
     n_fac = 0
@@ -163,28 +162,18 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
         res = _residual(b.v, v)
         if callback is not None:
             callback(it, res)
-        current = SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy,
-                               residual=res, iterations=it, method="newton", tau=tau,
-                               tolerance=tol, factorization=fac, factorized_policy=fac_policy,
-                               factorizations=n_fac)
         if res <= tol:
             # Polishing: keep stepping while each step cuts the residual tenfold (chord
             # steps, nearly free); this usually lands on the rounding floor. The iterate
             # with the smallest residual is returned.
-            if accepted is None or res < accepted.residual:
-                accepted = current
+            if best is None or res < best[0]:
+                best = (res, it, q, v, b)
             at_floor = res <= 4 * _EPS * float(abs(v).max())  # cannot fall tenfold
-            if at_floor or it == max_iter or (polishing and res > POLISH_RATE * prev_res):
-                if accepted.factorization is not fac:
-                    accepted = dataclasses.replace(accepted, factorization=fac,
-                                                   factorized_policy=fac_policy,
-                                                   factorizations=n_fac)
-                return accepted
-            polishing = True
-        elif polishing:  # a polishing step made it worse than tol: return the best
-            return dataclasses.replace(accepted, factorization=fac,  # type: ignore[arg-type]
-                                       factorized_policy=fac_policy, factorizations=n_fac)
-        elif it == max_iter:
+            if not (at_floor or it == max_iter or (polishing and res > POLISH_RATE * prev_res)):
+                polishing = True
+            else:
+                break
+        elif polishing or it == max_iter:  # a polishing step made it worse: the best
             break
         chord = fac is not None and res <= (POLISH_RATE if polishing else CHORD_RATE) * prev_res
         prev_res = res
@@ -203,8 +192,8 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             fac, fac_policy = factorize(mdp.P_pi(b.policy), mdp.gamma), b.policy
             n_fac += 1
             v_new = fac.solve(rhs)
-        step = float(abs(v_new - v).max())
-        if not polishing and step <= 8 * _EPS * float(np.max(np.abs(v_new), initial=1.0)):
+        if not polishing and float(abs(v_new - v).max()) <= 8 * _EPS * max(
+                float(abs(v_new).max()), 1.0):
             if chord:  # let Newton itself decide
                 prev_res = 0.0
                 continue
@@ -212,7 +201,12 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             raise ConvergenceError("newton", res, tol, it, "iterates stopped moving (rounding "
                                    "floor above the tolerance)")
         v = v_new
-    raise ConvergenceError("newton", res, tol, max_iter, "iteration limit reached")
+    if best is None:
+        raise ConvergenceError("newton", res, tol, max_iter, "iteration limit reached")
+    res, it, q, v, b = best
+    return SoftSolution(q=q, v=v, policy=b.policy, log_policy=b.log_policy, residual=res,
+                        iterations=it, method="newton", tau=tau, tolerance=tol,
+                        factorization=fac, factorized_policy=fac_policy, factorizations=n_fac)
 
 
 def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | None,
