@@ -483,8 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
     p = command("solve", "solve the follower of a problem file; print q, v, policy as JSON")
     p.add_argument("file", help="problem, golden-vector, Markov-game or soft-LQR file ('-': stdin)")
-    p.add_argument("--method", choices=["newton", "value_iteration"], default="newton",
-                   help="solver")
+    p.add_argument("--method", choices=["newton", "newton-only", "value_iteration"],
+                   default="newton", help="solver: Newton with chord steps (default), "
+                   "Newton with a fresh LU every step, or value iteration")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     output(p)
     p.set_defaults(func=_cmd_solve)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .linalg import BellmanFactorization
+from .linalg import BellmanFactorization, RefinedFactorization
 from .mdp import FiniteMDP
 from .parameterizations import RewardModel, TransitionModel
 from .solve import SoftSolution
@@ -61,3 +61,15 @@ class FollowerState:
     mdp: FiniteMDP
     solution: SoftSolution
     factorization: BellmanFactorization
+
+    @property
+    def factorizations(self) -> int:
+        """LU factorisations made for this state so far: the solve's, plus one when
+        :attr:`factorization` is a fresh LU at the final policy (not Newton's last LU
+        itself), or a refinement that has fallen back to one."""
+        fac = self.factorization
+        if isinstance(fac, RefinedFactorization):
+            extra = fac.refactorized
+        else:
+            extra = fac is not self.solution.factorization
+        return self.solution.factorizations + int(extra)

@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import require_finite
 from .follower import FollowerState
+from .linalg import BellmanFactorization, RefinedFactorization
 from .objectives import LeaderReturn, ObjectiveTerms
 from .problem import BilevelProblem
 from .sensitivities import Sensitivities, follower_sensitivities
@@ -191,7 +192,9 @@ class HypergradientBatch:
     residuals : ndarray, shape (n,)
         Bellman residual of each follower solve.
     iterations : ndarray, shape (n,)
-        Newton iterations of each follower solve (after the warm start).
+        Newton and chord iterations of each follower solve (after the warm start).
+    factorizations : ndarray, shape (n,)
+        LU factorisations of each follower solve (0 when the previous point's LU served).
     """
 
     values: np.ndarray
@@ -200,6 +203,7 @@ class HypergradientBatch:
     indirect: np.ndarray
     residuals: np.ndarray
     iterations: np.ndarray
+    factorizations: np.ndarray
 
 
 def _nearest_chain(X: np.ndarray) -> list[int]:
@@ -217,6 +221,16 @@ def _nearest_chain(X: np.ndarray) -> list[int]:
     return order
 
 
+def _plain_lu(state: FollowerState) -> tuple[BellmanFactorization, np.ndarray]:
+    """An LU of ``I - gamma P_pi0`` and its policy ``pi0`` from a follower state: the state's
+    own factorisation (taken at the solution's policy) unless it is a refinement, whose
+    underlying LU is Newton's last one."""
+    if isinstance(state.factorization, RefinedFactorization):
+        sol = state.solution
+        return sol.factorization, sol.factorized_policy  # type: ignore[return-value]
+    return state.factorization, state.solution.policy
+
+
 def hypergradients(problem: BilevelProblem, X: object, mode: str = "adjoint", *,
                    order: str = "nearest", **solver_options: object) -> HypergradientBatch:
     r"""``F(x_i)`` and ``grad F(x_i)`` for every row ``x_i`` of ``X[n, d]`` (one problem).
@@ -225,8 +239,10 @@ def hypergradients(problem: BilevelProblem, X: object, mode: str = "adjoint", *,
     transitions do not depend on ``x`` (:meth:`BilevelProblem.follower_mdp`), and each
     follower solve is warm-started from the value of the previous point, visited along a
     greedy nearest-neighbour chain (``order="nearest"``; ``"given"`` keeps the input
-    order). Newton then needs fewer iterations the closer the points are; the results
-    equal independent :func:`hypergradient` calls to the solver tolerance (tested).
+    order), and Newton's first step is a chord step with the previous point's LU
+    (``warm_lu`` of :func:`~exact_bilevel.core.solve.solve_soft`): when the points are
+    close, a point costs no factorisation at all. The results equal independent
+    :func:`hypergradient` calls to the solver tolerance (tested).
     """
     from ._validate import real_array
 
@@ -239,17 +255,22 @@ def hypergradients(problem: BilevelProblem, X: object, mode: str = "adjoint", *,
     grads, direct, indirect = (np.empty((n, d)) for _ in range(3))
     residuals = np.empty(n)
     iterations = np.empty(n, dtype=int)
-    v_prev = None
+    factorizations = np.empty(n, dtype=int)
+    prev: FollowerState | None = None
     for i in seq:
         opts = dict(solver_options)
-        if v_prev is not None:
-            opts.setdefault("v0", v_prev)
+        if prev is not None:
+            opts.setdefault("v0", prev.solution.v)
             opts.setdefault("warm_start", 0)
+            if opts.get("method", "newton") == "newton":
+                opts.setdefault("warm_lu", _plain_lu(prev))
         state = problem.follower_state(Xa[i], **opts)
         hg = hypergradient(problem, Xa[i], mode, state=state)
         values[i], grads[i], direct[i], indirect[i] = hg.value, hg.gradient, hg.direct, \
             hg.indirect
         residuals[i] = hg.residual
         iterations[i] = state.solution.iterations
-        v_prev = state.solution.v
-    return HypergradientBatch(values, grads, direct, indirect, residuals, iterations)
+        factorizations[i] = state.factorizations
+        prev = state
+    return HypergradientBatch(values, grads, direct, indirect, residuals, iterations,
+                              factorizations)

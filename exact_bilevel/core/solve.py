@@ -5,7 +5,7 @@ operator (:func:`~exact_bilevel.core.soft_bellman.soft_bellman_operator`)
 
 .. math:: V = T(V), \qquad T(V)(s) = \tau \log \sum_a \exp\big((r + \gamma P V)(s, a)/\tau\big).
 
-Two methods:
+Three methods:
 
 ``"newton"`` (default)
     Newton's method on ``V - T(V) = 0``. Its Jacobian is ``I - gamma P_pi``
@@ -24,9 +24,12 @@ Two methods:
     near the solution). A chord step that does not cut the residual a hundredfold
     is followed by a Newton step, so the iteration is never slower than Newton's
     by more than one cheap step per factorisation. Once the residual is below
-    ``tol`` it keeps polishing while each step cuts the residual tenfold and
-    returns the iterate with the smallest residual (this usually lands on the
-    float64 rounding floor).
+    ``tol`` it keeps polishing while each step cuts the residual tenfold (a chord
+    step that does not is followed by one Newton step) and returns the iterate
+    with the smallest residual; this lands on the float64 rounding floor.
+``"newton-only"``
+    The same without chord steps: a fresh LU at every step (textbook Newton, for
+    comparison and teaching; same answer to the rounding floor, tested).
 ``"value_iteration"``
     The textbook iteration ``V <- T(V)``, a ``gamma``-contraction. Stopping
     rule: stop at the first iterate with ``||T(V) - V||_inf <= tol``; then
@@ -34,7 +37,7 @@ Two methods:
     number of sweeps the contraction bound needs, ``log(tol/res_0)/log(gamma)``,
     plus 10.
 
-Both report the sup-norm Bellman residual ``||T(V) - V||_inf`` of the iterate
+All report the sup-norm Bellman residual ``||T(V) - V||_inf`` of the iterate
 they return and raise :class:`~exact_bilevel.core.errors.ConvergenceError` (carrying
 the residual reached) when they cannot reach ``tol``.
 
@@ -45,6 +48,7 @@ The default tolerance is ``1e-12 * value_scale(mdp, tau)`` with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +88,7 @@ class SoftSolution:
     iterations : int
         Newton steps or value-iteration sweeps performed (warm start excluded).
     method : str
-        ``"newton"`` or ``"value_iteration"``.
+        ``"newton"``, ``"newton-only"`` or ``"value_iteration"``.
     tau : float
         Temperature.
     tolerance : float
@@ -147,7 +151,9 @@ POLISH_RATE = 0.1
 
 
 def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray,
-            warm_start: int, callback: Callback | None) -> SoftSolution:
+            warm_start: int, callback: Callback | None,
+            warm_lu: tuple[BellmanFactorization, np.ndarray] | None,
+            chord_rate: float = CHORD_RATE, polish_rate: float = POLISH_RATE) -> SoftSolution:
     for _ in range(warm_start):
         v = soft_max(q_from_v(mdp, v), tau)
     best: tuple | None = None  # (res, it, q, v, Boltzmann): the best iterate within tol
@@ -155,7 +161,9 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
     fac_policy: np.ndarray | None = None
     n_fac = 0
     prev_res = np.inf
-    polishing = False
+    if warm_lu is not None:  # the first step is a chord step with the caller's LU
+        fac, fac_policy = warm_lu
+    polishing = chord = False
     for it in range(max_iter + 1):
         q = q_from_v(mdp, v)
         b = boltzmann(q, tau)
@@ -169,13 +177,13 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
             if best is None or res < best[0]:
                 best = (res, it, q, v, b)
             at_floor = res <= 4 * _EPS * float(abs(v).max())  # cannot fall tenfold
-            if not (at_floor or it == max_iter or (polishing and res > POLISH_RATE * prev_res)):
-                polishing = True
-            else:
-                break
+            stalled = polishing and res > polish_rate * prev_res
+            if at_floor or it == max_iter or (stalled and not chord):
+                break  # (a stalled chord step is followed by one Newton step)
+            polishing = True
         elif polishing or it == max_iter:  # a polishing step made it worse: the best
             break
-        chord = fac is not None and res <= (POLISH_RATE if polishing else CHORD_RATE) * prev_res
+        chord = fac is not None and res <= (polish_rate if polishing else chord_rate) * prev_res
         prev_res = res
         if chord:
             # Chord step: Newton's step with the Jacobian I - gamma P_pi of an earlier
@@ -209,9 +217,18 @@ def _newton(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray
                         factorization=fac, factorized_policy=fac_policy, factorizations=n_fac)
 
 
+def _newton_only(mdp: FiniteMDP, tau: float, tol: float, max_iter: int, v: np.ndarray,
+                 warm_start: int, callback: Callback | None,
+                 warm_lu: tuple[BellmanFactorization, np.ndarray] | None) -> SoftSolution:
+    """Textbook Newton: a fresh LU at every step, no chord steps (method ``"newton-only"``)."""
+    sol = _newton(mdp, tau, tol, max_iter, v, warm_start, callback, None, 0.0, 0.0)
+    return dataclasses.replace(sol, method="newton-only")
+
+
 def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | None,
-                     v: np.ndarray, warm_start: int, callback: Callback | None) -> SoftSolution:
-    del warm_start  # value iteration is its own warm start
+                     v: np.ndarray, warm_start: int, callback: Callback | None,
+                     warm_lu: tuple[BellmanFactorization, np.ndarray] | None) -> SoftSolution:
+    del warm_start, warm_lu  # value iteration is its own warm start and needs no LU
     tv = boltzmann(q_from_v(mdp, v), tau).v
     res = _residual(tv, v)
     if max_iter is None:
@@ -234,14 +251,16 @@ def _value_iteration(mdp: FiniteMDP, tau: float, tol: float, max_iter: int | Non
 
 _METHODS: dict[str, Callable[..., SoftSolution]] = {
     "newton": _newton,
+    "newton-only": _newton_only,
     "value_iteration": _value_iteration,
 }
-_DEFAULT_MAX_ITER = {"newton": 100, "value_iteration": None}
+_DEFAULT_MAX_ITER = {"newton": 100, "newton-only": 100, "value_iteration": None}
 
 
 def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float | None = None,
                max_iter: int | None = None, v0: np.ndarray | None = None,
-               warm_start: int = 3, callback: Callback | None = None) -> SoftSolution:
+               warm_start: int = 3, callback: Callback | None = None,
+               warm_lu: tuple[BellmanFactorization, np.ndarray] | None = None) -> SoftSolution:
     r"""Solve the soft Bellman equation ``V = T(V)`` of ``mdp`` at temperature ``tau``.
 
     Parameters
@@ -250,7 +269,7 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
         ``P[s, a, s']``, ``r[s, a]``, ``gamma``.
     tau : float
         Temperature ``> 0``. Stable from 1e-6 to 1e3 (max-shifted log-sum-exp).
-    method : {"newton", "value_iteration"}
+    method : {"newton", "newton-only", "value_iteration"}
         See the module docstring.
     tol : float, optional
         Sup-norm Bellman residual to reach; default ``1e-12 * value_scale(mdp, tau)``.
@@ -262,6 +281,11 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
         Value-iteration sweeps before Newton (ignored by value iteration).
     callback : callable, optional
         ``callback(iteration, residual)`` once per iteration (progress reporting).
+    warm_lu : (BellmanFactorization, ndarray of shape (S, A)), optional
+        An LU of ``I - gamma P_pi0`` and its policy ``pi0`` — e.g. ``(sol.factorization,
+        sol.factorized_policy)`` of a solve at a nearby leader parameter. Newton's first
+        step is then a chord step with it (no factorisation when it contracts; a
+        Newton step follows otherwise). Ignored by value iteration.
 
     Returns
     -------
@@ -301,7 +325,17 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
         v = np.array(v0)
     else:
         v = _validate.real_array("v0", v0, shape=(mdp.n_states,))
-    sol = _METHODS[method](mdp, tau, float(tol), max_iter, v, warm_start, callback)
+    if warm_lu is not None:
+        if not (isinstance(warm_lu, tuple) and len(warm_lu) == 2
+                and hasattr(warm_lu[0], "solve")):
+            raise ValueError("warm_lu: must be a pair (factorization, policy), e.g. "
+                             "(sol.factorization, sol.factorized_policy)")
+        pi0 = np.asarray(warm_lu[1])
+        if pi0.shape != (mdp.n_states, mdp.n_actions):
+            raise ValueError(f"warm_lu[1] (the policy): must have shape ({mdp.n_states}, "
+                             f"{mdp.n_actions}), got {pi0.shape}")
+        warm_lu = (warm_lu[0], pi0)
+    sol = _METHODS[method](mdp, tau, float(tol), max_iter, v, warm_start, callback, warm_lu)
     for name in ("v", "q", "policy"):
         require_finite(name, getattr(sol, name), f"the {sol.method} solve")
     return sol
