@@ -113,8 +113,8 @@ class RefinedFactorization:
     few Newton or chord steps away) and iterative refinement:
     ``x_0 = M_0^{-1} b``, ``x_{j+1} = x_j + M_0^{-1} (b - M x_j)``.
 
-    The error contracts by ``||M_0^{-1} (M - M_0)||`` per step (~1e-13 after a polishing
-    step, so one step is as accurate as a fresh factorisation, at the cost of two solves
+    The error contracts by ``||M_0^{-1} (M - M_0)||`` per step (1e-4..1e-13 when ``M_0``
+    is Newton's last LU and ``M`` the solution's; each step costs two triangular solves
     and a product with ``P_pi`` instead of an ``O(S^3)`` LU). Refinement stops once the
     estimated remaining error (last correction times the contraction observed between
     the last two corrections) is at the rounding level (``<= 4 eps max|x|``); if it has

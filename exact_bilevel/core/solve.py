@@ -86,7 +86,8 @@ class SoftSolution:
     residual : float
         Sup-norm Bellman residual ``||T(V) - V||_inf`` reached.
     iterations : int
-        Newton steps or value-iteration sweeps performed (warm start excluded).
+        Index of the returned iterate: Newton and chord steps, or value-iteration sweeps,
+        before it (warm start excluded).
     method : str
         ``"newton"``, ``"newton-only"`` or ``"value_iteration"``.
     tau : float
@@ -94,9 +95,10 @@ class SoftSolution:
     tolerance : float
         The residual that was asked for.
     factorization : BellmanFactorization or None
-        Newton's last LU of ``I - gamma P_pi``, at the policy ``factorized_policy``
-        (the returned policy, or the one a polishing step before it); ``None`` for value
-        iteration. Reused by :meth:`~exact_bilevel.core.problem.BilevelProblem.follower_state`.
+        Newton's last LU of ``I - gamma P_pi``, at the policy ``factorized_policy`` (the
+        returned policy, or that of an iterate a few chord or polishing steps before it);
+        ``None`` for value iteration. Reused by
+        :meth:`~exact_bilevel.core.problem.BilevelProblem.follower_state`.
     factorizations : int
         LU factorisations performed (Newton steps; chord steps reuse the last LU).
     """
