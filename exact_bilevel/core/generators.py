@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse
 
 from . import _validate
-from .mdp import FiniteMDP
+from .mdp import AUTO_SPARSE_ENTRIES, FiniteMDP
 
 #: The 13x13 FourRooms map of Sutton, Precup & Singh (1999); ``x`` is a wall.
 FOUR_ROOMS_MAP: tuple[str, ...] = (
@@ -156,7 +156,8 @@ def gridworld(layout: Sequence[str], goal: tuple[int, int], *, gamma: float = 0.
     *soft* MDP an absorbing state still yields the entropy bonus
     ``tau log A`` per step. Initial distribution: all mass on ``start``, or
     uniform over free cells if ``start`` is None. ``storage`` as in
-    :class:`FiniteMDP` (``"auto"``: sparse above 2000 free cells).
+    :class:`FiniteMDP` (``"auto"``: sparse above 353 free cells, where ``S * 4 * S``
+    exceeds :data:`~exact_bilevel.core.mdp.AUTO_SPARSE_ENTRIES`).
     """
     grid = GridWorld.from_map(layout)
     S = grid.n_states
@@ -172,8 +173,8 @@ def gridworld(layout: Sequence[str], goal: tuple[int, int], *, gamma: float = 0.
     if start is not None:
         rho = np.zeros(S)
         rho[grid.state(start)] = 1.0
-    if storage == "auto":
-        storage = "sparse" if S > 2000 else "dense"
+    if storage == "auto":  # the FiniteMDP rule (a gridworld row has <= 5 successors)
+        storage = "sparse" if S * 4 * S > AUTO_SPARSE_ENTRIES else "dense"
     return FiniteMDP(M, r, gamma, rho, storage=storage, n_actions=4), grid
 
 
