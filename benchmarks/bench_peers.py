@@ -19,7 +19,9 @@ size, the exact hypergradient ``grad F(x)`` of the leader's return is computed b
 
 Every row states its relative error against our exact gradient, which is itself
 checked against mpmath (50 digits, ``exact_bilevel.crosscheck.highprec``) on the rows
-with S <= 30. Times are medians of CPU time with single-threaded BLAS and XLA.
+with S <= 30. Times are CPU time per call with single-threaded BLAS and XLA, measured
+in interleaved rounds (every method in turn, 7 rounds, median over rounds), so drifts of
+the machine's speed hit every method alike.
 Writes ``benchmarks/peers.md``. Needs the ``bench`` extra (jax, jaxopt, optimistix).
 Run: ``python benchmarks/bench_peers.py [--quick]`` (~15 min; ``--quick``: S <= 100).
 """
@@ -91,15 +93,32 @@ def make(kind: str, S: int) -> tuple[BilevelProblem, np.ndarray, dict]:
     return problem, x, arrays
 
 
-def cpu_median(fn: Callable[[], object], budget: float = 0.3, at_most: int = 50) -> float:
-    """Median CPU seconds of ``fn()`` over enough calls to spend about ``budget`` seconds."""
-    times = []
-    start = time.process_time()
-    while len(times) < at_most and (len(times) < 3 or time.process_time() - start < budget):
+def interleaved_medians(calls: dict[str, Callable[[], object]], slice_s: float = 0.04,
+                        rounds: int = 7) -> dict[str, float]:
+    """CPU seconds per call of each of ``calls``, measured in interleaved rounds.
+
+    In each round every method runs for about ``slice_s`` seconds (at least one call),
+    one after the other; a method's time is the median over the rounds of its mean time
+    per call in the round. Interleaving puts every method under the same machine
+    conditions (this VM's speed drifts by +-30% over seconds), so the *ratios* are fair
+    even when the absolute times drift. Methods slower than 0.5 s a call get 3 rounds.
+    """
+    first = {}
+    for name, fn in calls.items():
         t0 = time.process_time()
         fn()
-        times.append(time.process_time() - t0)
-    return float(np.median(times))
+        first[name] = max(time.process_time() - t0, 1e-6)
+    per_round: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, fn in calls.items():
+            if first[name] > 0.5 and r >= 3:
+                continue
+            n = max(1, int(slice_s / first[name]))
+            t0 = time.process_time()
+            for _ in range(n):
+                fn()
+            per_round[name].append((time.process_time() - t0) / n)
+    return {name: float(np.median(v)) for name, v in per_round.items()}
 
 
 def count_factorizations(problem: BilevelProblem, x: np.ndarray) -> int:
@@ -141,7 +160,10 @@ def numpy_careful(a: dict, x: np.ndarray) -> np.ndarray:
 
 
 # --- JAX peers ------------------------------------------------------------------------------
-def jax_peers(a: dict, x: np.ndarray, exact: np.ndarray) -> list[tuple[str, float, float]]:
+def jax_peers(a: dict, x: np.ndarray,
+              exact: np.ndarray) -> list[tuple[str, Callable[[], object] | None, float]]:
+    """The JAX-based peers, compiled and checked: ``(name, call, relative error)`` rows
+    (``call`` is None for a peer that is missing or never reached 1e-10)."""
     import jax
     import jax.numpy as jnp
 
@@ -162,13 +184,12 @@ def jax_peers(a: dict, x: np.ndarray, exact: np.ndarray) -> list[tuple[str, floa
         vL = jnp.linalg.solve(jnp.eye(S) - GAMMA * P_pi, jnp.sum(pi * rL, axis=1))
         return rho @ vL
 
-    rows = []
+    rows: list[tuple[str, Callable[[], object] | None, float]] = []
 
     def measure(name: str, fn: Callable) -> float:
         g = np.asarray(jax.block_until_ready(fn(z0)))           # compile + first run
-        t = cpu_median(lambda: jax.block_until_ready(fn(z0)))
         err = float(np.linalg.norm(g - exact) / np.linalg.norm(exact))
-        rows.append((name, t, err))
+        rows.append((name, lambda: jax.block_until_ready(fn(z0)), err))
         return err
 
     K, err = 8, np.inf
@@ -184,7 +205,7 @@ def jax_peers(a: dict, x: np.ndarray, exact: np.ndarray) -> list[tuple[str, floa
             break
         K *= 2
     else:
-        rows.append((f"JAX grad, unrolled soft VI: K = {K // 2} still {err:.1e} off", np.nan,
+        rows.append((f"JAX grad, unrolled soft VI: K = {K // 2} still {err:.1e} off", None,
                      err))
     try:
         import functools
@@ -203,7 +224,7 @@ def jax_peers(a: dict, x: np.ndarray, exact: np.ndarray) -> list[tuple[str, floa
         measure("jaxopt FixedPointIteration, tol 1e-12 + GMRES 1e-12",
                 fp(1e-12, functools.partial(solve_gmres, tol=1e-12), maxiter=100_000))
     except ImportError:
-        rows.append(("jaxopt: not installed", np.nan, np.nan))
+        rows.append(("jaxopt: not installed", None, np.nan))
     try:
         import optimistix as optx
 
@@ -215,14 +236,15 @@ def jax_peers(a: dict, x: np.ndarray, exact: np.ndarray) -> list[tuple[str, floa
 
         measure("optimistix root_find, Newton rtol = atol = 1e-12", jax.jit(jax.grad(root)))
     except ImportError:
-        rows.append(("optimistix: not installed", np.nan, np.nan))
+        rows.append(("optimistix: not installed", None, np.nan))
     return rows
 
 
 def run(sizes: dict[str, list[int]], with_jax: bool) -> str:
     lines = ["# Peer benchmark", "",
-             "Generated by `python benchmarks/bench_peers.py`. CPU-time medians, single-threaded "
-             "BLAS and XLA, same process; gamma = 0.99, tau = 0.1, d = 16 (FourRooms: d = 16 "
+             "Generated by `python benchmarks/bench_peers.py`. CPU time per call, single-threaded "
+             "BLAS and XLA, same process, methods interleaved in 7 rounds (median over "
+             "rounds); gamma = 0.99, tau = 0.1, d = 16 (FourRooms: d = 16 "
              "state incentives). 'error': relative error of the gradient against exact_bilevel; "
              "'LU floor': the LU factorisations we perform (counted) x one LU; 'least': one LU "
              "and one pass over P, what any factorisation-based exact method needs at least "
@@ -235,14 +257,20 @@ def run(sizes: dict[str, list[int]], with_jax: bool) -> str:
             S = problem.n_states
             hg = hypergradient(problem, x)
             exact = hg.gradient
-            t_ours = cpu_median(lambda problem=problem, x=x: hypergradient(problem, x))
             state = problem.follower_state(x)
             P_pi = state.mdp.P_pi(state.solution.policy)
-            t_lu = cpu_median(lambda P_pi=P_pi: factorize(P_pi, GAMMA))
             n_lu = count_factorizations(problem, x)
+            g_np = numpy_careful(a, x)
+            peers = jax_peers(a, x, exact) if with_jax and S <= 1100 else []
+            calls: dict[str, Callable[[], object]] = {
+                "ours": lambda problem=problem, x=x: hypergradient(problem, x),
+                "lu": lambda P_pi=P_pi: factorize(P_pi, GAMMA),
+                "pass": lambda v=state.solution.v, mdp=state.mdp: mdp.expect(v),
+                "numpy": lambda a=a, x=x: numpy_careful(a, x)}
+            calls.update({name: fn for name, fn, _ in peers if fn is not None})
+            t = interleaved_medians(calls)
+            t_ours, t_lu, t_pass = t["ours"], t["lu"], t["pass"]
             floor = n_lu * t_lu
-            v = state.solution.v
-            t_pass = cpu_median(lambda v=v, mdp=state.mdp: mdp.expect(v))
             least = t_lu + t_pass
             head = (f"## {kind}, S = {S}, A = {problem.n_actions}, d = {problem.n_params}: "
                     f"ours {t_ours * 1e3:.2f} ms = {t_ours / floor:.2f} x the LU floor "
@@ -262,16 +290,13 @@ def run(sizes: dict[str, list[int]], with_jax: bool) -> str:
                          f" | {floor / t_ours:.2f} | - |")
             lines.append(f"| least: 1 LU + 1 pass over P (r + gamma P V) | {least * 1e3:.2f} ms"
                          f" | {least / t_ours:.2f} | - |")
-            g_np = numpy_careful(a, x)
-            t_np = cpu_median(lambda a=a, x=x: numpy_careful(a, x))
             lines.append(f"| numpy, careful user (policy iteration + forward solve) | "
-                         f"{t_np * 1e3:.2f} ms | {t_np / t_ours:.2f} | "
+                         f"{t['numpy'] * 1e3:.2f} ms | {t['numpy'] / t_ours:.2f} | "
                          f"{np.linalg.norm(g_np - exact) / np.linalg.norm(exact):.1e} |")
-            if with_jax and S <= 1100:
-                for name, t, err in jax_peers(a, x, exact):
-                    tt = "-" if not np.isfinite(t) else f"{t * 1e3:.2f} ms"
-                    rr = "-" if not np.isfinite(t) else f"{t / t_ours:.2f}"
-                    lines.append(f"| {name} | {tt} | {rr} | {err:.1e} |")
+            for name, fn, err in peers:
+                tt = "-" if fn is None else f"{t[name] * 1e3:.2f} ms"
+                rr = "-" if fn is None else f"{t[name] / t_ours:.2f}"
+                lines.append(f"| {name} | {tt} | {rr} | {err:.1e} |")
             lines.append("")
             print("\n".join(lines[-(9 if with_jax else 6):]), flush=True)
     return "\n".join(lines)
