@@ -181,6 +181,13 @@ def test_boltzmann_is_max_shifted():
     ({"tau": 1.0, "method": "magic"}, r"method = 'magic': must be one of"),
     ({"tau": 1.0, "tol": -1.0}, r"tol = -1.0: must be a finite number > 0"),
     ({"tau": 1.0, "v0": [1.0]}, r"v0: axis 0 must have length 3"),
+    ({"tau": 1.0, "warm_lu": "lu"}, r"warm_lu: must be a pair \(factorization, policy\)"),
+    ({"tau": 1.0, "warm_lu": (None, np.ones((3, 2)))}, r"warm_lu: must be a pair"),
+    ({"tau": 1.0, "warm_lu": (solve_soft(random_mdp(5, 2, seed=0), 1.0).factorization,
+                              np.ones((3, 2)))},
+     r"warm_lu\[0\] \(the factorization\): is of a 5-state matrix, the MDP has 3 states"),
+    ({"tau": 1.0, "warm_lu": (np.linalg, np.ones((2, 2)))},
+     r"warm_lu\[1\] \(the policy\): must have shape \(3, 2\), got \(2, 2\)"),
 ])
 def test_bad_solver_arguments(kwargs, pattern):
     mdp = random_mdp(3, 2, seed=0)

@@ -21,9 +21,10 @@ import scipy.sparse.linalg
 
 
 class BellmanFactorization(Protocol):
-    """Solves with ``M = I - gamma P_pi`` and its transpose."""
+    """Solves with ``M = I - gamma P_pi`` and its transpose (``M`` is ``S x S``)."""
 
     gamma: float
+    n_states: int
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """``x`` with ``M x = b``; ``b`` of shape ``[S]`` or ``[S, k]``."""
@@ -56,6 +57,7 @@ class DenseLU:
     def __init__(self, P_pi: np.ndarray, gamma: float) -> None:
         S = P_pi.shape[0]
         self.gamma = gamma
+        self.n_states = S
         M = P_pi * -gamma
         M.flat[::S + 1] += 1.0
         getrf, self._getrs = _lapack(M.dtype)
@@ -84,6 +86,7 @@ class SparseLU:
     def __init__(self, P_pi: scipy.sparse.spmatrix, gamma: float) -> None:
         S = P_pi.shape[0]
         self.gamma = gamma
+        self.n_states = S
         M = (scipy.sparse.identity(S, dtype=P_pi.dtype, format="csc")
              - gamma * scipy.sparse.csc_matrix(P_pi))
         # M is strictly diagonally dominant by rows (gamma < 1, P_pi row-stochastic), so
@@ -129,6 +132,7 @@ class RefinedFactorization:
     def __init__(self, near: BellmanFactorization, P_pi: np.ndarray | scipy.sparse.spmatrix,
                  gamma: float) -> None:
         self.gamma = gamma
+        self.n_states = P_pi.shape[0]
         self._near = near
         self._P = P_pi
         self._fresh: BellmanFactorization | None = None

@@ -332,6 +332,10 @@ def solve_soft(mdp: FiniteMDP, tau: float, method: str = "newton", *, tol: float
                 and hasattr(warm_lu[0], "solve")):
             raise ValueError("warm_lu: must be a pair (factorization, policy), e.g. "
                              "(sol.factorization, sol.factorized_policy)")
+        n_lu = getattr(warm_lu[0], "n_states", mdp.n_states)
+        if n_lu != mdp.n_states:
+            raise ValueError(f"warm_lu[0] (the factorization): is of a {n_lu}-state matrix, "
+                             f"the MDP has {mdp.n_states} states")
         pi0 = np.asarray(warm_lu[1])
         if pi0.shape != (mdp.n_states, mdp.n_actions):
             raise ValueError(f"warm_lu[1] (the policy): must have shape ({mdp.n_states}, "

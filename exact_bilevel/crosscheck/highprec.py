@@ -60,6 +60,7 @@ class MPFactor:
 
     def __init__(self, P_pi: np.ndarray, gamma: object) -> None:
         S = P_pi.shape[0]
+        self.gamma, self.n_states = gamma, S
         self._M = np.eye(S, dtype=object) * mp.mpf(1) - gamma * P_pi
         self._lu = mp.LU_decomp(mp.matrix(self._M.tolist()))
         self._luT: tuple | None = None  # factorised on first use
