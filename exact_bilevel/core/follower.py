@@ -73,3 +73,14 @@ class FollowerState:
         else:
             extra = fac is not self.solution.factorization
         return self.solution.factorizations + int(extra)
+
+    @property
+    def plain_lu(self) -> tuple[BellmanFactorization, np.ndarray]:
+        """An LU of ``I - gamma P_pi0`` and its policy ``pi0`` (a ``warm_lu`` for
+        :func:`~exact_bilevel.core.solve.solve_soft`): :attr:`factorization` itself, taken
+        at the solution's policy, unless it is a refinement, whose underlying LU is
+        Newton's last one."""
+        if isinstance(self.factorization, RefinedFactorization):
+            sol = self.solution
+            return sol.factorization, sol.factorized_policy  # type: ignore[return-value]
+        return self.factorization, self.solution.policy

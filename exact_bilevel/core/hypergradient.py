@@ -31,7 +31,6 @@ import numpy as np
 
 from .errors import require_finite
 from .follower import FollowerState
-from .linalg import BellmanFactorization, RefinedFactorization
 from .objectives import LeaderReturn, ObjectiveTerms
 from .problem import BilevelProblem
 from .sensitivities import Sensitivities, follower_sensitivities
@@ -221,16 +220,6 @@ def _nearest_chain(X: np.ndarray) -> list[int]:
     return order
 
 
-def _plain_lu(state: FollowerState) -> tuple[BellmanFactorization, np.ndarray]:
-    """An LU of ``I - gamma P_pi0`` and its policy ``pi0`` from a follower state: the state's
-    own factorisation (taken at the solution's policy) unless it is a refinement, whose
-    underlying LU is Newton's last one."""
-    if isinstance(state.factorization, RefinedFactorization):
-        sol = state.solution
-        return sol.factorization, sol.factorized_policy  # type: ignore[return-value]
-    return state.factorization, state.solution.policy
-
-
 def hypergradients(problem: BilevelProblem, X: object, mode: str = "adjoint", *,
                    order: str = "nearest", **solver_options: object) -> HypergradientBatch:
     r"""``F(x_i)`` and ``grad F(x_i)`` for every row ``x_i`` of ``X[n, d]`` (one problem).
@@ -264,7 +253,7 @@ def hypergradients(problem: BilevelProblem, X: object, mode: str = "adjoint", *,
             # (measured: dropping them costs more Newton LUs on scattered points)
             opts.setdefault("v0", prev.solution.v)
             if opts.get("method", "newton") == "newton":
-                opts.setdefault("warm_lu", _plain_lu(prev))
+                opts.setdefault("warm_lu", prev.plain_lu)
         state = problem.follower_state(Xa[i], **opts)
         hg = hypergradient(problem, Xa[i], mode, state=state)
         values[i], grads[i], direct[i], indirect[i] = hg.value, hg.gradient, hg.direct, \
