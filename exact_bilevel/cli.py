@@ -196,9 +196,9 @@ def _cmd_hypergradient(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from .core._budget import check_allocation
+    from .core.streams import replicate_rng
     from .estimators.registry import ESTIMATORS, check_sample_buffers, estimate, leader_knowledge
 
     obj, x = _load(args.file)
@@ -227,7 +227,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
     try:
         for i in range(args.replicates):
-            rng = np.random.default_rng([args.seed, i])
+            rng = replicate_rng(args.seed, i)
             e = (mg.estimate(obj, x, args.estimator, args.transitions, rng, critic) if game
                  else estimate(obj, x, name, args.transitions, rng, critic, know))
             X.append(e.gradient.tolist())
@@ -244,6 +244,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
+    from .core.streams import replicate_sequence
     from .lqr import estimators as lqr_est
 
     if args.estimator not in lqr_est.ESTIMATORS:
@@ -259,7 +260,8 @@ def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
     try:
         for i in range(args.replicates):
             X.append(lqr_est.estimate(obj, x, args.estimator, args.transitions,
-                                      seed=[args.seed, i], critic=critic).tolist())
+                                      seed=replicate_sequence(args.seed, i),
+                                      critic=critic).tolist())
             bar.update(1)
     finally:
         bar.close()
@@ -297,6 +299,14 @@ def _read_estimate(path: str, d: int) -> tuple[str, Any]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """The verdict of an estimate file: ``pass``, ``fail`` or (statistical mode)
+    ``inconclusive`` when the replicates cannot resolve a relative bias of 100%
+    (:func:`exact_bilevel.validation.acceptance.resolution` > 1). A check passes only
+    if its test accepts, the replicates resolve the answer, *and* every statistic it
+    reports is finite; text and JSON give the same verdict and exit code (0 pass,
+    1 fail or inconclusive)."""
+    import math
+
     import numpy as np
 
     from .validation import acceptance
@@ -306,55 +316,86 @@ def _cmd_check(args: argparse.Namespace) -> int:
     obj, x = _load(args.file)
     exact = _exact(obj, x)[1]
     kind, est = _read_estimate(args.estimate, exact.size)
-    norm = float(np.linalg.norm(exact))
+    mean, rel, cos = acceptance.summary(est, exact)
     if kind == "gradient":
-        mean, z = est, None
-        err = np.abs(est - exact)
+        z = None
+        with np.errstate(over="ignore"):
+            err = np.abs(est - exact)
         tol = args.rtol * float(np.max(np.abs(exact))) + args.atol
         passed = bool(np.max(err) <= tol)
-        verdict = {"mode": "deterministic", "tolerance": tol, "rtol": args.rtol,
-                   "atol": args.atol, "max_error": float(np.max(err))}
+        verdict: dict[str, Any] = {"mode": "deterministic", "tolerance": tol,
+                                   "rtol": args.rtol, "atol": args.atol,
+                                   "max_error": float(np.max(err))}
+        stats = {"max_error": verdict["max_error"]}
     else:
         res = acceptance.unbiasedness_test(est, exact, args.alpha)
-        mean, z = est.mean(axis=0), res.z
-        passed = not res.reject
+        z = res.z
+        resolves = acceptance.resolution(est, exact, args.alpha)
+        passed = not res.reject and resolves <= 1.0
         verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,
                    "p_value": res.p_value, "alpha": args.alpha, "replicates": est.shape[0],
-                   "approximation_ok": res.approximation_ok}
-    diff = mean - exact
-    cos = float(mean @ exact / (np.linalg.norm(mean) * norm)) if norm and np.any(mean) else 0.0
-    out = {"pass": passed, **verdict,
-           "relative_error": float(np.linalg.norm(diff) / norm) if norm else None,
-           "cosine": cos,
-           "coordinates": [{"k": k, "exact": float(exact[k]), "estimate": float(mean[k]),
-                            "error": float(diff[k]),
-                            **({} if z is None else {"z": _finite_or_none(z[k])})}
-                           for k in range(exact.size)]}
+                   "approximation_ok": res.approximation_ok, "resolution": resolves}
+        # T^2 = inf is a computed value (a deterministic coordinate exactly off: reject)
+        stats = {"p_value": res.p_value,
+                 "statistic": 0.0 if math.isinf(res.statistic) else res.statistic}
+    with np.errstate(over="ignore"):
+        diff = mean - exact
+    undefined_cos = not np.any(mean) or not np.any(exact)
+    stats.update({"relative_error": 0.0 if not np.any(exact) else rel,
+                  "cosine": 0.0 if undefined_cos else cos,
+                  "estimate": float(np.max(np.abs(mean))),
+                  "error": float(np.max(np.abs(diff)))})
+    nonfinite = sorted(k for k, v in stats.items() if not math.isfinite(v))
+    passed = passed and not nonfinite
+    inconclusive = (kind == "estimates" and not res.reject and not nonfinite
+                    and not verdict["resolution"] <= 1.0)
+    outcome = "pass" if passed else ("inconclusive" if inconclusive else "fail")
+    out: dict[str, Any] = {
+        "pass": passed, "verdict": outcome, **{k: _finite_or_none(v) if isinstance(v, float) else v
+                           for k, v in verdict.items()},
+        "relative_error": None if not np.any(exact) else _finite_or_none(rel),
+        "cosine": None if undefined_cos else _finite_or_none(cos),
+        "nonfinite": nonfinite,
+        "coordinates": [{"k": k, "exact": float(exact[k]), "estimate": float(mean[k]),
+                         "error": _finite_or_none(float(diff[k])),
+                         **({} if z is None else {"z": _finite_or_none(float(z[k]))})}
+                        for k in range(exact.size)]}
     if args.json:
-        if not isinstance(verdict.get("statistic", 0.0), float) or \
-                not np.isfinite(verdict.get("statistic", 0.0)):
-            out["statistic"] = None  # an exactly-off deterministic coordinate: T^2 = inf
         _emit(args, out)
+        return 0 if passed else 1
+
+    def num(v: float | None, spec: str) -> str:
+        return "undefined" if v is None else ("not finite" if not math.isfinite(v)
+                                              else format(v, spec))
+
+    print(f"exact-bilevel check: {args.estimate} against {args.file} "
+          f"({verdict['mode']} check)")
+    if kind == "gradient":
+        print(f"  |error|_inf = {num(verdict['max_error'], '.3e')}, tolerance {tol:.3e} "
+              f"(rtol {args.rtol:g} * max|exact| + atol {args.atol:g})")
     else:
-        print(f"exact-bilevel check: {args.estimate} against {args.file} "
-              f"({verdict['mode']} check)")
-        if kind == "gradient":
-            print(f"  |error|_inf = {verdict['max_error']:.3e}, tolerance {tol:.3e} "
-                  f"(rtol {args.rtol:g} * max|exact| + atol {args.atol:g})")
-        else:
-            print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
-                  f"{verdict['p_value']:.3g}, alpha = {args.alpha:g} (false-alarm rate)")
-            if not verdict["approximation_ok"]:
-                print("  WARNING: the estimates are too skewed for the test's normal "
-                      "approximation (see the warning above); the verdict is not reliable")
-        rel = out["relative_error"]
-        print(f"  relative error {rel if rel is None else f'{rel:.3e}'}, cosine {cos:.6f}")
-        head = f"  {'k':>4} {'exact':>14} {'estimate':>14} {'error':>11}"
-        print(head + ("" if z is None else f" {'z':>8}"))
-        for c in out["coordinates"]:
-            line = f"  {c['k']:>4} {c['exact']:>14.6g} {c['estimate']:>14.6g} {c['error']:>11.3e}"
-            print(line + ("" if z is None else f" {float(z[c['k']]):>8.2f}"))
-        print("PASS" if passed else "FAIL")
+        print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
+              f"{num(verdict['p_value'], '.3g')}, alpha = {args.alpha:g} (false-alarm rate)")
+        print(f"  resolution: relative biases above {num(verdict['resolution'], '.3g')} "
+              "(of max|exact|) would be detected with probability >= 1/2")
+        if not verdict["approximation_ok"]:
+            print("  WARNING: the estimates are too skewed for the test's normal "
+                  "approximation (see the warning above); the verdict is not reliable")
+    print(f"  relative error {num(out['relative_error'], '.3e')}, "
+          f"cosine {num(out['cosine'], '.6f')}")
+    head = f"  {'k':>4} {'exact':>14} {'estimate':>14} {'error':>11}"
+    print(head + ("" if z is None else f" {'z':>8}"))
+    for c, d in zip(out["coordinates"], diff, strict=True):
+        line = (f"  {c['k']:>4} {c['exact']:>14.6g} {c['estimate']:>14.6g} "
+                f"{num(float(d), '11.3e'):>11}")
+        print(line + ("" if z is None else f" {num(float(z[c['k']]), '8.2f'):>8}"))
+    if nonfinite:
+        print(f"  not finite: {', '.join(nonfinite)} (float64 overflow): no verdict can "
+              "pass on a statistic that is not a number")
+    if inconclusive:
+        print("  the replicates cannot tell this estimator from one that is off by 100%: "
+              "more replicates or a larger budget per estimate")
+    print(outcome.upper())
     return 0 if passed else 1
 
 
@@ -510,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicates", type=_positive_int, default=1, metavar="R",
                    help="independent estimates")
     p.add_argument("--seed", type=_seed, default=0, metavar="K",
-                   help="replicate i uses numpy.random.default_rng([K, i])")
+                   help="replicate i draws from SeedSequence(K, spawn_key=(i,)) (the "
+                        "i-th child of SeedSequence(K); exact_bilevel.core.streams)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     output(p)
     p.set_defaults(func=_cmd_estimate)

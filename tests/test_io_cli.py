@@ -189,7 +189,7 @@ def test_cli_check_statistical_pass_and_fail(tmp_path, capsys):
     problem, x = random_problem(4, 3, 2, seed=9)
     path = tmp_path / "p.json"
     save_problem(path, problem, x)
-    assert main(["estimate", str(path), "--estimator", "bc-hg", "--transitions", "2000",
+    assert main(["estimate", str(path), "--estimator", "bc-hg", "--transitions", "20000",
                  "--replicates", "60"]) == 0
     good = _est_file(tmp_path, "good.json", json.loads(capsys.readouterr().out))
     assert main(["check", str(path), "--estimate", good]) == 0

@@ -82,7 +82,7 @@ def test_consistency_test():
     biased_large = g + 0.2 + 0.05 * rng.normal(size=(200, 2))
     res = consistency_test(biased_small, biased_large, g)
     assert res.reject and res.statistic < 1.5 and "REJECT" in res.report
-    with pytest.raises(AssertionError, match="consistency: MSE"):
+    with pytest.raises(AssertionError, match="consistency: root-MSE"):
         assert_consistent(biased_small, biased_large, g)
 
 

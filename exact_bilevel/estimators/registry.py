@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core._budget import check_allocation
 from ..core.problem import BilevelProblem
+from ..core.streams import replicate_rng
 from ._common import Estimate, LeaderKnowledge, leader_knowledge
 from .bchg import bchg as _bchg
 from .bchg import naive as _naive
@@ -109,8 +110,9 @@ def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
                ) -> tuple[np.ndarray, np.ndarray]:
     """``n_replicates`` independent estimates (``[R, d]``) and their costs (``[R]``).
 
-    Replicate ``i`` uses ``numpy.random.default_rng([seed, i])``, so any one can be
-    reproduced alone.
+    Replicate ``i`` draws from :func:`exact_bilevel.core.streams.replicate_rng`
+    ``(seed, i)`` (the ``i``-th child of ``SeedSequence(seed)``), so any one can be
+    reproduced alone and no two seeds share a stream.
     """
     check_allocation(f"n_replicates = {n_replicates}: the estimates [R, d]",
                      (n_replicates, problem.n_params))
@@ -118,7 +120,7 @@ def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
     know = leader_knowledge(problem, x)
     out, cost = [], []
     for i in range(n_replicates):
-        e = estimate(problem, x, estimator, budget, np.random.default_rng([seed, i]), critic,
+        e = estimate(problem, x, estimator, budget, replicate_rng(seed, i), critic,
                      know)
         out.append(e.gradient)
         cost.append(e.transitions)

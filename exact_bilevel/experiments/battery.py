@@ -35,6 +35,7 @@ from ..core.hypergradient import hypergradient
 from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
+from ..core.streams import replicate_int_seed
 from ..validation.acceptance import TestResult, bias_bound_test, unbiasedness_test
 from ..validation.convergence import bias_allowance
 from .examples import random_problem
@@ -61,9 +62,13 @@ class Case:
     def run(self, fn: UserEstimator, *, budget: int = 8000, replicates: int = 100,
             seed: int = 0, unbiased: bool = True, alpha: float = 1e-3,
             bias_constant: float = 30.0) -> TestResult:
-        """Draw ``replicates`` estimates ``fn(problem, x, budget, seed + i)`` and test them
-        against the exact hypergradient (see the module docstring)."""
-        X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget, seed + i),
+        """Draw ``replicates`` estimates ``fn(problem, x, budget, seed_i)`` and test them
+        against the exact hypergradient (see the module docstring). ``seed_i =
+        replicate_int_seed(seed, i)`` (:mod:`exact_bilevel.core.streams`): 63-bit integers
+        from ``SeedSequence(seed, spawn_key=(i,))``, so two runs with different ``seed``
+        share no replicate."""
+        X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
+                                    replicate_int_seed(seed, i)),
                                  dtype=float) for i in range(replicates)])
         if X.shape != (replicates, self.x.size):
             raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "

@@ -9,8 +9,9 @@ For other projects' test suites as much as ours. Two questions, two tests:
   at most ``alpha`` when ``H0`` holds (for averages of many transitions the
   Gaussian approximation is good; ``verification/estimator_rates.md`` measures
   the realised rate over >= 200 seeds). Coordinates with zero sample variance
-  are compared exactly (tolerance ``1e-12`` relative): a deterministic estimator
-  that is off is rejected, not skipped.
+  are compared exactly (tolerance ``1e-12`` relative to the largest magnitude among
+  the estimates and the exact value): a deterministic estimator that is off is
+  rejected, not skipped.
 * **Consistent?** :func:`consistency_test`: squared errors at budgets ``N`` and
   ``4N``; for an estimator with error ``O(N^{-1/2})`` the mean squared error
   drops ~4x, for one stalled on a bias ~1x. The test accepts when the estimated
@@ -18,11 +19,20 @@ For other projects' test suites as much as ours. Two questions, two tests:
 
 :func:`assert_unbiased`, :func:`assert_consistent` and :func:`assert_matches_exact`
 raise ``AssertionError`` with a readable report.
+
+**No verdict on a non-finite statistic.** Every test first divides the estimates, the
+exact value (and an allowance) by one common power of two (exact in floating point)
+so that the largest magnitude lies in ``[1/2, 1)``: every statistic here is invariant
+under a common scale, and sums of ``R`` squares can then never overflow, so finite
+estimates (even of magnitude ``1e308``) give finite statistics. Should a statistic
+or p-value still be NaN, the test rejects (``reject = not p >= alpha``) and says so
+in its report: a test never accepts on a statistic it could not compute.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -108,12 +118,86 @@ def _with_tail_check(res: TestResult, X: np.ndarray) -> TestResult:
                                report=f"{res.report}. WARNING: {message}")
 
 
-def _check_samples(samples: object, exact: object) -> tuple[np.ndarray, np.ndarray]:
+def _check_samples(samples: object, exact: object, scale: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``X[R, d]`` and ``g[d]``, divided by their :func:`common_scale` unless
+    ``scale`` is false."""
     X = _validate.real_array("samples", samples, ndim=2)
     g = _validate.real_array("exact", exact, shape=(X.shape[1],))
     if X.shape[0] < 2:
         raise ValueError(f"samples: need at least 2 replicates, got {X.shape[0]}")
-    return X, g
+    return common_scale(X, g) if scale else (X, g)
+
+
+def common_scale(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays divided by one power of two ``2^e`` (exactly, by ``ldexp``) that brings
+    the largest magnitude among them into ``[1/2, 1)``; unchanged if all are zero.
+
+    The acceptance statistics (``z``, ``t``, Hotelling's ``T^2``, skewness, relative
+    error, cosine, MSE ratios) are invariant under a common scale; computed on the
+    scaled arrays, their sums of squares cannot overflow float64."""
+    e = _exponent(*arrays)
+    return tuple(np.ldexp(np.asarray(a, dtype=float), -e) for a in arrays)
+
+
+def _exponent(*arrays: np.ndarray) -> int:
+    """``e`` with the largest magnitude among ``arrays`` in ``[2^(e-1), 2^e)`` (0 if all
+    are zero)."""
+    top = max((float(np.max(np.abs(a), initial=0.0)) for a in arrays), default=0.0)
+    return math.frexp(top)[1] if top > 0.0 and math.isfinite(top) else 0
+
+
+def summary(samples: object, exact: object) -> tuple[np.ndarray, float, float]:
+    """``(mean[d], relative error |mean - g| / |g|, cosine(mean, g))`` of estimates
+    ``samples[R, d]`` (or one ``[d]``) against ``exact[d]``, computed on commonly scaled
+    arrays so that finite inputs give finite numbers wherever they are defined; the
+    relative error is ``inf`` only if it exceeds float64's range, NaN when ``g = 0``
+    (undefined), and the cosine is NaN when the mean or ``g`` is zero."""
+    X = np.atleast_2d(_validate.real_array("samples", samples))
+    g = _validate.real_array("exact", exact, shape=(X.shape[1],))
+    e = _exponent(X, g)
+    m = np.ldexp(X, -e).mean(axis=0)  # the mean on the common scale 2^-e
+    diff = m - np.ldexp(g, -e)        # (mean - g) / 2^e: cannot overflow
+    (dn, ed), (gn, eg), (mn, _) = _split_norm(diff), _split_norm(g), _split_norm(m)
+    with np.errstate(over="ignore"):
+        rel = float(np.ldexp(dn / gn, ed + e - eg)) if gn > 0 else math.nan
+    cos = (float(np.ldexp(m, -_exponent(m)) @ np.ldexp(g, -eg) / (mn * gn))
+           if gn > 0 and mn > 0 else math.nan)
+    return np.ldexp(m, e), rel, cos
+
+
+def _split_norm(v: np.ndarray) -> tuple[float, int]:
+    """``(n, e)`` with ``|v| = n 2^e``, ``e = _exponent(v)``: the Euclidean norm on the
+    vector's own power-of-two scale (neither overflows nor underflows)."""
+    e = _exponent(v)
+    return float(np.linalg.norm(np.ldexp(v, -e))), e
+
+
+def resolution(samples: object, exact: object, alpha: float = 0.01) -> float:
+    r"""The relative bias the replicates can resolve: ``max_k t_k se_k / max_k |g_k|``
+    with ``se_k`` the standard error of coordinate ``k``'s mean and ``t_k`` the
+    two-sided Bonferroni critical value ``t_{R-1}(1 - alpha / (2 d))``.
+
+    A bias larger than this (relative to the largest exact coordinate) on the worst
+    coordinate would be rejected with probability ``>= 1/2``; a result ``> 1`` means the
+    replicates cannot tell the estimator from one that is off by 100% (``exact-bilevel
+    check`` then calls the verdict inconclusive instead of passing). ``inf`` when
+    ``g = 0`` and the estimates vary; ``0`` when they are all equal."""
+    X, g = _check_samples(samples, exact)
+    alpha = _alpha(alpha)
+    R, d = X.shape
+    half = float(scipy.stats.t.ppf(1.0 - alpha / (2 * d), R - 1)) * X.std(axis=0, ddof=1) \
+        / np.sqrt(R)
+    top = float(np.max(np.abs(g)))
+    worst = float(np.max(half))
+    if worst == 0.0:
+        return 0.0
+    return worst / top if top > 0 else math.inf
+
+
+def _decide(p: float, alpha: float) -> bool:
+    """Reject unless the p-value is a number ``>= alpha`` (a NaN p-value rejects)."""
+    return not p >= alpha
 
 
 def _alpha(alpha: float) -> float:
@@ -148,7 +232,7 @@ def _report(name: str, X: np.ndarray, g: np.ndarray, stat: float, p: float,
     z = _z(X, g)
     worst = int(np.argmax(np.abs(z)))
     return (f"{name}: R = {X.shape[0]}, d = {X.shape[1]}, statistic = {stat:.4g}, "
-            f"p = {p:.3g} (alpha = {alpha:g}) -> {'REJECT' if p < alpha else 'accept'}; "
+            f"p = {p:.3g} (alpha = {alpha:g}) -> {'REJECT' if _decide(p, alpha) else 'accept'}; "
             f"relative error of the mean {err:.3g}, cosine {cos:.4f}, "
             f"largest |z| = {abs(z[worst]):.3g} at coordinate {worst}")
 
@@ -167,7 +251,7 @@ def bonferroni_test(samples: object, exact: object, alpha: float = 0.01) -> Test
                        2 * scipy.stats.t.sf(np.abs(np.where(flat, 0.0, z)), df=R - 1))
     p = float(min(1.0, d * p_coord.min()))
     stat = float(np.max(np.abs(z)))
-    return _with_tail_check(TestResult("bonferroni-t", stat, p, alpha, p < alpha, z,
+    return _with_tail_check(TestResult("bonferroni-t", stat, p, alpha, _decide(p, alpha), z,
                                        _report("bonferroni-t", X, g, stat, p, alpha)), X)
 
 
@@ -204,7 +288,7 @@ def hotelling_test(samples: object, exact: object, alpha: float = 0.01) -> TestR
     t2 = float(R * diff @ scipy.linalg.cho_solve(c, diff))
     f = (R - d) / (d * (R - 1)) * t2
     p = float(scipy.stats.f.sf(f, d, R - d))
-    return _with_tail_check(TestResult("hotelling", t2, p, alpha, p < alpha, z,
+    return _with_tail_check(TestResult("hotelling", t2, p, alpha, _decide(p, alpha), z,
                                        _report("hotelling", X, g, t2, p, alpha)), X)
 
 
@@ -244,13 +328,15 @@ def bias_bound_test(samples: object, exact: object, allowance: object,
     two-sided boundary). For an estimator with ``O(1/n)`` bias pass an allowance
     ``c / n``: it shrinks with the budget, so a steady bias is eventually caught.
     """
-    X, g = _check_samples(samples, exact)
+    X, g = _check_samples(samples, exact, scale=False)
     alpha = _alpha(alpha)
     R, d = X.shape
     a = np.broadcast_to(_validate.real_array("allowance", allowance), (d,)).astype(float)
     if np.any(a < 0):
         k = int(np.argmax(a < 0))
         raise ValueError(f"allowance[{k}] = {a[k]}: must be >= 0")
+    e = _exponent(X, g)  # X, g and the allowance on one scale (common_scale)
+    X, g, a = np.ldexp(X, -e), np.ldexp(g, -e), np.ldexp(a, -e)
     se = X.std(axis=0, ddof=1) / np.sqrt(R)
     excess = np.abs(X.mean(axis=0) - g) - a
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -261,10 +347,11 @@ def bias_bound_test(samples: object, exact: object, allowance: object,
     p = float(min(1.0, d * p_coord.min()))
     stat = float(np.max(t))
     report = _report("bias-bound", X, g, stat, p, alpha) + (
-        f"; allowance up to {np.max(a):.3g}, worst excess over it {np.max(excess):.3g} "
+        f"; allowance up to {np.ldexp(np.max(a), e):.3g}, worst excess over it "
+        f"{np.ldexp(np.max(excess), e):.3g} "
         f"({np.max(excess / np.maximum(se, 1e-300)):.3g} standard errors)")
-    return _with_tail_check(TestResult("bias-bound", stat, p, alpha, p < alpha, _z(X, g),
-                                       report), X)
+    return _with_tail_check(TestResult("bias-bound", stat, p, alpha, _decide(p, alpha),
+                                       _z(X, g), report), X)
 
 
 def assert_bias_within(samples: object, exact: object, allowance: object,
@@ -291,8 +378,10 @@ def consistency_test(samples_small: object, samples_large: object, exact: object
     ``se <= 0.23`` for rates below ~1e-3). ``p_value`` is
     ``Phi((log min_ratio - log ratio) / se)``.
     """
-    Xs, g = _check_samples(samples_small, exact)
-    Xl, _ = _check_samples(samples_large, exact)
+    Xs, g = _check_samples(samples_small, exact, scale=False)
+    Xl, _ = _check_samples(samples_large, exact, scale=False)
+    e = _exponent(Xs, Xl, g)  # one scale for both budgets: the MSE ratio is invariant
+    Xs, Xl, g = np.ldexp(Xs, -e), np.ldexp(Xl, -e), np.ldexp(g, -e)
     min_ratio = _validate.real_scalar("min_ratio", min_ratio)
     if not min_ratio > 1.0:
         raise ValueError(f"min_ratio = {min_ratio}: must be > 1")
@@ -310,7 +399,8 @@ def consistency_test(samples_small: object, samples_large: object, exact: object
     gap = np.log(min_ratio) - np.log(ratio) if 0 < ratio < np.inf else -np.sign(ratio) * np.inf
     p = float(scipy.stats.norm.cdf(gap / se)) if se > 0 else float(reject)
     rate = float(scipy.stats.norm.cdf(-np.log(2.0) / se)) if se > 0 else 0.0
-    report = (f"consistency: MSE(N) = {ms:.4g}, MSE(4N) = {ml:.4g}, ratio = {ratio:.3g} "
+    report = (f"consistency: root-MSE(N) = {np.ldexp(np.sqrt(ms), e):.4g}, "
+              f"root-MSE(4N) = {np.ldexp(np.sqrt(ml), e):.4g}, MSE ratio = {ratio:.3g} "
               f"(needed > {min_ratio:g}; se of log ratio {se:.3g}, so either error rate "
               f"~{rate:.2g}) -> {'REJECT' if reject else 'accept'}")
     return TestResult("consistency", float(ratio), p, rate, reject, _z(Xl, g), report)

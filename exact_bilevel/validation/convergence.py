@@ -19,7 +19,7 @@ target ``g``:
 * **zeroth-order**: unbiasedness against its own target, the Gaussian-smoothed
   gradient ``grad F_mu(x)`` (:func:`~exact_bilevel.estimators.zeroth_order.smoothed_gradient`).
 
-Replicate ``i`` uses ``numpy.random.default_rng([seed, i])``.
+Replicate ``i`` draws from ``exact_bilevel.core.streams.replicate_rng(seed, i)``.
 
 **Rare events.** When a state-action pair is so unlikely on-policy that all ``R``
 replicates together are expected to visit it only a handful of times (a
@@ -45,6 +45,7 @@ import numpy as np
 from ..core.evaluation import state_occupancy
 from ..core.hypergradient import hypergradient
 from ..core.problem import BilevelProblem
+from ..core.streams import replicate_rng
 from ..estimators._common import Estimate, LeaderKnowledge, leader_knowledge
 from ..estimators.registry import ESTIMATORS
 from ..estimators.sampling import Sampler
@@ -98,8 +99,8 @@ PROTOCOLS: dict[tuple[str, str], Protocol] = {(p.estimator, p.critic): p for p i
 def draw_replicates(fn: EstimatorFn, know: LeaderKnowledge, budget: int, n_replicates: int,
                     seed: int, critic: str) -> np.ndarray:
     """``[R, d]`` estimates of ``fn`` (registry signature), replicate ``i`` seeded
-    ``default_rng([seed, i])``."""
-    return np.array([fn(know, Sampler(know.state.mdp, np.random.default_rng([seed, i])),
+    ``replicate_rng(seed, i)`` (:mod:`exact_bilevel.core.streams`)."""
+    return np.array([fn(know, Sampler(know.state.mdp, replicate_rng(seed, i)),
                         budget, critic).gradient for i in range(n_replicates)])
 
 
@@ -180,6 +181,6 @@ def check_game(game: MarkovGame, x: object, estimator: str, *, seed: int, alpha:
     """Unbiasedness of a game estimator (``fn(game, x, estimator, budget, rng)``,
     default :func:`exact_bilevel.games.estimate`) against the exact game hypergradient."""
     fn = game_estimators.estimate if fn is None else fn
-    X = np.array([fn(game, x, estimator, budget, np.random.default_rng([seed, i])).gradient
+    X = np.array([fn(game, x, estimator, budget, replicate_rng(seed, i)).gradient
                   for i in range(replicates)])
     return unbiasedness_test(X, game_hypergradient(game, x).gradient, alpha)

@@ -60,6 +60,7 @@ import numpy as np
 
 from ..core import _validate
 from ..core.errors import ConvergenceError
+from ..core.streams import replicate_rng
 from ..estimators._common import (
     Estimate,
     LeaderKnowledge,
@@ -249,7 +250,7 @@ def mutant_replicates(name: str, know: LeaderKnowledge, budget: int, n_replicate
     m = MUTANTS[name]
     out = []
     for i in range(n_replicates):
-        sampler = Sampler(know.state.mdp, np.random.default_rng([seed, i]))
+        sampler = Sampler(know.state.mdp, replicate_rng(seed, i))
         est = (m.fn(know, sampler, budget, m.critic, baseline) if baseline
                else m.fn(know, sampler, budget, m.critic))
         out.append(est.gradient)
