@@ -33,6 +33,8 @@ from . import __version__
 ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "hpgd", "hpgd-oracle", "hpgd-td", "model-based",
                    "naive", "sobirl", "sobirl-simplified", "zeroth-order")
 GAME_ESTIMATOR_NAMES = ("bc-hg", "bc-hg-baseline", "direct-only")
+#: Other names a problem file accepts: ``direct-only`` (the games' name) is ``naive``.
+ESTIMATOR_ALIASES = {"direct-only": "naive"}
 REPRODUCTIONS = ("fourrooms", "fourrooms-suboptimal", "discrete-toy", "sobirl",
                  "building-thermal", "lqr-game")
 
@@ -216,10 +218,10 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
                              f"{list(GAME_ESTIMATOR_NAMES)}")
         critic = args.critic or "exact"
     else:
-        name = "naive" if args.estimator == "direct-only" else args.estimator  # same thing
+        name = ESTIMATOR_ALIASES.get(args.estimator, args.estimator)
         if name not in ESTIMATORS:
             raise ValueError(f"--estimator {args.estimator}: a problem file takes one of "
-                             f"{sorted(ESTIMATORS)} or 'direct-only' (= 'naive')")
+                             f"{sorted(ESTIMATORS)} or an alias {ESTIMATOR_ALIASES}")
         info = ESTIMATORS[name]
         critic = args.critic or info.default_critic
         know = leader_knowledge(obj, x)
@@ -412,13 +414,18 @@ def _cmd_estimators(args: argparse.Namespace) -> int:
                                                            _bias(name)),
              "critics": list(info.critics), "default_critic": info.default_critic,
              "reference": info.reference} for name, info in sorted(ESTIMATORS.items())]
+    for alias, target in ESTIMATOR_ALIASES.items():  # listed where they sort, marked
+        row = next(r for r in rows if r["name"] == target)
+        rows.append({**row, "name": alias, "alias_of": target})
+    rows.sort(key=lambda r: r["name"])
     if args.json:
         _emit(args, {"estimators": rows})
         return 0
     print(f"{'name':<18} {'bias':<28} {'critics (default first)':<30} access")
     for r in rows:
         critics = [r["default_critic"]] + [c for c in r["critics"] if c != r["default_critic"]]
-        print(f"{r['name']:<18} {r['bias']:<28} {', '.join(critics):<30} {r['access']}")
+        access = f"= {r['alias_of']}" if "alias_of" in r else r["access"]
+        print(f"{r['name']:<18} {r['bias']:<28} {', '.join(critics):<30} {access}")
     print("\nUnbiased means with the exact critic; 'consistent' estimators have an O(1/n) "
           "bias. Markov-game files take: " + ", ".join(GAME_ESTIMATOR_NAMES) + ".")
     return 0
@@ -503,8 +510,20 @@ EPILOG = ("exit codes: 0 success; 1 numerical failure (no convergence, overflow)
           "141 output pipe closed. FILE may be '-' (standard input).")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States an option's default once: not when the help text already says it, and not
+    for flags (default off) or options without a default (``None``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v
+                                    for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="exact-bilevel", epilog=EPILOG,
         description="Exact soft-MDP solutions and hypergradients for bilevel RL.")

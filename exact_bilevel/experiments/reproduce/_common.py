@@ -33,11 +33,19 @@ def score(curve: np.ndarray) -> float:
     return float(np.mean(curve[-k:]))
 
 
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error over seeds (``se = 0`` for one seed)."""
+def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error over seeds (``None`` for one seed: not estimable)."""
     v = np.asarray(values, dtype=float)
-    se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+    se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
     return float(v.mean()), se
+
+
+def pm(mean: float, se: float | None, spec: str, se_spec: str | None = None) -> str:
+    """``"mean +- se"`` formatted, or ``"mean (one seed, no s.e.)"`` when ``se`` is
+    ``None``: a report never prints a standard error of zero it did not measure."""
+    if se is None:
+        return f"{mean:{spec}} (one seed, no s.e.)"
+    return f"{mean:{spec}} +- {se:{se_spec or spec}}"
 
 
 def run_all(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,

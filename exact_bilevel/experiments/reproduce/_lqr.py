@@ -11,7 +11,7 @@ from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.model import LQRProblem
 from ..optimize import adam
-from ._common import atomic_write, mean_se, save_figure
+from ._common import atomic_write, mean_se, pm, save_figure
 
 
 def clip_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
@@ -56,7 +56,7 @@ def curve_row(runs: list[np.ndarray], steps: int) -> str:
     fe, fse = mean_se([v[-1] for v in runs])
     k = max(1, round(0.1 * steps))
     sc, sse = mean_se([float(np.mean(v[-k:])) for v in runs])
-    return f"{f0:.6g} | {fe:.6g} +- {fse:.2g} | {sc:.6g} +- {sse:.2g}"
+    return f"{f0:.6g} | {pm(fe, fse, '.6g', '.2g')} | {pm(sc, sse, '.6g', '.2g')}"
 
 
 def finish(fig: object, ax: object, reference: float, reference_label: str, lines: list[str],

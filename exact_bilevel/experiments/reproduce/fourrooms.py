@@ -30,7 +30,7 @@ from ...estimators.registry import ESTIMATORS
 from ...estimators.sampling import Sampler
 from ..optimize import GradientSource, adam, optimize
 from ..paper_problems import four_rooms_design
-from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure, score
+from ._common import RunSize, atomic_write, mean_se, plt, pm, run_all, save_figure, score
 
 QUICK = RunSize(steps=40, seeds=2, budgets=(100, 1000), learning_rates=(0.5,),
                 label="quick (CI-sized: 40 steps, 2 seeds, lr 0.5 only)")
@@ -121,7 +121,7 @@ def four_rooms(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) ->
 
 
 def _best(curves: dict, tau: float, row: object, budget: int, size: RunSize
-          ) -> tuple[float, float, float, list[np.ndarray]]:
+          ) -> tuple[float, float, float | None, list[np.ndarray]]:
     """Best learning rate by mean score: ``(lr, mean, se, curves of its seeds)``."""
     best = None
     for lr in size.learning_rates if row != "optimum" else (0.1,):
@@ -199,7 +199,7 @@ def _report(out: pathlib.Path, curves: dict, size: RunSize) -> str:
         for label, r, b in entries:
             lr, m, se, runs = _best(curves, tau, r, b, size)
             finals = ", ".join(f"{c[-1]:.3f}" for c in runs)
-            lines.append(f"| {label} | {b or '-'} | {lr:g} | {m:.3f} +- {se:.3f} | {finals} |")
+            lines.append(f"| {label} | {b or '-'} | {lr:g} | {pm(m, se, '.3f')} | {finals} |")
             if b in (0, size.budgets[-1]):
                 exact = r in (0, 1, "optimum")
                 k = len(ax.get_lines())

@@ -31,7 +31,7 @@ from ...core.soft_bellman import boltzmann
 from ...core.solve import SoftSolution
 from ...crosscheck.unrolled import unrolled_hypergradient
 from ..paper_problems import four_rooms_design
-from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure, score
+from ._common import RunSize, atomic_write, mean_se, plt, pm, run_all, save_figure, score
 
 QUICK = RunSize(steps=20, seeds=1, budgets=(0,), learning_rates=(0.5,),
                 label="quick (CI-sized: 20 steps, 1 seed)")
@@ -118,8 +118,8 @@ def four_rooms_suboptimal(out: pathlib.Path, *, size: RunSize = QUICK,
             s1, e1 = mean_se([score(r["F_k"]) for r in exact_runs])
             s2, e2 = mean_se([score(r["F_k"]) for r in formula_runs])
             biases.append(b)
-            lines.append(f"| {k} | {m} | {b:.3g} | {c:.3f} | {s1:.3f} +- {e1:.3f} | "
-                         f"{s2:.3f} +- {e2:.3f} |")
+            lines.append(f"| {k} | {m} | {b:.3g} | {c:.3f} | {pm(s1, e1, '.3f')} | "
+                         f"{pm(s2, e2, '.3f')} |")
         ax.loglog(SWEEPS, biases, "o-", label=f"follower Q {m}")
     ax.set_xlabel("soft-VI sweeps per leader step, k")
     ax.set_ylabel("relative bias of the optimal-follower formula")

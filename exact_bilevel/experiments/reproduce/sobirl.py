@@ -32,7 +32,7 @@ from ...core.problem import BilevelProblem
 from ...core.soft_bellman import boltzmann
 from ..optimize import estimator_gradient, optimize
 from ..paper_problems import sobirl_synthetic
-from ._common import RunSize, atomic_write, mean_se, plt, run_all, save_figure
+from ._common import RunSize, atomic_write, mean_se, plt, pm, run_all, save_figure
 
 QUICK = RunSize(steps=60, seeds=2, budgets=(1000,), learning_rates=(8e-3,),
                 label="quick (CI-sized: 60 steps, 2 seeds)")
@@ -126,7 +126,7 @@ def sobirl(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) -> str
         for mark in marks:
             fi, _ = mean_se([c[0][mark] for c in runs])
             fe, se = mean_se([c[1][mark] for c in runs])
-            cells.append(f"{fi:.5g} ({fe:.5g} +- {se:.2g})")
+            cells.append(f"{fi:.5g} ({pm(fe, se, '.5g', '.2g')})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
         ax.semilogy(np.mean([c[0] for c in runs], axis=0) - 1.0 + 1e-12, label=label,
                     lw=2.5 if m in ("authors", "exact") else 1)
