@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import exact_bilevel
 from exact_bilevel.cli import main
 from exact_bilevel.core._files import OutputPathError, atomic_write
 from exact_bilevel.experiments.examples import random_problem
@@ -259,10 +260,20 @@ def test_unwritable_outputs_exit_2_naming_output(tmp_path, where, rule):
     assert _snapshot(str(tmp_path)) == before
 
 
+#: The directory holding the package under test: the subprocesses import it, never another
+#: installed copy (an older one would replace the symlink /dev/stdout with a file).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(exact_bilevel.__file__)))
+
+
 def _subprocess(argv: list[str], stdout: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    where = subprocess.run([sys.executable, "-c", "import exact_bilevel; "
+                            "print(exact_bilevel.__file__)"], capture_output=True, text=True,
+                           cwd=_ROOT, env=env, timeout=60).stdout.strip()
+    assert where == exact_bilevel.__file__, where  # the package under test, or nothing runs
     return subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv], stdout=stdout,
-                          stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+                          stderr=subprocess.PIPE, text=True, timeout=120, env=env, cwd=_ROOT)
 
 
 @pytest.mark.parametrize("argv", [["hypergradient", "{file}"], ["estimators"]])

@@ -33,6 +33,9 @@ from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import problem_to_dict
 
 OUT = pathlib.Path(__file__).with_name("fuzz_loaders.md")
+#: The repository: ``python -m`` from here runs its package, never another installed copy
+#: (an older one would replace ``/dev/null`` with a file in the ``--output`` rows).
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 MARK = "## Hostile inputs"
 
 
@@ -183,7 +186,7 @@ def run(argv: list[str], env: dict, stdin: str | None,
     with open(stdout, "w") if stdout else contextlib.nullcontext(subprocess.PIPE) as out:
         proc = subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv],
                               input=stdin, stdout=out, stderr=subprocess.PIPE, text=True,
-                              timeout=300, env={**os.environ, **env})
+                              timeout=300, env={**os.environ, **env}, cwd=ROOT)
     return proc.returncode, proc.stdout or "", proc.stderr, time.perf_counter() - t0
 
 
@@ -228,7 +231,8 @@ def _stdout_ok(code: int, out: str) -> str:
 def broken_pipe(good: str) -> tuple[int, bool]:
     cmd = (f"{sys.executable} -m exact_bilevel.cli estimate {good} --estimator bc-hg "
            "--transitions 200 --replicates 3000 --quiet | head -c 10 > /dev/null")
-    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
     return proc.returncode, "Traceback" in proc.stderr
 
 
