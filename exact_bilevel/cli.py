@@ -7,14 +7,27 @@ Exit codes (documented in ``--help``):
 * 1 — numerical failure: a solver did not converge, a quantity overflowed or became
   non-finite (the message names it), or ``check`` rejected the estimate;
 * 2 — bad input: an unreadable or invalid file, a bad option, or a size over the
-  memory budget (one line on stderr naming the field and the rule);
+  memory budget (one line on stderr naming the field and the rule); also an output
+  that cannot be written: an ``--output``/``--out`` path the rule below refuses or a
+  failed write to it, and standard output that cannot be written (a full device:
+  the line names ``stdout`` and the system's reason);
 * 3 — internal error (a bug: please report the one-line message);
 * 130 — interrupted (Ctrl-C); 141 — the output pipe was closed (``| head``), quietly.
 
 Every file argument accepts ``-`` for standard input; ``--output FILE`` writes the
-JSON result atomically instead of printing it. Output JSON is strict (no NaN or
-Infinity). Heavy modules are imported only by the command that needs them, so
-``--help`` and ``--version`` start fast.
+JSON result to FILE instead of printing it (``--output -``: standard output). The
+output-path rule (:mod:`exact_bilevel.core._files`): a regular file is replaced
+atomically (temporary file beside it, fsync, rename); a symlink is written through
+(its target is replaced atomically, the link survives; a dangling link creates its
+target if the target's directory exists); a character device, FIFO or open
+descriptor (``/dev/null``, ``/dev/stdout``) is written directly, never replaced;
+refused with exit 2: a directory, a missing parent directory, a path under a
+regular file, and a path that is one of the command's inputs (same file after
+resolving, or same device and inode; the input is left intact). ``report --out``
+and ``reproduce --out`` name a directory (created if missing; an existing
+non-directory is refused) whose files follow the same rule. Output JSON is strict
+(no NaN or Infinity). Heavy modules are imported only by the command that needs
+them, so ``--help`` and ``--version`` start fast.
 """
 
 from __future__ import annotations
@@ -45,9 +58,20 @@ class _Fail(Exception):
     """A command's verdict that ends in exit code 1 after its output (``check``)."""
 
 
+#: The attributes of a command's arguments that name files it reads: ``--output`` must
+#: not be one of them.
+_INPUT_ARGS = ("file", "estimate", "spec", "db")
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The input paths of the command ``args`` (standard input ``-`` included)."""
+    return [v for v in (getattr(args, a, None) for a in _INPUT_ARGS) if isinstance(v, str)]
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    """Print ``payload`` as strict JSON, or write it atomically to ``--output``. A
-    non-finite number is a numerical failure naming the field (never ``NaN`` in JSON)."""
+    """Print ``payload`` as strict JSON, or write it to ``--output`` under the output-path
+    rule (module docstring). A non-finite number is a numerical failure naming the field
+    (never ``NaN`` in JSON)."""
     from .core.errors import NumericalError
 
     try:
@@ -56,12 +80,13 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any]) -> None:
         bad = next((k for k, v in payload.items() if _has_nonfinite(v)), "output")
         raise NumericalError(f"{bad}: not finite (float64 overflow?); nothing written") \
             from None
-    if getattr(args, "output", None):
+    target = getattr(args, "output", None)
+    if target is None or target == "-":
+        print(text)
+    else:
         from .core._files import atomic_write
 
-        atomic_write(args.output, text + "\n")
-    else:
-        print(text)
+        atomic_write(target, text + "\n", option="--output", inputs=_inputs(args))
 
 
 def _has_nonfinite(value: object) -> bool:
@@ -506,8 +531,12 @@ def _seed(text: str) -> int:
 
 EPILOG = ("exit codes: 0 success; 1 numerical failure (no convergence, overflow) or a "
           "rejected check; 2 bad input or size over the memory budget "
-          "(EXACT_BILEVEL_MAX_BYTES, default 4 GiB); 3 internal error; 130 interrupted; "
-          "141 output pipe closed. FILE may be '-' (standard input).")
+          "(EXACT_BILEVEL_MAX_BYTES, default 4 GiB), or an output that cannot be written "
+          "(--output/--out refused or failing, stdout full: the line names it); 3 internal "
+          "error; 130 interrupted; 141 output pipe closed. FILE may be '-' (standard input). "
+          "--output: a file is replaced atomically, a symlink is written through to its "
+          "target, a character device, FIFO or '-' (stdout) is written directly; a "
+          "directory, a missing directory or one of the command's inputs is refused.")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -536,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output", metavar="FILE", default=None,
-                       help="write the JSON result to FILE (atomically) instead of stdout")
+                       help="write the JSON result to FILE instead of stdout: atomically, "
+                            "through a symlink, directly into a device or FIFO; '-' is "
+                            "stdout; refused: a directory or one of the inputs")
 
     p = command("demo", "solve a built-in problem and check the hypergradient against "
                         "finite differences")
@@ -633,12 +664,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _GuardedStdout:
+    """``sys.stdout`` during a command: an ``OSError`` writing it (a full device, an I/O
+    error) becomes an :class:`~exact_bilevel.core._files.OutputPathError` naming stdout
+    (exit 2); a closed pipe stays a ``BrokenPipeError`` (exit 141)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_error(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_error(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _stdout_error(exc: OSError) -> Exception:
+    from .core._files import OutputPathError
+
+    return OutputPathError("stdout", "(standard output)",
+                           f"cannot write: {exc.strerror or exc}", exc.errno)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .core._files import OutputPathError, check_output
     from .core.errors import ConvergenceError, NumericalError
 
+    stdout, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
     try:
-        return int(args.func(args))
+        if getattr(args, "output", None) not in (None, "-"):  # refused before the work
+            check_output(args.output, option="--output", inputs=_inputs(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a full stdout fails here, not silently at exit
+        return code
+    except OutputPathError as exc:  # --output, --out, stdout: exit 2, one line
+        print(f"exact-bilevel: error: {exc}", file=sys.stderr)
+        if exc.option == "stdout":
+            _silence_stdout()
+        return EXIT_INPUT
     except (ValueError, OverflowError, RecursionError) as exc:
         print(f"exact-bilevel: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -660,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"exact-bilevel: internal error: {type(exc).__name__}: {exc} (please report)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        sys.stdout = stdout
 
 
 def _silence_stdout() -> None:

@@ -2,19 +2,26 @@
 
 Runs ``python -m exact_bilevel.cli`` in a subprocess on each hostile file, option
 or environment and records the exit code, whether a traceback appeared, whether
-stdout (if any) is strict, finite JSON, and the time. Every row must end with a
-documented exit code, no traceback, never exit 0 with non-finite or garbage
-output, and no allocation over the memory budget (the budget rows run with a small
-``EXACT_BILEVEL_MAX_BYTES``). Writes the section "Hostile inputs" of
+stdout (if any) is strict, finite JSON, whether any file other than the row's
+declared outputs (the values of ``--output``, ``--out``, ``--db``, symlinks resolved)
+changed, and the time. Every row must end with a documented exit code, no
+traceback, never exit 0 with non-finite or garbage output, no other file changed
+(``/dev/null`` stays a character device), and no allocation over the memory budget
+(the budget rows run with a small ``EXACT_BILEVEL_MAX_BYTES``). The output-path rows
+(:func:`output_cases`) may send standard output to a file (``/dev/full``). Writes
+the section "Hostile inputs" of
 ``verification/fuzz_loaders.md``. Run: ``python verification/hostile_inputs.py``
 (~1 min).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,6 +33,9 @@ from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import problem_to_dict
 
 OUT = pathlib.Path(__file__).with_name("fuzz_loaders.md")
+#: The repository: ``python -m`` from here runs its package, never another installed copy
+#: (an older one would replace ``/dev/null`` with a file in the ``--output`` rows).
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 MARK = "## Hostile inputs"
 
 
@@ -132,12 +142,80 @@ def cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None]]:
     ]
 
 
-def run(argv: list[str], env: dict, stdin: str | None) -> tuple[int, str, str, float]:
+def output_cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None,
+                                               str | None]]:
+    """The output-path rule (issue 24): (description, argv, extra environment, stdin,
+    a file to send standard output to or ``None``)."""
+    own = tmp / "own.json"
+    own.write_text(json.dumps(_problem()))
+    (tmp / "elsewhere").mkdir()
+    (tmp / "elsewhere" / "target.json").write_text("old")
+    (tmp / "to-target.json").symlink_to(tmp / "elsewhere" / "target.json")
+    (tmp / "to-input.json").symlink_to(own)
+    (tmp / "to-nowhere.json").symlink_to(tmp / "missing" / "t.json")
+    (tmp / "a-file").write_text("not a directory")
+    hg = ["hypergradient", str(own), "--output"]
+    return [
+        ("--output is the input file", [*hg, str(own)], {}, None, None),
+        ("--output a symlink to the input", [*hg, str(tmp / "to-input.json")], {}, None, None),
+        ("--output a symlink to a file (written through)", [*hg, str(tmp / "to-target.json")],
+         {}, None, None),
+        ("--output a dangling symlink into a missing directory",
+         [*hg, str(tmp / "to-nowhere.json")], {}, None, None),
+        ("--output /dev/null (a character device)", [*hg, os.devnull], {}, None, None),
+        ("--output a directory", [*hg, str(tmp / "elsewhere")], {}, None, None),
+        ("--output in a missing directory", [*hg, str(tmp / "missing" / "o.json")], {}, None,
+         None),
+        ("--output under a regular file", [*hg, str(tmp / "a-file" / "o.json")], {}, None,
+         None),
+        ("--output in /proc (unwritable)", [*hg, "/proc/o.json"], {}, None, None),
+        ("--output - (standard output)", [*hg, "-"], {}, None, None),
+        ("standard output is /dev/full", ["hypergradient", str(own)], {}, None, "/dev/full"),
+        ("report --out an existing file", ["report", "--db", str(tmp / "none.db"), "--out",
+                                           str(tmp / "a-file")], {}, None, None),
+        ("reproduce --out under /proc", ["reproduce", "sobirl", "--out", "/proc/o"], {}, None,
+         None),
+        ("reproduce --out an existing file", ["reproduce", "sobirl", "--out",
+                                              str(tmp / "a-file")], {}, None, None),
+    ]
+
+
+def run(argv: list[str], env: dict, stdin: str | None,
+        stdout: str | None = None) -> tuple[int, str, str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv], input=stdin,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
-    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0
+    with open(stdout, "w") if stdout else contextlib.nullcontext(subprocess.PIPE) as out:
+        proc = subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv],
+                              input=stdin, stdout=out, stderr=subprocess.PIPE, text=True,
+                              timeout=300, env={**os.environ, **env}, cwd=ROOT)
+    return proc.returncode, proc.stdout or "", proc.stderr, time.perf_counter() - t0
+
+
+def _snapshot(root: pathlib.Path) -> dict[str, tuple[int, int, bytes | str | None]]:
+    """File type, inode and content of every entry under ``root`` (symlinks not followed,
+    FIFOs not opened), and of ``/dev/null``."""
+    snap: dict[str, tuple[int, int, bytes | str | None]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            content = (pathlib.Path(p).read_bytes() if stat.S_ISREG(st.st_mode) else
+                       os.readlink(p) if stat.S_ISLNK(st.st_mode) else None)
+            snap[p] = (stat.S_IFMT(st.st_mode), st.st_ino, content)
+    st = os.stat(os.devnull)
+    snap[os.devnull] = (stat.S_IFMT(st.st_mode), st.st_rdev, None)
+    return snap
+
+
+def _others_changed(before: dict, after: dict, argv: list[str]) -> list[str]:
+    """Paths that changed but are not a declared output of ``argv`` (the value of
+    ``--output``, ``--db`` or ``--out``, symlinks resolved; anything under ``--out``)."""
+    declared = [os.path.realpath(v) for k, v in itertools.pairwise(argv)
+                if k in ("--output", "--db", "--out")]
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    return sorted(p for p in changed if not any(
+        os.path.realpath(p) == d or os.path.realpath(p).startswith(d + os.sep)
+        or p.startswith(d + "-")  # an SQLite journal beside --db
+        for d in declared) or p == os.devnull)
 
 
 def _stdout_ok(code: int, out: str) -> str:
@@ -153,7 +231,8 @@ def _stdout_ok(code: int, out: str) -> str:
 def broken_pipe(good: str) -> tuple[int, bool]:
     cmd = (f"{sys.executable} -m exact_bilevel.cli estimate {good} --estimator bc-hg "
            "--transitions 200 --replicates 3000 --quiet | head -c 10 > /dev/null")
-    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
     return proc.returncode, "Traceback" in proc.stderr
 
 
@@ -161,27 +240,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = pathlib.Path(d)
         rows, failures = [], 0
-        for desc, argv, env, stdin in cases(tmp):
-            code, out, err, secs = run(argv, env, stdin)
+        every = [(*c, None) for c in cases(tmp)] + output_cases(tmp)
+        for desc, argv, env, stdin, stdout_to in every:
+            before = _snapshot(tmp)
+            code, out, err, secs = run(argv, env, stdin, stdout_to)
+            others = _others_changed(before, _snapshot(tmp), argv)
             trace = "Traceback" in err
-            stdout = _stdout_ok(code, out)
-            bad = trace or code not in (0, 1, 2) or (code == 0 and stdout == "not JSON")
+            stdout = _stdout_ok(code, out) if stdout_to is None else stdout_to
+            bad = (trace or code not in (0, 1, 2) or (code == 0 and stdout == "not JSON")
+                   or bool(others))
             failures += bad
             first = err.strip().splitlines()[-1] if err.strip() else ""
             rows.append(f"| {desc} | {code} | {'yes' if trace else 'no'} | {stdout} | "
-                        f"{secs:.1f} s | {first[:110].replace('|', '/')} |")
+                        f"{', '.join(others) or 'none'} | {secs:.1f} s | "
+                        f"{first[:110].replace('|', '/')} |")
         code, trace = broken_pipe(str(tmp / "good.json"))
         failures += trace
         rows.append(f"| `estimate ... | head -c 10` (broken pipe) | - | "
-                    f"{'yes' if trace else 'no'} | - | - | quiet (exit 141 in the command) |")
+                    f"{'yes' if trace else 'no'} | - | - | - | quiet (exit 141 in the "
+                    "command) |")
     section = [MARK, "",
                "Generated by `python verification/hostile_inputs.py`: each defect reported "
                "against the command line, run in a subprocess. A row passes with a "
                "documented exit code (0, 1 numerical failure, 2 bad input or over the memory "
-               "budget), no traceback, and never exit 0 with non-JSON or non-finite output.",
+               "budget), no traceback, never exit 0 with non-JSON or non-finite output, and "
+               "no file changed other than the row's declared outputs (`--output`, `--out`, "
+               "`--db`, symlinks resolved; column 'others changed'). The `--output` rows "
+               "follow the output-path rule of the command line's `--help`.",
                "",
-               "| input | exit | traceback | stdout | time | message (last line of stderr) |",
-               "| --- | --- | --- | --- | --- | --- |", *rows, "",
+               "| input | exit | traceback | stdout | others changed | time "
+               "| message (last line of stderr) |",
+               "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
                f"Failures: {failures}.", ""]
     text = OUT.read_text()
     head = text.split(MARK)[0].rstrip() + "\n\n"

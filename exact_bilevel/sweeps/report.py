@@ -11,26 +11,34 @@ single replicate against the budget, per problem.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections import defaultdict
 
 import numpy as np
 
-from ..core._files import atomic_write
+from ..core._files import atomic_write, check_output, ensure_directory
 from ..validation.acceptance import unbiasedness_test
 from ..validation.convergence import MIN_EXPECTED_VISITS
 from . import store
 
 
 def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> str:
-    """Write ``sweep_report.md`` and ``sweep_report.png`` into ``out``; return the text."""
+    """Write ``sweep_report.md`` and ``sweep_report.png`` into the directory ``out``
+    (created if missing; its files follow the output-path rule of
+    :mod:`exact_bilevel.core._files`, errors name ``--out``); return the text."""
     path = pathlib.Path(out)
     targets = [path / "sweep_report.md", path / "sweep_report.png"]
-    existing = [p for p in targets if p.exists()]
+    if path.exists() and not path.is_dir():
+        ensure_directory(out, option="--out")  # refused: names --out and the rule
+    existing = [p for p in targets if os.path.lexists(p)]
     if existing and not force:
-        raise ValueError(f"out: {existing[0]} exists; pass --force to replace it")
+        raise ValueError(f"--out: {existing[0]} exists; pass --force to replace it")
+    for target in targets if path.is_dir() else []:  # e.g. a directory named sweep_report.md
+        check_output(target, option="--out", inputs=[db])
     if not pathlib.Path(db).is_file():
         raise ValueError(f"db: {db} is not a results file")
+    ensure_directory(out, option="--out")
     con = store.connect(db)
     try:
         spec = json.loads(store.spec_text(con))
@@ -121,9 +129,8 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
             msg = errs[0].replace("|", "/").replace("\n", " ")[:200]
             lines.append(f"| {p} | {e} | {b} | {len(errs)} | {msg} |")
     text = "\n".join(lines) + "\n"
-    path.mkdir(parents=True, exist_ok=True)
-    _plot(curves, targets[1])
-    atomic_write(targets[0], text)
+    _plot(curves, targets[1], inputs=[db])
+    atomic_write(targets[0], text, option="--out", inputs=[db])
     return text
 
 
@@ -148,7 +155,7 @@ def _bias_ci(X: np.ndarray, g: np.ndarray) -> str:
 MAX_PANELS = 8
 
 
-def _plot(curves: dict, target: pathlib.Path) -> None:
+def _plot(curves: dict, target: pathlib.Path, inputs: list[str]) -> None:
     import io
 
     import matplotlib
@@ -184,4 +191,4 @@ def _plot(curves: dict, target: pathlib.Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    atomic_write(target, buf.getvalue())
+    atomic_write(target, buf.getvalue(), option="--out", inputs=inputs)

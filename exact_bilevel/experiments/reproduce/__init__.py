@@ -24,9 +24,11 @@ the standard library's process pool). Needs the ``plots`` extra (matplotlib).
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from collections.abc import Callable
 
+from ...core._files import check_output, ensure_directory
 from . import building_thermal as _building
 from . import discrete_toy as _toy
 from . import fourrooms as _fourrooms
@@ -73,7 +75,10 @@ def reproduce(name: str, out: str | pathlib.Path, *, full: bool = False,
 
     ``full`` selects the paper's run size (default: the CI-sized one); ``steps`` and
     ``seeds`` override it. Existing output files are only replaced with ``force``.
-    Returns the table (markdown).
+    ``out`` is created if missing; an existing non-directory, or one that cannot be
+    created or written, is an :class:`~exact_bilevel.core._files.OutputPathError`
+    naming ``--out``; the files follow the output-path rule of
+    :mod:`exact_bilevel.core._files`. Returns the table (markdown).
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"name = {name!r}: must be one of {sorted(EXPERIMENTS)}")
@@ -89,11 +94,15 @@ def reproduce(name: str, out: str | pathlib.Path, *, full: bool = False,
         size = dataclasses.replace(size, steps=steps or size.steps, seeds=seeds or size.seeds,
                                    label=label)
     path = pathlib.Path(out)
-    existing = [p for p in outputs(name, path) if p.exists()]
+    if path.exists() and not path.is_dir():
+        ensure_directory(out, option="--out")  # refused: names --out and the rule
+    existing = [p for p in outputs(name, path) if os.path.lexists(p)]
     if existing and not force:
-        raise FileExistsError(f"out: {existing[0]} exists; pass force=True (--force) to "
+        raise FileExistsError(f"--out: {existing[0]} exists; pass force=True (--force) to "
                               "replace it")
-    path.mkdir(parents=True, exist_ok=True)
+    ensure_directory(out, option="--out")
+    for target in outputs(name, path):  # refused before the run, not after it
+        check_output(target, option="--out")
     return exp.run(path, size=size, workers=workers)
 
 

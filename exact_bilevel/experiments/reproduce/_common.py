@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core._files import atomic_write
+from ...core import _files
 from ...core._progress import progress_bar
 
 
@@ -68,6 +68,12 @@ def plt() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as pyplot
     return pyplot
+
+
+def atomic_write(path: pathlib.Path, data: bytes | str) -> None:
+    """:func:`exact_bilevel.core._files.atomic_write` of an output file in ``--out``
+    (errors name ``--out``)."""
+    _files.atomic_write(path, data, option="--out")
 
 
 def save_figure(fig: Any, path: pathlib.Path) -> None:
