@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from exact_bilevel import NumericalError, random_mdp, solve_soft
-from exact_bilevel.cli import ESTIMATOR_NAMES, GAME_ESTIMATOR_NAMES, main
+from exact_bilevel.cli import ESTIMATOR_ALIASES, ESTIMATOR_NAMES, GAME_ESTIMATOR_NAMES, main
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import problem_to_dict, save_problem
 
@@ -210,8 +210,12 @@ def test_estimators_command_and_static_names_match_the_registries(capsys):
     assert set(GAME_ESTIMATOR_NAMES) == set(mg.GAME_ESTIMATORS)
     assert main(["estimators", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["estimators"]
-    assert {r["name"] for r in rows} == set(ESTIMATORS)
-    assert {r["name"]: r["bias"] for r in rows}["bc-hg"] == "unbiased"
+    assert {r["name"] for r in rows} == set(ESTIMATORS) | set(ESTIMATOR_ALIASES)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["bc-hg"]["bias"] == "unbiased"
+    # every name `estimate` takes on a problem file is listed (direct-only was missing)
+    assert by_name["direct-only"]["alias_of"] == "naive"
+    assert by_name["direct-only"]["bias"] == by_name["naive"]["bias"]
 
 
 def test_direct_only_works_on_problem_files_and_zeroth_order_claims_no_critic(tmp_path,
