@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -708,7 +709,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "output", None) not in (None, "-"):  # refused before the work
             check_output(args.output, option="--output", inputs=_inputs(args))
-        code = int(args.func(args))
+        with warnings.catch_warnings():
+            # numpy's overflow / invalid-value RuntimeWarnings are not the message: every
+            # quantity a command reports is checked finite and a non-finite one is a
+            # NumericalError naming it (exit 1), so the warnings would only be noise
+            warnings.simplefilter("ignore", RuntimeWarning)
+            code = int(args.func(args))
         sys.stdout.flush()  # a full stdout fails here, not silently at exit
         return code
     except OutputPathError as exc:  # --output, --out, stdout: exit 2, one line

@@ -98,6 +98,30 @@ def stochastic_rows(name: str, arr: np.ndarray) -> None:
         )
 
 
+#: Largest ``|Im x|`` (relative to ``1 + max |Re x|``) of a complex-step evaluation point:
+#: complex ``x`` is accepted only as an infinitesimal perturbation (steps ~1e-30).
+COMPLEX_STEP_MAX_IMAG = 1e-8
+
+
+def complex_step_vector(name: str, value: np.ndarray, n_params: int) -> np.ndarray:
+    """A complex evaluation point ``x + i h`` of the complex-step route: shape ``(d,)``,
+    finite, and ``|Im x| <= COMPLEX_STEP_MAX_IMAG (1 + max |Re x|)``; anything else is
+    a ``ValueError`` saying that ``x`` must be real."""
+    if value.shape != (n_params,):
+        raise ValueError(f"{name}: must have shape ({n_params},), got {value.shape}")
+    bad = ~np.isfinite(value)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"{name}[{k}] = {value[k]}: must be finite")
+    limit = COMPLEX_STEP_MAX_IMAG * (1.0 + float(np.max(np.abs(value.real), initial=0.0)))
+    big = np.abs(value.imag) > limit
+    if big.any():
+        k = int(np.argmax(big))
+        raise ValueError(f"{name}[{k}] = {value[k]}: must be real (a complex x is accepted "
+                         f"only as a complex-step perturbation, |Im x| <= {limit:.3g})")
+    return value
+
+
 def parameter_vector(name: str, value: object, n_params: int) -> np.ndarray:
     x = real_array(name, value, ndim=1)
     if x.shape[0] != n_params:

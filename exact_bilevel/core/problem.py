@@ -76,12 +76,11 @@ class BilevelProblem:
         return self.follower_reward.n_params
 
     def check_x(self, x: object) -> np.ndarray:
-        """Validate ``x[d]`` (finite, real, length d). Complex ``x`` passes unchanged
-        (complex-step path)."""
+        """Validate ``x[d]`` (finite, real, length d). A complex ``x`` passes unchanged
+        if it is a complex-step point (imaginary part infinitesimal:
+        :func:`~exact_bilevel.core._validate.complex_step_vector`)."""
         if isinstance(x, np.ndarray) and np.iscomplexobj(x):
-            if x.shape != (self.n_params,):
-                raise ValueError(f"x: must have shape ({self.n_params},), got {x.shape}")
-            return x
+            return _validate.complex_step_vector("x", x, self.n_params)
         return _validate.parameter_vector("x", x, self.n_params)
 
     def follower_mdp(self, x: object) -> FiniteMDP:

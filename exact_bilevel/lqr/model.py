@@ -37,7 +37,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..core._validate import discount, real_array, real_scalar, temperature
+from ..core._validate import (
+    complex_step_vector,
+    discount,
+    real_array,
+    real_scalar,
+    temperature,
+)
 
 #: Follower matrices that may depend on the parameters, with their axes.
 FIELDS = ("A", "B", "C", "K_L", "Q", "R")
@@ -167,9 +173,7 @@ class LQRProblem:
         """``x`` as a float64 vector of length ``d`` (complex passes for complex step)."""
         arr = np.asarray(x)
         if arr.dtype.kind == "c":
-            if arr.shape != (self.d,):
-                raise ValueError(f"x: must have shape ({self.d},), got {arr.shape}")
-            return arr
+            return complex_step_vector("x", arr, self.d)
         return real_array("x", arr, shape=(self.d,))
 
     def instance(self, x: object) -> LQRInstance:

@@ -135,7 +135,7 @@ def _reading(curves: dict, size: RunSize, lr: float) -> str:
                                                           f"{f:.2f}")
         parts.append(f"at R = {R:g} (start {start:.2f}) the exact gradient ends at {ref:.2f}; "
                      f"{'; '.join(near) or 'no estimator'} "
-                     f"{'end' if len(near) != 1 else 'ends'} within 1% or 2 s.e. of it; "
+                     f"{'end' if len(near) > 1 else 'ends'} within 1% or 2 s.e. of it; "
                      f"{'; '.join(off) or 'none'} {'do' if len(off) != 1 else 'does'} not")
         if R == 2.0 and abs(ref - start) <= 0.01 * abs(start):
             drift = [label.split(" (")[0] for label, m in METHODS[1:]
@@ -143,7 +143,8 @@ def _reading(curves: dict, size: RunSize, lr: float) -> str:
                                                      2 * (final(R, m)[1] or 0.0))]
             if drift:
                 parts.append(f"at R = 2 the uniform start is already optimal and "
-                             f"{', '.join(drift)} drift below it: Adam at lr {lr:g} rescales "
+                             f"{', '.join(drift)} {'drift' if len(drift) > 1 else 'drifts'} "
+                             "below it: Adam at lr {lr:g} rescales "
                              "gradient noise into steps of size lr, while the paper's leader "
                              "(Adam 1e-4) barely moves, so the paper's R = 2 curve measures how "
                              "little the leader moves, not the estimator's accuracy")
