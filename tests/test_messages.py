@@ -98,7 +98,7 @@ def test_discrete_toy_reading_follows_the_numbers() -> None:
     assert "bc-hg-baseline 12.00" in first.split("within")[1]   # listed among the misses
     drifting = {"exact": 59.75, "bc-hg-baseline": 40.0, "bc-hg": 33.0, "direct-only": 7.0}
     r = discrete_toy._reading(curves(good, drifting), size, 0.05)
-    assert "drift below it" in r and "Adam at lr 0.05" in r  # three estimators drift
+    assert "direct-only drift below it" in r and "Adam at lr 0.05" in r  # three drift
 
 
 def test_reproduce_one_seed_says_so(tmp_path, capsys) -> None:
