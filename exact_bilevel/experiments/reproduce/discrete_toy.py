@@ -144,7 +144,7 @@ def _reading(curves: dict, size: RunSize, lr: float) -> str:
             if drift:
                 parts.append(f"at R = 2 the uniform start is already optimal and "
                              f"{', '.join(drift)} {'drift' if len(drift) > 1 else 'drifts'} "
-                             "below it: Adam at lr {lr:g} rescales "
+                             f"below it: Adam at lr {lr:g} rescales "
                              "gradient noise into steps of size lr, while the paper's leader "
                              "(Adam 1e-4) barely moves, so the paper's R = 2 curve measures how "
                              "little the leader moves, not the estimator's accuracy")
