@@ -107,3 +107,16 @@ def test_reproduce_one_seed_says_so(tmp_path, capsys) -> None:
     text = (tmp_path / "reproduce_discrete_toy.md").read_text()
     assert "+- 0.00" not in text and "one seed, no s.e." in text
     assert "Reading (this run, one seed" in text
+
+
+def test_fourrooms_suboptimal_reading_follows_the_numbers() -> None:
+    from exact_bilevel.experiments.reproduce.fourrooms_suboptimal import SWEEPS, _reading
+
+    falling = {(m, k): (1.0 if m == "reset" else 0.5) / k for m in ("reset", "carried")
+               for k in SWEEPS}
+    r = _reading(falling)
+    assert "falls from 1 at k = 1" in r and "smaller with Q carried at every k" in r
+    rising = {(m, k): (0.1 if m == "carried" else 0.01) * k for m in ("reset", "carried")
+              for k in SWEEPS}
+    r = _reading(rising)
+    assert "does not fall" in r and "not smaller with Q carried at any k" in r
