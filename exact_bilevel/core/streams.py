@@ -86,3 +86,23 @@ def replicate_int_seed(seed: int, replicate: int, key: tuple[int, ...] = ()) -> 
     state, top bit cleared (``0 <= result < 2**63``; fits a signed 64-bit integer)."""
     state = replicate_sequence(seed, replicate, key).generate_state(1, np.uint64)
     return int(state[0]) >> 1
+
+
+#: Purposes of the streams of one leader run: spawn-key tags, so that a run's initial
+#: point, its leader steps and its probes never share a stream with one another or with
+#: a plain replicate (whose key ``(i,)`` has one entry; a purpose key has two or more).
+INITIAL_POINT, LEADER_STEP, PROBE = 1, 2, 3
+
+
+def purpose_sequence(seed: int, purpose: int, *index: int) -> np.random.SeedSequence:
+    """``SeedSequence(seed, spawn_key=(purpose, *index))``: the stream of one use
+    (:data:`INITIAL_POINT`, :data:`LEADER_STEP` ``t``, :data:`PROBE`) within a run seeded
+    ``seed``; ``index`` must be non-empty (the step, or 0)."""
+    if not index:
+        raise ValueError("index: give at least one index (the step, or 0)")
+    return replicate_sequence(seed, index[-1], (purpose, *index[:-1]))
+
+
+def purpose_rng(seed: int, purpose: int, *index: int) -> np.random.Generator:
+    """``numpy.random.default_rng`` of :func:`purpose_sequence`."""
+    return np.random.default_rng(purpose_sequence(seed, purpose, *index))

@@ -22,6 +22,7 @@ from ..core import _validate
 from ..core._progress import progress_bar
 from ..core.hypergradient import Hypergradient, hypergradient
 from ..core.problem import BilevelProblem
+from ..core.streams import LEADER_STEP, purpose_rng
 from ..estimators import estimate, leader_knowledge
 
 GradientSource = Callable[[BilevelProblem, Hypergradient, np.random.Generator],
@@ -128,7 +129,8 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
     bounds : (lo, hi), optional
         Box constraints, scalars or ``[d]`` arrays; iterates are projected.
     seed : int
-        Step ``t`` samples with ``numpy.random.default_rng([seed, t])``.
+        Step ``t`` samples with ``purpose_rng(seed, LEADER_STEP, t)``
+        (:mod:`exact_bilevel.core.streams`).
     progress : bool
         Show a progress bar (on a terminal).
     """
@@ -168,7 +170,7 @@ def optimize(problem: BilevelProblem, x0: object, *, steps: int,
             errors.append(np.nan)
             used.append(0)
             break
-        g, n = source(problem, exact, np.random.default_rng([seed, t]))
+        g, n = source(problem, exact, purpose_rng(seed, LEADER_STEP, t))
         errors.append(float(np.linalg.norm(g - exact.gradient) / gnorm) if gnorm > 0
                       else float(np.linalg.norm(g)))
         used.append(int(n))

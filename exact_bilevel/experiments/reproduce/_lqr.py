@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 
 from ...core.errors import require_finite
+from ...core.streams import LEADER_STEP, purpose_sequence
 from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.model import LQRProblem
@@ -41,7 +42,7 @@ def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float,
         if k == steps:
             break
         g = hg.gradient if method == "exact" else lqr_estimators.estimate(
-            problem, x, method, budget, seed=[seed, k], critic=critic)
+            problem, x, method, budget, seed=purpose_sequence(seed, LEADER_STEP, k), critic=critic)
         x = x + rule(k, clip_norm(g, max_norm))
     out = np.array(values), np.array(norms)
     require_finite("exact F along the run", out[0], f"the {method} run")

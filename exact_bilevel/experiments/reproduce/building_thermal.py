@@ -29,6 +29,7 @@ import scipy.optimize
 import scipy.special
 
 from ...core.errors import require_finite
+from ...core.streams import INITIAL_POINT, PROBE, purpose_rng, purpose_sequence
 from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.tasks import building_thermal_control
@@ -69,7 +70,8 @@ def estimator_table(R: int, budget: int) -> list[dict]:
     g = hypergradient(problem, x0).gradient
     rows = []
     for label, name, critic in ESTIMATOR_ROWS:
-        X = lqr_estimators.estimate_many(problem, x0, name, budget, R, seed=[17, R],
+        X = lqr_estimators.estimate_many(problem, x0, name, budget, R,
+                                         seed=purpose_sequence(17, PROBE, R),
                                          critic=critic)
         require_finite(f"{name} estimates", X, "sampling")
         mean = X.mean(axis=0)
@@ -85,7 +87,7 @@ def run_one(job: tuple) -> np.ndarray:
     """``(method, critic, lr, seed, steps, budget)`` -> exact F per step."""
     method, critic, lr, seed, steps, budget = job
     problem, _ = building_thermal_control()
-    x0 = np.random.default_rng([seed, 11]).normal(0.0, 0.01, problem.d)
+    x0 = purpose_rng(seed, INITIAL_POINT, 0).normal(0.0, 0.01, problem.d)
     return leader_ascent(problem, x0, steps=steps, lr=lr, method=method, budget=budget,
                          seed=seed, critic=critic)[0]
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ... import games as mg
 from ...core.errors import require_finite
+from ...core.streams import LEADER_STEP, purpose_rng
 from ...crosscheck.finite_differences import richardson_gradient
 from ...validation.mutants import authors_toy_follower, authors_toy_value
 from ..optimize import adam
@@ -63,7 +64,7 @@ def run_one(job: tuple) -> np.ndarray:
         out.append(measure(game, x, R))
         if t == steps:
             break
-        rng = np.random.default_rng([int(R), seed, t])  # a separate stream per R
+        rng = purpose_rng(seed, LEADER_STEP, int(R), t)  # a separate stream per R
         g = (mg.hypergradient(game, x).gradient if method == "exact"
              else mg.estimate(game, x, method, budget, rng).gradient)
         x = x + rule(t, g)

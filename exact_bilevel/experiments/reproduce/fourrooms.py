@@ -24,6 +24,7 @@ import pathlib
 import numpy as np
 
 from ...core.errors import require_finite
+from ...core.streams import INITIAL_POINT, purpose_rng
 from ...estimators import leader_knowledge
 from ...estimators.critics import CarriedSarsaCritic
 from ...estimators.registry import ESTIMATORS
@@ -87,7 +88,7 @@ def run_one(job: tuple) -> np.ndarray:
     row, tau, budget, lr, seed, steps = job
     _, estimator, critic, kernel = ROWS[row] if isinstance(row, int) else row
     problem, x0, grid = four_rooms_design(tau)
-    x0 = np.random.default_rng([2026, seed]).normal(0.0, 0.01, size=x0.size)
+    x0 = purpose_rng(seed, INITIAL_POINT, 0).normal(0.0, 0.01, size=x0.size)
     if estimator == "exact-adam-hallway":
         res = optimize(problem, _hallway_start(grid, x0.size), steps=steps, update=adam(lr),
                        seed=seed)

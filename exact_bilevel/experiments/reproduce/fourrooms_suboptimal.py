@@ -29,6 +29,7 @@ from ...core.hypergradient import hypergradient
 from ...core.linalg import factorize
 from ...core.soft_bellman import boltzmann
 from ...core.solve import SoftSolution
+from ...core.streams import INITIAL_POINT, purpose_rng
 from ...crosscheck.unrolled import unrolled_hypergradient
 from ..paper_problems import four_rooms_design
 from ._common import RunSize, atomic_write, mean_se, plt, pm, run_all, save_figure, score
@@ -61,7 +62,7 @@ def run_one(job: tuple) -> dict[str, np.ndarray]:
     relative bias and cosine of the optimal-follower formula against grad F_k."""
     k, mode, driver, seed, steps = job
     problem, x0, _ = four_rooms_design(TAU)
-    x = np.random.default_rng([2026, seed]).normal(0.0, 0.01, size=x0.size)
+    x = purpose_rng(seed, INITIAL_POINT, 0).normal(0.0, 0.01, size=x0.size)
     v0 = np.zeros(problem.n_states)
     rec: dict[str, list[float]] = {"F": [], "F_k": [], "bias": [], "cos": []}
     for t in range(steps + 1):

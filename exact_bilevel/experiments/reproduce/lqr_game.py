@@ -22,6 +22,7 @@ import numpy as np
 import scipy.optimize
 
 from ...core.errors import require_finite
+from ...core.streams import INITIAL_POINT, PROBE, purpose_rng, purpose_sequence
 from ...lqr import estimators as lqr_estimators
 from ...lqr.hypergradient import hypergradient
 from ...lqr.objective import value
@@ -56,7 +57,8 @@ def estimator_table(R: int, budget: int, x0: np.ndarray) -> tuple[np.ndarray, li
     g = hypergradient(problem, x0).gradient
     rows = []
     for name in ESTIMATORS:
-        X = lqr_estimators.estimate_many(problem, x0, name, budget, R, seed=[23, R])
+        X = lqr_estimators.estimate_many(problem, x0, name, budget, R,
+                                         seed=purpose_sequence(23, PROBE, R))
         require_finite(f"{name} estimates", X, "sampling")
         mean = X.mean(axis=0)
         rows.append({"name": name, "mean": mean, "sd": X.std(axis=0, ddof=1),
@@ -68,7 +70,7 @@ def run_one(job: tuple) -> np.ndarray:
     """``(method, lr, seed, steps, budget)`` -> exact F per step."""
     method, lr, seed, steps, budget = job
     problem, _ = lqr_game()
-    x0 = np.random.default_rng([seed, 5]).normal(0.0, 1.0, problem.d)
+    x0 = purpose_rng(seed, INITIAL_POINT, 0).normal(0.0, 1.0, problem.d)
     return leader_ascent(problem, x0, steps=steps, lr=lr, method=method, budget=budget,
                          seed=seed, optimizer="adam")[0]
 

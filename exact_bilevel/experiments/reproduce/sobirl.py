@@ -30,6 +30,7 @@ import numpy as np
 from ...core.errors import require_finite
 from ...core.problem import BilevelProblem
 from ...core.soft_bellman import boltzmann
+from ...core.streams import INITIAL_POINT, purpose_rng
 from ..optimize import estimator_gradient, optimize
 from ..paper_problems import sobirl_synthetic
 from ._common import RunSize, atomic_write, mean_se, plt, pm, run_all, save_figure
@@ -84,7 +85,7 @@ def run_one(job: tuple) -> np.ndarray:
     method, budget, seed, steps = job
     problem, x0 = sobirl_synthetic(seed=seed)
     if method == "authors":
-        w0 = np.random.default_rng([seed, 7]).normal(size=problem.n_states)  # w ~ N(0, I)
+        w0 = purpose_rng(seed, INITIAL_POINT, 0).normal(size=problem.n_states)  # w ~ N(0, I)
         f_inexact, f_exact = msobirl_as_run(problem, x0, steps=steps, w0=w0)
         return np.stack([f_inexact, f_exact])
     grad = None if method == "exact" else estimator_gradient(
