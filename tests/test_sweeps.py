@@ -30,8 +30,13 @@ def _write(tmp_path, spec=SPEC, name="spec.json"):
     return str(path)
 
 
+def _ro(db):
+    """Read-only (never creates the file: a 0-byte file would not be a results file)."""
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
 def _rows(db):
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         return sorted(con.execute("SELECT problem, estimator, budget, replicate, gradient, "
                                   "transitions FROM estimates"))
@@ -174,7 +179,7 @@ def test_a_failing_estimator_is_recorded_and_the_sweep_goes_on(tmp_path):
                              "budgets": [5, 200], "replicates": 3})
     db = str(tmp_path / "f.sqlite")
     assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         failures = con.execute("SELECT estimator, budget, error FROM failures").fetchall()
     finally:
@@ -202,7 +207,7 @@ def test_report_marks_cells_in_the_rare_event_regime(tmp_path):
                                                       "tau": 5.0, "seed": 4}}]})
     db = str(tmp_path / "rare.sqlite")
     assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         diag = dict(((p, b), v) for p, b, v in con.execute("SELECT * FROM diagnostics"))
     finally:
