@@ -226,7 +226,7 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
         finally:
             bar.close()
     finally:
-        con.close()
+        store.close(con)
 
 
 def _drive(con: Any, db: str, spec: SweepSpec, todo: dict[int, list[Task]],

@@ -155,7 +155,6 @@ def _create(db: str) -> None:
         con = sqlite3.connect(tmp, isolation_level=None)
         try:
             con.executescript(SCHEMA)
-            con.execute("PRAGMA journal_mode=WAL")
         finally:
             con.close()
         try:
@@ -180,6 +179,7 @@ def connect(db: str) -> sqlite3.Connection:
     con = sqlite3.connect(db, timeout=60.0, isolation_level=None)
     try:
         _configure(con)
+        con.execute("PRAGMA journal_mode=WAL")  # concurrent runs (see close)
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE "
                                             "type='table'")}
     except sqlite3.DatabaseError as exc:
@@ -189,6 +189,19 @@ def connect(db: str) -> sqlite3.Connection:
         con.close()
         raise ValueError(f"--db {db}: tables {sorted(tables)} are not those of a results file")
     return con
+
+
+def close(con: sqlite3.Connection) -> None:
+    """Close a sweep's connection; the last one out leaves the file in rollback-journal mode
+    (no ``-wal``/``-shm`` beside it), so a read-only report of a quiescent file creates
+    nothing. While other runs are connected the file stays in WAL mode."""
+    try:
+        con.execute("PRAGMA busy_timeout=0")
+        con.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error:
+        pass  # another run is connected: it needs WAL
+    finally:
+        con.close()
 
 
 def connect_readonly(db: str) -> sqlite3.Connection:
