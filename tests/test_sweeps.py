@@ -52,7 +52,17 @@ def test_spec_matches_its_schema_and_bad_specs_name_the_field(tmp_path):
            ({"budgets": []}, "budgets: must be a non-empty list"),
            ({"replicates": 1}, r"replicates = 1: must be an integer in \[2"),
            ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
-           ({"problems": [{"random": {"states": 0}}]}, r"problems\[0\].random.states = 0")]
+           ({"problems": [{"random": {"states": 0}}]}, r"problems\[0\].random.states = 0"),
+           ({"problems": [{"random": {"gamma": 1.5}}]},
+            r"problems\[0\]\.random\.gamma = 1\.5: must satisfy 0 <= gamma < 1"),
+           ({"problems": [{"random": {"tau": -1}}]},
+            r"problems\[0\]\.random\.tau = -1: must be a finite number > 0"),
+           ({"problems": [{"random": {"sates": 3}}]},
+            r"problems\[0\]\.random\.sates: unknown key"),
+           ({"problems": [{"random": {}, "name": ["x"]}]},
+            r"problems\[0\]\.name = \['x'\]: must be a non-empty string"),
+           ({"estimators": [{"name": ["bc-hg"]}]},
+            r"estimators\[0\]\.name = \['bc-hg'\]: must be a string")]
     for change, match in bad:
         with pytest.raises(ValueError, match=match):
             parse_spec({**SPEC, **change}, tmp_path)
