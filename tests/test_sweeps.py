@@ -513,6 +513,7 @@ def test_an_unreachable_scheduler_is_exit_2_naming_scheduler(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--scheduler tcp://127.0.0.1:{port}" in err and "--connect-timeout" in err
     assert time.time() - t0 < 20
+    assert not (tmp_path / "u.sqlite").exists()          # no results file left behind
 
 
 # --- random streams (issue 24.3) ----------------------------------------------------------

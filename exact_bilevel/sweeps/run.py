@@ -199,34 +199,35 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
         know = leader_knowledge(problem, x)
         rare += [(p.name, b, rare_event_diagnostic(know, b * spec.replicates)[0])
                  for b in spec.budgets]
-    con = store.connect(db)
-    try:
-        chunk = store.bind(con, db, provenance(spec, hashes), spec.canonical, chunk)
-        con.execute("BEGIN IMMEDIATE")
-        for name, value, grad in exact:  # the exact answer beside every estimate
-            store.put_problem(con, name, value, grad, hashes[name])
-        for name, b, visits in rare:
-            store.put_diagnostic(con, name, b, visits)
-        con.execute("COMMIT")
-        have = store.done(con)
-        tasks = [(p.name, e.name, e.critic, e.baseline, b, i) for p in spec.problems
-                 for e in spec.estimators for b in spec.budgets for i in range(spec.replicates)]
-        todo: dict[int, list[Task]] = {}
-        for k in range(0, len(tasks), chunk):
-            left = [t for t in tasks[k:k + chunk]
-                    if (t[0], EstimatorSpec(t[1], t[2], t[3]).label, t[4], t[5]) not in have]
-            if left:
-                todo[k // chunk] = left
-        bar = progress_bar(total=sum(map(len, todo.values())), desc="sweep (replicates)",
-                           enabled=progress)
+    # the executor first: an unreachable scheduler leaves no results file behind
+    with _Executor(executor, workers, scheduler, no_worker_timeout, connect_timeout) as ex:
+        con = store.connect(db)
         try:
-            with _Executor(executor, workers, scheduler, no_worker_timeout,
-                           connect_timeout) as ex:
+            chunk = store.bind(con, db, provenance(spec, hashes), spec.canonical, chunk)
+            con.execute("BEGIN IMMEDIATE")
+            for name, value, grad in exact:  # the exact answer beside every estimate
+                store.put_problem(con, name, value, grad, hashes[name])
+            for name, b, visits in rare:
+                store.put_diagnostic(con, name, b, visits)
+            con.execute("COMMIT")
+            have = store.done(con)
+            tasks = [(p.name, e.name, e.critic, e.baseline, b, i) for p in spec.problems
+                     for e in spec.estimators for b in spec.budgets
+                     for i in range(spec.replicates)]
+            todo: dict[int, list[Task]] = {}
+            for k in range(0, len(tasks), chunk):
+                left = [t for t in tasks[k:k + chunk] if
+                        (t[0], EstimatorSpec(t[1], t[2], t[3]).label, t[4], t[5]) not in have]
+                if left:
+                    todo[k // chunk] = left
+            bar = progress_bar(total=sum(map(len, todo.values())), desc="sweep (replicates)",
+                               enabled=progress)
+            try:
                 return _drive(con, db, spec, todo, ex, bar)
+            finally:
+                bar.close()
         finally:
-            bar.close()
-    finally:
-        store.close(con)
+            store.close(con)
 
 
 def _drive(con: Any, db: str, spec: SweepSpec, todo: dict[int, list[Task]],
