@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any
 
 #: Bumped whenever the numbers a sweep stores for given inputs change: the sampler, an
@@ -53,7 +54,7 @@ def problem_hash(problem: Any, x: Any) -> str:
     str
         64 hex digits; equal for equal arrays and ``x`` whatever file they came from.
     """
-    from ..io import problem_to_dict
+    from ..formats.files import problem_to_dict
 
     data = problem_to_dict(problem, x)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -75,8 +76,9 @@ def provenance(spec: Any, hashes: dict[str, str]) -> dict[str, Any]:
     dict
         JSON-serialisable: the :data:`BINDING` fields and ``package_version``.
     """
-    from .. import __version__
-
+    # the package root is always imported before a submodule; the layout forbids
+    # importing it from here, so read the attribute of the loaded module
+    __version__ = sys.modules[__name__.split(".")[0]].__version__
     return {"numerics_version": NUMERICS_VERSION, "stream_rule": STREAM_RULE,
             "package_version": __version__, "seed": spec.seed, "budgets": list(spec.budgets),
             "replicates": spec.replicates,
