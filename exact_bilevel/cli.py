@@ -475,12 +475,19 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    import os
+
     from .sweeps.run import run_sweep
     from .sweeps.spec import load_spec
 
+    if (args.spec != "-" and os.path.exists(args.db) and os.path.exists(args.spec)
+            and os.path.samefile(args.db, args.spec)):
+        raise ValueError(f"--db {args.db}: is the sweep spec itself; give a results file")
     spec = load_spec(args.spec)
     added = run_sweep(spec, args.db, workers=args.workers, progress=not args.quiet,
-                      executor=args.executor, scheduler=args.scheduler)
+                      executor=args.executor, scheduler=args.scheduler,
+                      no_worker_timeout=args.no_worker_timeout,
+                      connect_timeout=args.connect_timeout)
     print(json.dumps({"db": args.db, "replicates_added": added, "replicates": spec.n_rows}))
     return 0
 
@@ -508,6 +515,7 @@ def _number(check: Callable[[float], bool], rule: str) -> Callable[[str], float]
 
 _unit_interval = _number(lambda v: 0.0 < v < 1.0, "must lie in (0, 1)")
 _nonnegative = _number(lambda v: 0.0 <= v < float("inf"), "must be a finite number >= 0")
+_positive_float = _number(lambda v: 0.0 < v < float("inf"), "must be a finite number > 0")
 
 
 def _positive_int(text: str) -> int:
@@ -630,7 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "replicates) into an SQLite file; resumable")
     p.add_argument("spec", help="sweep file (format exact-bilevel-sweep/1)")
     p.add_argument("--db", required=True, metavar="RESULTS.sqlite",
-                   help="results file (created, or completed if it holds the same spec)")
+                   help="results file: created if the path does not exist, or completed if "
+                        "it holds rows of the same problems (content hashes) and settings; "
+                        "concurrent sweeps into one file split the work")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="processes (local pool, or a Dask LocalCluster)")
     p.add_argument("--executor", choices=["local", "dask"], default="local",
@@ -638,10 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the dask extra)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="a running Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--no-worker-timeout", type=_positive_float, default=60.0,
+                   metavar="SECONDS",
+                   help="Dask: stop (exit 2, rows kept) after this long with no worker")
+    p.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="Dask: seconds to reach --scheduler (exit 2 if it does not answer)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
     p = command("report", "write sweep_report.md and .png from a sweep's results file")
-    p.add_argument("--db", required=True, metavar="RESULTS.sqlite", help="results file")
+    p.add_argument("--db", required=True, metavar="RESULTS.sqlite",
+                   help="results file (opened read-only)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--alpha", type=_unit_interval, default=0.01,
                    help="false-alarm rate of the unbiasedness verdicts")

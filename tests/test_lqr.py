@@ -332,6 +332,24 @@ def test_file_errors_name_the_field(tmp_path):
         load_any(path)
 
 
+def test_parameter_names_of_the_wrong_count_name_the_fields(tmp_path):
+    """Was 'names: 2 names for d = 3' (neither field path)."""
+    prob, x = CASES["game-bump"]()
+    path = tmp_path / "p.json"
+    save_lqr(path, prob, x)
+    data = json.loads(path.read_text())
+    data["parameters"]["d"] = x.size + 1
+    data["parameters"]["names"] = [f"n{k}" for k in range(x.size)]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"parameters\.names: {x.size} names, but "
+                                         rf"parameters\.d = {x.size + 1}"):
+        load_any(path)
+    data["parameters"]["names"] = "abc"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"parameters\.names: must be a list of strings"):
+        load_any(path)
+
+
 def test_cli_hypergradient_estimate_check(tmp_path, capsys):
     prob, x = CASES["random-0"]()
     path = str(tmp_path / "p.json")

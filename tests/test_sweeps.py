@@ -30,8 +30,13 @@ def _write(tmp_path, spec=SPEC, name="spec.json"):
     return str(path)
 
 
+def _ro(db):
+    """Read-only (never creates the file: a 0-byte file would not be a results file)."""
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
 def _rows(db):
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         return sorted(con.execute("SELECT problem, estimator, budget, replicate, gradient, "
                                   "transitions FROM estimates"))
@@ -47,10 +52,23 @@ def test_spec_matches_its_schema_and_bad_specs_name_the_field(tmp_path):
            ({"budgets": []}, "budgets: must be a non-empty list"),
            ({"replicates": 1}, r"replicates = 1: must be an integer in \[2"),
            ({"extra": 1}, r"unknown field\(s\) \['extra'\]"),
-           ({"problems": [{"random": {"states": 0}}]}, r"problems\[0\].random.states = 0")]
-    for change, match in bad:
+           ({"problems": [{"random": {"states": 0}}]}, r"problems\[0\].random.states = 0"),
+           ({"problems": [{"random": {"gamma": 1.5}}]},
+            r"problems\[0\]\.random\.gamma = 1\.5: must satisfy 0 <= gamma < 1"),
+           ({"problems": [{"random": {"tau": -1}}]},
+            r"problems\[0\]\.random\.tau = -1: must be a finite number > 0"),
+           ({"problems": [{"random": {"sates": 3}}]},
+            r"problems\[0\]\.random\.sates: unknown key"),
+           ({"problems": [{"random": {}, "name": ["x"]}]},
+            r"problems\[0\]\.name = \['x'\]: must be a non-empty string"),
+           ({"estimators": [{"name": ["bc-hg"]}]},
+            r"estimators\[0\]\.name = \['bc-hg'\]: must be a string")]
+    for k, (change, match) in enumerate(bad):
         with pytest.raises(ValueError, match=match):
             parse_spec({**SPEC, **change}, tmp_path)
+        if k >= 2:  # the schema agrees (registry names and critics: the code's check only)
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate({**SPEC, **change}, schema("sweep"))
 
 
 def test_sweep_stores_every_replicate_once_and_is_independent_of_workers(tmp_path, capsys):
@@ -174,7 +192,7 @@ def test_a_failing_estimator_is_recorded_and_the_sweep_goes_on(tmp_path):
                              "budgets": [5, 200], "replicates": 3})
     db = str(tmp_path / "f.sqlite")
     assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         failures = con.execute("SELECT estimator, budget, error FROM failures").fetchall()
     finally:
@@ -202,7 +220,7 @@ def test_report_marks_cells_in_the_rare_event_regime(tmp_path):
                                                       "tau": 5.0, "seed": 4}}]})
     db = str(tmp_path / "rare.sqlite")
     assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
-    con = sqlite3.connect(db)
+    con = _ro(db)
     try:
         diag = dict(((p, b), v) for p, b, v in con.execute("SELECT * FROM diagnostics"))
     finally:
@@ -215,3 +233,352 @@ def test_report_marks_cells_in_the_rare_event_regime(tmp_path):
     assert main(["report", "--db", db, "--out", str(out)]) == 0
     text = (out / "sweep_report.md").read_text()
     assert text.count("(rare)") == 2 and "rate outside the rare-event regime" in text
+
+
+# --- provenance: rows record what they were computed from and never mix (issue 24.2) ------
+
+SMALL = {**SPEC, "estimators": ["bc-hg"], "budgets": [100], "replicates": 3}
+
+
+def _problem_file(path, seed=3, gamma=0.8):
+    from exact_bilevel.experiments.examples import random_problem
+    from exact_bilevel.io import problem_to_dict
+
+    problem, x = random_problem(n_states=4, n_actions=3, n_params=2, seed=seed, gamma=gamma)
+    path.write_text(json.dumps(problem_to_dict(problem, x)))
+    return problem_to_dict(problem, x)
+
+
+def _snapshot(path):
+    """Every file at or beside ``path`` (with SQLite's -wal/-shm) and its bytes."""
+    return {p.name: p.read_bytes() for p in path.parent.iterdir()
+            if p.name.startswith(path.name) and p.is_file()}
+
+
+def test_an_edited_problem_file_is_refused_naming_the_problem_and_both_hashes(tmp_path, capsys):
+    """On today's main the rerun exits 0 and mixes old and new rows."""
+    from exact_bilevel.sweeps.provenance import problem_hash
+    from exact_bilevel.sweeps.run import build
+
+    _problem_file(tmp_path / "p.json")
+    spec = _write(tmp_path, {**SMALL, "problems": [{"path": "p.json"}]})
+    db = tmp_path / "r.sqlite"
+    assert main(["sweep", spec, "--db", str(db), "--quiet"]) == 0
+    old = problem_hash(*build(load_spec(spec).problems[0]))
+    rows = _rows(db)
+    capsys.readouterr()
+    # the same content re-serialised (indentation, key order) is the same problem
+    data = json.loads((tmp_path / "p.json").read_text())
+    (tmp_path / "p.json").write_text(json.dumps(data, indent=3, sort_keys=True))
+    assert main(["sweep", spec, "--db", str(db), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["replicates_added"] == 0
+    _problem_file(tmp_path / "p.json", gamma=0.81)                    # an edit
+    new = problem_hash(*build(load_spec(spec).problems[0]))
+    assert main(["sweep", spec, "--db", str(db), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--db" in err and "problem 'p' changed" in err and old[:12] in err and new[:12] in err
+    assert _rows(db) == rows                                          # nothing added
+    out = tmp_path / "rep"
+    assert main(["report", "--db", str(db), "--out", str(out)]) == 0  # the old rows: fine
+    text = (out / "sweep_report.md").read_text()
+    assert f"| `p` | {old[:12]} |" in text and "numerics version" in text
+
+
+def test_a_copy_of_the_spec_elsewhere_is_bound_by_content_not_path(tmp_path, capsys):
+    """The spec text is the same (relative path 'p.json'), the file it names is not: refused.
+    A copy naming identical content elsewhere is the same sweep."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    _problem_file(tmp_path / "a" / "p.json", seed=3)
+    _problem_file(tmp_path / "b" / "p.json", seed=4)
+    _problem_file(tmp_path / "c" / "p.json", seed=3)
+    d = {**SMALL, "problems": [{"path": "p.json"}]}
+    db = str(tmp_path / "r.sqlite")
+    assert main(["sweep", _write(tmp_path / "a", d), "--db", db, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", _write(tmp_path / "b", d), "--db", db, "--quiet"]) == 2
+    assert "problem 'p' changed" in capsys.readouterr().err
+    assert main(["sweep", _write(tmp_path / "c", d), "--db", db, "--quiet"]) == 0
+
+
+def test_other_settings_or_numerics_version_are_refused(tmp_path, capsys, monkeypatch):
+    from exact_bilevel.sweeps import provenance
+
+    spec = _write(tmp_path, SMALL)
+    db = str(tmp_path / "r.sqlite")
+    assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
+    capsys.readouterr()
+    other = _write(tmp_path, {**SMALL, "estimators": [{"name": "bc-hg", "critic": "td"}]},
+                   "o.json")
+    assert main(["sweep", other, "--db", db, "--quiet"]) == 2
+    assert "another sweep spec (estimators" in capsys.readouterr().err
+    monkeypatch.setattr(provenance, "NUMERICS_VERSION", provenance.NUMERICS_VERSION + 1)
+    assert main(["sweep", spec, "--db", db, "--quiet"]) == 2
+    assert "numerics_version" in capsys.readouterr().err
+
+
+def test_a_results_file_from_before_provenance_is_refused_untouched(tmp_path, capsys):
+    """The layout main wrote (no application id, no provenance): a clear error, never adopted."""
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE problems (problem TEXT PRIMARY KEY, value REAL NOT NULL, exact TEXT);
+        CREATE TABLE estimates (problem TEXT, estimator TEXT, budget INTEGER,
+            replicate INTEGER, gradient TEXT, transitions INTEGER, seconds REAL);
+        CREATE TABLE diagnostics (problem TEXT, budget INTEGER, rarest_visits REAL);
+        CREATE TABLE failures (problem TEXT, estimator TEXT, budget INTEGER,
+            replicate INTEGER, error TEXT);
+        INSERT INTO meta VALUES ('spec', '{}');""")
+    con.close()
+    before = _snapshot(db)
+    assert main(["sweep", _write(tmp_path, SMALL), "--db", str(db), "--quiet"]) == 2
+    assert "predates provenance" in capsys.readouterr().err
+    assert main(["report", "--db", str(db), "--out", str(tmp_path / "o")]) == 2
+    assert "predates provenance" in capsys.readouterr().err
+    assert _snapshot(db) == before
+
+
+# --- files that are not ours are never written (issue 24.8, 11, 12) -----------------------
+
+def _foreign(path):
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE contacts (name TEXT)")
+    con.execute("INSERT INTO contacts VALUES ('ada')")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("kind", ["foreign", "empty", "corrupt", "json", "directory",
+                                  "missing-dir", "spec-itself"])
+def test_sweep_refuses_a_db_that_is_not_ours_and_leaves_it_untouched(tmp_path, capsys, kind):
+    """On today's main: exit 3 (and a foreign file gains 4 tables and WAL mode)."""
+    spec = _write(tmp_path, SMALL)
+    db = tmp_path / "x.sqlite"
+    if kind == "foreign":
+        _foreign(db)
+    elif kind == "empty":
+        db.write_bytes(b"")
+    elif kind == "corrupt":
+        db.write_bytes(os.urandom(4096))
+    elif kind == "json":
+        db.write_text(json.dumps(SMALL))
+    elif kind == "directory":
+        db.mkdir()
+    elif kind == "missing-dir":
+        db = tmp_path / "nowhere" / "x.sqlite"
+    elif kind == "spec-itself":
+        db = tmp_path / "spec.json"
+    before = _snapshot(db) if db.parent.exists() else None
+    assert main(["sweep", spec, "--db", str(db), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--db {db}" in err and "internal error" not in err
+    if before is not None:
+        assert _snapshot(db) == before
+    else:
+        assert not db.parent.exists()
+
+
+@pytest.mark.parametrize("kind", ["foreign", "empty", "corrupt", "json", "missing"])
+def test_report_refuses_a_db_that_is_not_ours_and_never_writes(tmp_path, capsys, kind):
+    """On today's main: exit 3 for corrupt/foreign/JSON, and a 0-byte file becomes a
+    results file."""
+    db = tmp_path / "x.sqlite"
+    if kind == "foreign":
+        _foreign(db)
+    elif kind == "empty":
+        db.write_bytes(b"")
+    elif kind == "corrupt":
+        db.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    elif kind == "json":
+        db.write_text(json.dumps(SMALL))
+    before = _snapshot(db)
+    assert main(["report", "--db", str(db), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"--db {db}" in err and "internal error" not in err
+    assert _snapshot(db) == before and not (tmp_path / "o").exists()
+
+
+def test_report_opens_read_only_and_reports_an_empty_results_file(tmp_path, capsys):
+    """A results file with no rows yet (bound, nothing computed) gives a valid report
+    saying so (today: a matplotlib error); a read-only file reports and stays unchanged."""
+    from exact_bilevel.sweeps import store
+    from exact_bilevel.sweeps.provenance import provenance
+
+    spec = load_spec(_write(tmp_path, SMALL))
+    db = str(tmp_path / "e.sqlite")
+    con = store.connect(db)
+    store.bind(con, db, provenance(spec, {p.name: "0" * 64 for p in spec.problems}),
+               spec.canonical, 10)
+    store.close(con)
+    os.chmod(db, 0o444)
+    before = _snapshot(tmp_path / "e.sqlite")
+    assert main(["report", "--db", db, "--out", str(tmp_path / "o")]) == 0
+    assert "No replicates are stored yet" in (tmp_path / "o" / "sweep_report.md").read_text()
+    assert _snapshot(tmp_path / "e.sqlite") == before
+
+
+# --- concurrent sweeps split the work and count truly (issue 24.9) ------------------------
+
+def test_two_concurrent_sweeps_split_the_work_and_count_only_their_rows(tmp_path):
+    """On today's main both runs compute all 240 replicates and both say 240."""
+    spec = _write(tmp_path, {**SPEC, "budgets": [8000]})
+    db = str(tmp_path / "c.sqlite")
+    cmd = [sys.executable, "-m", "exact_bilevel.cli", "sweep", spec, "--db", db, "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    added = [json.loads(o)["replicates_added"] for o, _ in outs]
+    rows = _rows(db)
+    assert len(rows) == 240 and len({r[:4] for r in rows}) == 240
+    assert sum(added) == 240 and min(added) > 0, added
+    clean = str(tmp_path / "clean.sqlite")
+    assert run_sweep(load_spec(spec), clean, progress=False) == 240
+    assert _rows(clean) == rows                       # the same numbers, whoever computed them
+
+
+def test_claims_of_a_dead_or_silent_run_are_taken_over_and_live_ones_are_not(tmp_path):
+    from exact_bilevel.sweeps import store
+    from exact_bilevel.sweeps.provenance import provenance
+
+    spec = load_spec(_write(tmp_path, SMALL))
+    db = str(tmp_path / "c.sqlite")
+    con = store.connect(db)
+    store.bind(con, db, provenance(spec, {p.name: "0" * 64 for p in spec.problems}),
+               spec.canonical, 10)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+    con.executemany("INSERT INTO claims VALUES (?, ?, ?, ?, ?, 0)", [
+        (0, "dead", store.HOST, dead.pid, now),                 # its process has exited
+        (1, "live", store.HOST, os.getpid(), now),              # alive, fresh heartbeat
+        (2, "silent", "elsewhere", 1, now - 10 * store.STALE_SECONDS),  # no heartbeat
+        (3, "live", store.HOST, os.getpid(), now)])
+    con.execute("UPDATE claims SET done = 1 WHERE chunk = 3")
+    got = [store.claim(con, "me", [0, 1, 2, 3]) for _ in range(3)]
+    assert got == [0, 2, None]
+    assert store.unfinished(con, [0, 1, 2, 3]) == 3
+    store.release(con, "me")                                    # stopping early: given back
+    assert store.claim(con, "other", [0, 1, 2, 3]) == 0
+    store.close(con)
+
+
+# --- Dask: no worker, unreachable scheduler (issue 24.10) ---------------------------------
+
+def test_dask_run_with_no_worker_left_stops_in_bounded_time_keeping_rows(tmp_path):
+    """On today's main the sweep waits forever once the last worker is gone."""
+    import threading
+
+    from distributed import LocalCluster
+
+    spec = load_spec(_write(tmp_path, {**SPEC, "budgets": [20000]}))
+    db = str(tmp_path / "d.sqlite")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        def kill_workers_after_some_rows():
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if len(_rows(db)) >= 10:
+                        break
+                except sqlite3.Error:
+                    pass
+                time.sleep(0.1)
+            cluster.scale(0)
+
+        killer = threading.Thread(target=kill_workers_after_some_rows)
+        killer.start()
+        t0 = time.time()
+        with pytest.raises(ValueError, match=r"no Dask worker for 2 s \(--no-worker-timeout\)"):
+            run_sweep(spec, db, executor="dask", scheduler=cluster.scheduler_address,
+                      no_worker_timeout=2.0, progress=False)
+        killer.join()
+        assert time.time() - t0 < 60
+    assert 10 <= len(_rows(db)) < 240                  # the rows computed are kept
+    con = _ro(db)
+    assert con.execute("SELECT COUNT(*) FROM claims WHERE done = 0").fetchone()[0] == 0
+    con.close()
+
+
+def test_an_unreachable_scheduler_is_exit_2_naming_scheduler(tmp_path, capsys):
+    """On today's main: exit 3 'internal error' after 30 s."""
+    import socket
+
+    with socket.socket() as s:           # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    assert main(["sweep", _write(tmp_path, SMALL), "--db", str(tmp_path / "u.sqlite"),
+                 "--executor", "dask", "--scheduler", f"tcp://127.0.0.1:{port}",
+                 "--connect-timeout", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--scheduler tcp://127.0.0.1:{port}" in err and "--connect-timeout" in err
+    assert time.time() - t0 < 20
+    assert not (tmp_path / "u.sqlite").exists()          # no results file left behind
+
+
+# --- random streams (issue 24.3) ----------------------------------------------------------
+
+def _cells_with_repeated_replicates(db):
+    """Cells (problem, estimator, budget) in which two replicates gave the same gradient."""
+    con = _ro(db)
+    try:
+        return con.execute("SELECT problem, estimator, budget FROM estimates GROUP BY "
+                           "problem, estimator, budget HAVING COUNT(DISTINCT gradient) < "
+                           "COUNT(*)").fetchall()
+    finally:
+        con.close()
+
+
+def test_replicates_of_a_cell_differ_and_a_seed_rule_dropping_the_index_is_caught(
+        tmp_path, monkeypatch):
+    from exact_bilevel.sweeps import run
+
+    d = {**SPEC, "replicates": 5, "budgets": [100, 300]}
+    good = str(tmp_path / "g.sqlite")
+    assert run_sweep(parse_spec(d, tmp_path), good, progress=False) == 40
+    assert _cells_with_repeated_replicates(good) == []
+    original = run.replicate_seed
+    monkeypatch.setattr(run, "replicate_seed",
+                        lambda seed, p, e, b, i: original(seed, p, e, b, 0))   # the mutant
+    bad = str(tmp_path / "b.sqlite")
+    assert run_sweep(parse_spec(d, tmp_path), bad, progress=False) == 40
+    assert len(_cells_with_repeated_replicates(bad)) == 8      # every cell: caught
+
+
+def test_two_sweep_seeds_share_no_stream():
+    """The SeedSequence entropy of every replicate is its five coordinates as five 32-bit
+    words (each below 2**32), so the entropy sets of two seeds are disjoint and distinct
+    coordinates can never give the same entropy."""
+    from numpy.random.bit_generator import _coerce_to_uint32_array
+
+    from exact_bilevel.sweeps.run import replicate_seed
+
+    def entropies(seed):
+        out = set()
+        for p in ("random-S4-A3-d2-reward-leader_return-3", "fourrooms"):
+            for e in ("bc-hg[exact]", "hpgd[monte-carlo]"):
+                for b in (1, 1000, 10**9):
+                    for i in (0, 1, 999_999):
+                        ent = replicate_seed(seed, p, e, b, i).bit_generator.seed_seq.entropy
+                        assert len(_coerce_to_uint32_array(ent)) == 5
+                        out.add(tuple(_coerce_to_uint32_array(ent).tolist()))
+        return out
+
+    a, b, c = entropies(0), entropies(1), entropies(2**31)
+    assert len(a) == len(b) == 2 * 2 * 3 * 3
+    assert not a & b and not a & c and not b & c
+
+
+def test_names_with_colliding_crc32_are_refused(tmp_path, capsys):
+    """'plumless' and 'buckeroo' share a crc32: their replicates would share streams."""
+    _problem_file(tmp_path / "a.json", seed=1)
+    _problem_file(tmp_path / "b.json", seed=2)
+    d = {**SMALL, "problems": [{"name": "plumless", "path": "a.json"},
+                               {"name": "buckeroo", "path": "b.json"}]}
+    assert main(["sweep", _write(tmp_path, d), "--db", str(tmp_path / "x.sqlite"),
+                 "--quiet"]) == 2
+    assert "'plumless' and 'buckeroo' have the same crc32" in capsys.readouterr().err
+    assert not (tmp_path / "x.sqlite").exists()

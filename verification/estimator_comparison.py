@@ -45,7 +45,7 @@ def _cli(*args: str) -> None:
 
 
 def summarise(db: str) -> tuple[str, dict]:
-    con = sqlite3.connect(db)
+    con = sqlite3.connect(f"file:{pathlib.Path(db).resolve()}?mode=ro", uri=True)  # read-only
     try:
         exact = {p: np.array(json.loads(g)) for p, g in
                  con.execute("SELECT problem, exact FROM problems")}

@@ -72,7 +72,7 @@ def _cli(*args: str) -> None:
 
 
 def summarise(db: str) -> str:
-    con = sqlite3.connect(db)
+    con = sqlite3.connect(f"file:{pathlib.Path(db).resolve()}?mode=ro", uri=True)  # read-only
     try:
         # the sweep stored each cell's rare-event diagnostic (expected visits of the rarest
         # on-policy pair in all replicates together)

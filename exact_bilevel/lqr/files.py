@@ -68,7 +68,14 @@ def problem_from_dict(data: object) -> tuple[LQRProblem, np.ndarray]:
     hinge = _obj("leader.hinge", lead.get("hinge", {}), {"weight", "index"},
                  ("weight",) if "hinge" in lead else ())
     x = real_array("x", top["x"], ndim=1)
-    names = tuple(par.get("names", ()))
+    names = par.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("parameters.names: must be a list of strings")
+    names = tuple(names)
+    if names and len(names) != (x.size if d is None else d):
+        raise ValueError(f"parameters.names: {len(names)} names, but "
+                         + (f"x has {x.size} entries" if d is None else f"parameters.d = {d}")
+                         + " (one name per parameter)")
     problem = make_problem(
         **kw, jac={k: v for k, v in jac.items()}, d=x.size if d is None else d,
         link=par.get("link", "identity"), names=names,

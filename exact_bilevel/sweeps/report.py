@@ -21,12 +21,18 @@ from ..core._files import atomic_write, check_output, ensure_directory
 from ..validation.acceptance import unbiasedness_test
 from ..validation.convergence import MIN_EXPECTED_VISITS
 from . import store
+from .provenance import describe
 
 
 def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> str:
     """Write ``sweep_report.md`` and ``sweep_report.png`` into the directory ``out``
     (created if missing; its files follow the output-path rule of
-    :mod:`exact_bilevel.core._files`, errors name ``--out``); return the text."""
+    :mod:`exact_bilevel.core._files`, errors name ``--out``); return the text.
+
+    The results file is opened read-only after checking it is ours; its provenance
+    (:mod:`.provenance`: problem content hashes, numerics version, stream rule, writers)
+    heads the report. A file with no rows yet gives a valid report saying so.
+    """
     path = pathlib.Path(out)
     targets = [path / "sweep_report.md", path / "sweep_report.png"]
     if path.exists() and not path.is_dir():
@@ -36,12 +42,11 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
         raise ValueError(f"--out: {existing[0]} exists; pass --force to replace it")
     for target in targets if path.is_dir() else []:  # e.g. a directory named sweep_report.md
         check_output(target, option="--out", inputs=[db])
-    if not pathlib.Path(db).is_file():
-        raise ValueError(f"db: {db} is not a results file")
-    ensure_directory(out, option="--out")
-    con = store.connect(db)
+    con = store.connect_readonly(db)  # checks the file is ours; never writes
     try:
-        spec = json.loads(store.spec_text(con))
+        ensure_directory(out, option="--out")
+        prov, writers, spec_text = store.read_provenance(con, db)
+        spec = json.loads(spec_text)
         exact = {p: np.array(json.loads(g)) for p, g in
                  con.execute("SELECT problem, exact FROM problems")}
         groups: dict[tuple[str, str, int], list[list[float]]] = defaultdict(list)
@@ -62,6 +67,7 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
 
     lines = ["# Sweep report", "",
              f"Results file `{pathlib.Path(db).name}`; spec: `{json.dumps(spec)}`.", "",
+             *describe(prov, writers), "",
              f"Unbiasedness test at alpha = {alpha} (Hotelling / Bonferroni-t).", "",
              "'rel. error of one': the mean of |g_hat - g| / |g| over replicates with a "
              "percentile-bootstrap 95% band (2000 resamples); 'bias 95% CI': the confidence "
@@ -117,6 +123,9 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
               "(`mutant:NAME`); for a consistent estimator, how often its bias is visible.", "",
               "| estimator | rejected | groups | rate | rate outside the rare-event regime |",
               "| --- | --- | --- | --- | --- |"]
+    if not groups and not failed:
+        lines += ["", "No replicates are stored yet (the sweep has not computed any): "
+                  "every table above is empty.", ""]
     for e, v in sorted(verdicts.items()):
         r = regular[e]
         outside = f"{sum(r)}/{len(r)} = {np.mean(r):.3f}" if r else "-"
@@ -164,6 +173,15 @@ def _plot(curves: dict, target: pathlib.Path, inputs: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     problems = sorted({p for p, _ in curves})
+    if not problems:  # no estimates yet: an empty panel that says so
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.text(0.5, 0.5, "no estimates stored yet", ha="center", va="center")
+        ax.set_axis_off()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        atomic_write(target, buf.getvalue())
+        return
     if len(problems) > MAX_PANELS:  # one panel: the median over problems per estimator
         by_est: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for (_, e), pts in curves.items():

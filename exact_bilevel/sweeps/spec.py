@@ -88,6 +88,8 @@ def _problems(items: object, base: pathlib.Path) -> list[ProblemSpec]:
                 set(item) - {"path", "random", "name"}:
             raise ValueError(f"{where}: must be {{'path': ...}} or {{'random': {{...}}}} "
                              "(optionally with 'name')")
+        if "name" in item and (not isinstance(item["name"], str) or not item["name"]):
+            raise ValueError(f"{where}.name = {item['name']!r}: must be a non-empty string")
         if "path" in item:
             if not isinstance(item["path"], str):
                 raise ValueError(f"{where}.path: must be a string")
@@ -97,8 +99,12 @@ def _problems(items: object, base: pathlib.Path) -> list[ProblemSpec]:
         r = item["random"]
         allowed = {"states", "actions", "params", "count", "parameterize", "objective",
                    "gamma", "tau", "seed"}
-        if not isinstance(r, dict) or set(r) - allowed:
-            raise ValueError(f"{where}.random: an object with keys among {sorted(allowed)}")
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}.random: must be an object with keys among "
+                             f"{sorted(allowed)}")
+        if set(r) - allowed:
+            raise ValueError(f"{where}.random.{sorted(set(r) - allowed)[0]}: unknown key; "
+                             f"allowed: {sorted(allowed)}")
         S = _int(f"{where}.random.states", r.get("states", 4), 1, 1000)
         A = _int(f"{where}.random.actions", r.get("actions", 3), 1, 100)
         d = _int(f"{where}.random.params", r.get("params", 2), 1, 1000)
@@ -109,9 +115,12 @@ def _problems(items: object, base: pathlib.Path) -> list[ProblemSpec]:
             raise ValueError(f"{where}.random.parameterize = {par!r}: one of {PARAMETERIZATIONS}")
         if obj not in OBJECTIVES:
             raise ValueError(f"{where}.random.objective = {obj!r}: one of {OBJECTIVES}")
-        for key in ("gamma", "tau"):
-            if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))):
-                raise ValueError(f"{where}.random.{key}: must be a number")
+        for key, ok, rule in (("gamma", lambda v: 0 <= v < 1, "must satisfy 0 <= gamma < 1"),
+                              ("tau", lambda v: 0 < v < float("inf"), "must be a finite "
+                               "number > 0")):
+            v = r.get(key, 0.5)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+                raise ValueError(f"{where}.random.{key} = {v!r}: {rule}")
         seed = _int(f"{where}.random.seed", r.get("seed", 0), 0, 2**31)
         for k in range(count):
             args = dict(n_states=S, n_actions=A, n_params=d, seed=seed + k, parameterize=par,
@@ -139,7 +148,9 @@ def _estimators(items: object) -> list[EstimatorSpec]:
         baseline = spec.get("baseline", False)
         if not isinstance(baseline, bool):
             raise ValueError(f"estimators[{i}].baseline = {baseline!r}: must be true or false")
-        if str(spec["name"]).startswith("mutant:"):  # a deliberately wrong estimator
+        if not isinstance(spec["name"], str):
+            raise ValueError(f"estimators[{i}].name = {spec['name']!r}: must be a string")
+        if spec["name"].startswith("mutant:"):  # a deliberately wrong estimator
             mutant = MUTANTS.get(spec["name"][len("mutant:"):])
             if mutant is None:
                 raise ValueError(f"estimators[{i}].name = {spec['name']!r}: one of "
