@@ -549,22 +549,23 @@ def test_replicates_of_a_cell_differ_and_a_seed_rule_dropping_the_index_is_caugh
 
 
 def test_two_sweep_seeds_share_no_stream():
-    """The SeedSequence entropy of every replicate is its five coordinates as five 32-bit
-    words (each below 2**32), so the entropy sets of two seeds are disjoint and distinct
-    coordinates can never give the same entropy."""
-    from numpy.random.bit_generator import _coerce_to_uint32_array
-
+    """Every replicate's SeedSequence is (seed, spawn key = its four coordinates, each
+    below 2**32): the (entropy, key) sets of two seeds are disjoint, distinct coordinates
+    give distinct keys, and the streams themselves differ."""
     from exact_bilevel.sweeps.run import replicate_seed
 
     def entropies(seed):
-        out = set()
+        out, draws = set(), set()
         for p in ("random-S4-A3-d2-reward-leader_return-3", "fourrooms"):
             for e in ("bc-hg[exact]", "hpgd[monte-carlo]"):
                 for b in (1, 1000, 10**9):
                     for i in (0, 1, 999_999):
-                        ent = replicate_seed(seed, p, e, b, i).bit_generator.seed_seq.entropy
-                        assert len(_coerce_to_uint32_array(ent)) == 5
-                        out.add(tuple(_coerce_to_uint32_array(ent).tolist()))
+                        rng = replicate_seed(seed, p, e, b, i)
+                        seq = rng.bit_generator.seed_seq
+                        assert seq.entropy == seed and len(seq.spawn_key) == 4
+                        out.add((seq.entropy, seq.spawn_key))
+                        draws.add(tuple(rng.integers(0, 2**63, 2).tolist()))
+        assert len(draws) == len(out)
         return out
 
     a, b, c = entropies(0), entropies(1), entropies(2**31)

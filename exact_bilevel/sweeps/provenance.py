@@ -18,16 +18,17 @@ import json
 import sys
 from typing import Any
 
+from ..core.streams import STREAM_RULE as _STREAMS
+
 #: Bumped whenever the numbers a sweep stores for given inputs change: the sampler, an
 #: estimator or critic, the replicate stream rule, the exact solver's output format.
 #: Results files recorded under another value are refused (never mixed).
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 
-#: The replicate stream rule (see :func:`exact_bilevel.sweeps.run.replicate_seed`):
-#: ``numpy.random.default_rng([seed, crc32(problem), crc32(estimator label), budget,
-#: replicate])``; every entry is below 2**32, so the SeedSequence entropy is exactly these
-#: five 32-bit words and distinct coordinates give distinct entropy.
-STREAM_RULE = "default_rng([seed, crc32(problem), crc32(label), budget, replicate])/1"
+#: The replicate stream rule (see :func:`exact_bilevel.sweeps.run.replicate_seed`): the
+#: package's rule :data:`exact_bilevel.core.streams.STREAM_RULE` with the cell key
+#: ``(crc32(problem), crc32(estimator label), budget)``.
+STREAM_RULE = f"{_STREAMS} key=(crc32(problem), crc32(label), budget)"
 
 #: The fields of a provenance that must match for rows to be added or reported together.
 BINDING = ("numerics_version", "stream_rule", "seed", "budgets", "replicates", "estimators",

@@ -1,9 +1,9 @@
 """Run the missing replicates of a sweep (standard library process pool, or Dask).
 
-Replicate ``i`` of estimator ``e`` at budget ``n`` on problem ``p`` draws from
-``numpy.random.default_rng([seed, crc32(p), crc32(e), n, i])``: the numbers depend on
-nothing else (not the worker count, not the order, not an interruption). Every entry is
-below 2**32, so the SeedSequence entropy is exactly these five words: distinct
+Replicate ``i`` of estimator ``e`` at budget ``n`` on problem ``p`` draws from the
+package's one stream rule (:mod:`exact_bilevel.core.streams`), with the cell as key:
+``SeedSequence(seed, spawn_key=(crc32(p), crc32(e), n, i))``. The numbers depend on
+nothing else (not the worker count, not the order, not an interruption), and distinct
 coordinates never share a stream. Two problem names (or two estimator labels) of one
 sweep with the same crc32 would share streams; such a sweep is refused (rename one).
 
@@ -37,6 +37,7 @@ import numpy as np
 from ..core._progress import progress_bar
 from ..core.errors import ConvergenceError, require_finite
 from ..core.hypergradient import hypergradient
+from ..core.streams import replicate_rng
 from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowledge
 from ..estimators.sampling import Sampler
 from ..experiments.examples import random_problem
@@ -67,10 +68,11 @@ def replicate_seed(seed: int, problem: str, estimator: str, budget: int,
     Returns
     -------
     numpy.random.Generator
-        ``default_rng([seed, crc32(problem), crc32(estimator), budget, replicate])``.
+        ``replicate_rng(seed, replicate, key=(crc32(problem), crc32(estimator), budget))``
+        (:mod:`exact_bilevel.core.streams`).
     """
-    return np.random.default_rng([seed, zlib.crc32(problem.encode()),
-                                  zlib.crc32(estimator.encode()), budget, replicate])
+    return replicate_rng(seed, replicate, (zlib.crc32(problem.encode()),
+                                           zlib.crc32(estimator.encode()), budget))
 
 
 def build(p: ProblemSpec) -> tuple[Any, np.ndarray]:
