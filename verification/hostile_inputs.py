@@ -25,6 +25,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -180,14 +181,96 @@ def output_cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | No
     ]
 
 
+def verdict_cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | None,
+                                                str | None, dict]]:
+    """Verdicts and files that are not ours (issue 24): (description, argv, environment,
+    stdin, stdout file, flags). Flags: ``never_pass`` (exit 0 is a false PASS),
+    ``untouched`` (no file may change, not even the declared ``--db``)."""
+    import sqlite3
+
+    good = tmp / "good.json"
+    d = len(_problem()["x"])
+
+    def est(name: str, payload: dict) -> str:
+        path = tmp / name
+        path.write_text(json.dumps(payload))
+        return str(path)
+
+    huge = [("estimates +-1e308 (R = 3)", {"estimates": [[1e308] * d, [-1e308] * d,
+                                                        [1e308] * d]}),
+            ("estimates 1e308, identical rows", {"estimates": [[1e308] * d] * 5}),
+            ("estimates +-1e308 (R = 20)", {"estimates": [[1e308] * d, [-1e308] * d] * 10}),
+            ("gradient 1e308", {"gradient": [1e308] * d}),
+            ("estimates of max float, opposite signs",
+             {"estimates": [[1.7976931348623157e308] * d, [-1.7976931348623157e308] * d] * 30})]
+    rows = []
+    for i, (desc, payload) in enumerate(huge):
+        path = est(f"huge{i}.json", payload)
+        for mode in ([], ["--json"]):
+            rows.append((f"check: {desc}{' --json' if mode else ''}",
+                         ["check", str(good), "--estimate", path, *mode], {}, None, None,
+                         {"never_pass": True}))
+    foreign = tmp / "foreign.sqlite"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    (tmp / "empty.sqlite").write_bytes(b"")
+    (tmp / "corrupt.sqlite").write_bytes(bytes(range(256)) * 16)
+    (tmp / "results.json").write_text("{}")
+    (tmp / "a-dir").mkdir()
+    spec = est("spec.json", {"format": "exact-bilevel-sweep/1",
+                             "problems": [{"random": {"count": 1}}], "estimators": ["bc-hg"],
+                             "budgets": [100], "replicates": 2})
+    for desc, db in (("another program's SQLite file", foreign), ("an empty file",
+                     tmp / "empty.sqlite"), ("random bytes", tmp / "corrupt.sqlite"),
+                     ("a JSON file", tmp / "results.json"), ("a directory", tmp / "a-dir"),
+                     ("the spec itself", pathlib.Path(spec)),
+                     ("in a missing directory", tmp / "missing" / "r.sqlite")):
+        rows.append((f"sweep --db {desc}", ["sweep", spec, "--db", str(db), "--quiet"], {},
+                     None, None, {"untouched": True}))
+        if desc not in ("the spec itself", "in a missing directory"):
+            rows.append((f"report --db {desc}", ["report", "--db", str(db), "--out",
+                                                 str(tmp / "rep")], {}, None, None,
+                         {"untouched": True}))
+    rows.append(("sweep --executor dask --scheduler at a closed port",
+                 ["sweep", spec, "--db", str(tmp / "dask.sqlite"), "--executor", "dask",
+                  "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", "--quiet"],
+                 {}, None, None, {"untouched": True}))
+    return rows
+
+
 def run(argv: list[str], env: dict, stdin: str | None,
-        stdout: str | None = None) -> tuple[int, str, str, float]:
+        stdout: str | None = None) -> tuple[int, str, str, float, float]:
+    """Run the command line in a subprocess: exit code, stdout, stderr, seconds and the
+    child's peak resident memory in MiB (``os.wait4``'s ``ru_maxrss``)."""
     t0 = time.perf_counter()
-    with open(stdout, "w") if stdout else contextlib.nullcontext(subprocess.PIPE) as out:
-        proc = subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *argv],
-                              input=stdin, stdout=out, stderr=subprocess.PIPE, text=True,
-                              timeout=300, env={**os.environ, **env}, cwd=ROOT)
-    return proc.returncode, proc.stdout or "", proc.stderr, time.perf_counter() - t0
+    with contextlib.ExitStack() as stack:
+        out = (stack.enter_context(open(stdout, "w")) if stdout else
+               stack.enter_context(tempfile.TemporaryFile("w+")))
+        err = stack.enter_context(tempfile.TemporaryFile("w+"))
+        inp = stack.enter_context(tempfile.TemporaryFile("w+"))
+        inp.write(stdin or "")
+        inp.seek(0)
+        proc = subprocess.Popen([sys.executable, "-m", "exact_bilevel.cli", *argv],
+                                stdin=inp if stdin is not None else subprocess.DEVNULL,
+                                stdout=out, stderr=err, text=True,
+                                env={**os.environ, **env}, cwd=ROOT)
+        timer = threading.Timer(300, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text_err = err.read()
+        text_out = ""
+        if not stdout:
+            out.seek(0)
+            text_out = out.read()
+    return (proc.returncode, text_out, text_err, time.perf_counter() - t0,
+            usage.ru_maxrss / 1024)
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, tuple[int, int, bytes | str | None]]:
@@ -206,11 +289,13 @@ def _snapshot(root: pathlib.Path) -> dict[str, tuple[int, int, bytes | str | Non
     return snap
 
 
-def _others_changed(before: dict, after: dict, argv: list[str]) -> list[str]:
+def _others_changed(before: dict, after: dict, argv: list[str], *,
+                    declared_ok: bool = True) -> list[str]:
     """Paths that changed but are not a declared output of ``argv`` (the value of
-    ``--output``, ``--db`` or ``--out``, symlinks resolved; anything under ``--out``)."""
+    ``--output``, ``--db`` or ``--out``, symlinks resolved; anything under ``--out``);
+    with ``declared_ok=False`` every change counts (a refused ``--db`` stays as it was)."""
     declared = [os.path.realpath(v) for k, v in itertools.pairwise(argv)
-                if k in ("--output", "--db", "--out")]
+                if k in ("--output", "--db", "--out")] if declared_ok else []
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
     return sorted(p for p in changed if not any(
         os.path.realpath(p) == d or os.path.realpath(p).startswith(d + os.sep)
@@ -240,24 +325,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = pathlib.Path(d)
         rows, failures = [], 0
-        every = [(*c, None) for c in cases(tmp)] + output_cases(tmp)
-        for desc, argv, env, stdin, stdout_to in every:
+        every = ([(*c, None, {}) for c in cases(tmp)] + [(*c, {}) for c in output_cases(tmp)]
+                 + verdict_cases(tmp))
+        for desc, argv, env, stdin, stdout_to, flags in every:
             before = _snapshot(tmp)
-            code, out, err, secs = run(argv, env, stdin, stdout_to)
-            others = _others_changed(before, _snapshot(tmp), argv)
+            code, out, err, secs, peak = run(argv, env, stdin, stdout_to)
+            others = _others_changed(before, _snapshot(tmp), argv,
+                                     declared_ok=not flags.get("untouched"))
             trace = "Traceback" in err
             stdout = _stdout_ok(code, out) if stdout_to is None else stdout_to
+            false_pass = bool(flags.get("never_pass")) and code == 0
             bad = (trace or code not in (0, 1, 2) or (code == 0 and stdout == "not JSON")
-                   or bool(others))
+                   or bool(others) or false_pass)
             failures += bad
             first = err.strip().splitlines()[-1] if err.strip() else ""
+            if flags.get("never_pass") and out.strip():  # the verdict the command printed
+                first = ("verdict: " + json.loads(out)["verdict"] if stdout == "strict JSON"
+                         else "verdict: " + out.strip().splitlines()[-1])
+            if false_pass:
+                first = "FALSE PASS: " + first
             rows.append(f"| {desc} | {code} | {'yes' if trace else 'no'} | {stdout} | "
-                        f"{', '.join(others) or 'none'} | {secs:.1f} s | "
+                        f"{', '.join(others) or 'none'} | {secs:.1f} s | {peak:.0f} MiB | "
                         f"{first[:110].replace('|', '/')} |")
         code, trace = broken_pipe(str(tmp / "good.json"))
         failures += trace
         rows.append(f"| `estimate ... | head -c 10` (broken pipe) | - | "
-                    f"{'yes' if trace else 'no'} | - | - | - | quiet (exit 141 in the "
+                    f"{'yes' if trace else 'no'} | - | - | - | - | quiet (exit 141 in the "
                     "command) |")
     section = [MARK, "",
                "Generated by `python verification/hostile_inputs.py`: each defect reported "
@@ -266,11 +359,14 @@ def main() -> None:
                "budget), no traceback, never exit 0 with non-JSON or non-finite output, and "
                "no file changed other than the row's declared outputs (`--output`, `--out`, "
                "`--db`, symlinks resolved; column 'others changed'). The `--output` rows "
-               "follow the output-path rule of the command line's `--help`.",
+               "follow the output-path rule of the command line's `--help`. A `check` of "
+               "absurd estimates must never exit 0 (a false PASS); a refused `--db` must "
+               "be left exactly as it was (no declared output there). 'peak' is the "
+               "child's peak resident memory (`os.wait4`).",
                "",
-               "| input | exit | traceback | stdout | others changed | time "
+               "| input | exit | traceback | stdout | others changed | time | peak "
                "| message (last line of stderr) |",
-               "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+               "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
                f"Failures: {failures}.", ""]
     text = OUT.read_text()
     head = text.split(MARK)[0].rstrip() + "\n\n"
