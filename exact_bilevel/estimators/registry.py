@@ -78,7 +78,8 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
 def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
              rng: np.random.Generator, critic: str | None = None,
              know: LeaderKnowledge | None = None) -> Estimate:
-    """One estimate of ``grad F(x)`` by ``estimator`` from about ``budget`` transitions.
+    """One estimate of ``grad F(x)`` by ``estimator`` from at most ``budget`` transitions
+    (``ValueError`` naming the estimator's minimum below it).
 
     ``critic`` defaults to the estimator's :attr:`EstimatorInfo.default_critic`;
     ``know`` may be passed to reuse the follower solve across replicates.
