@@ -105,13 +105,15 @@ def require_leader_return(know: LeaderKnowledge, estimator: str) -> None:
 TRUNCATION_PROBABILITY = 1e-4
 
 
-def check_budget(budget: object, minimum: int, estimator: str, why: str) -> int:
-    """``budget`` as an int, or ``ValueError`` naming the minimum ``estimator`` needs."""
+def check_budget(budget: object, minimum: int, estimator: str, why: str,
+                 shown: str | None = None) -> int:
+    """``budget`` as an int, or ``ValueError`` naming the minimum ``estimator`` needs
+    (written as ``shown``, e.g. ``"S*A = 12"``, if given)."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"budget = {budget!r}: must be a positive integer (transitions)")
     if budget < minimum:
         raise ValueError(f"budget = {budget} transitions: {estimator} needs at least "
-                         f"{minimum} transitions ({why}) on this problem")
+                         f"{shown or minimum} transitions ({why}) on this problem")
     return int(budget)
 
 

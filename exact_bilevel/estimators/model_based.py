@@ -48,8 +48,8 @@ def model_based(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``critic`` is unused (the model gives every value)."""
     start = sampler.transitions
     S, A = know.pi.shape
-    check_budget(budget, S * A, "model-based",
-                 f"one generative-model draw per pair, S*A = {S}*{A}")
+    check_budget(budget, S * A, "model-based", "one generative-model draw per pair",
+                 f"S*A = {S * A}")
     with sampler.capped(budget):
         P_hat = transition_frequencies(*sampler.sweep(budget // (S * A)), S, A)
     x = know.state.x

@@ -61,7 +61,7 @@ def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
         check_budget(budget, 1, "sobirl-simplified", "it draws nothing here")
     else:
         check_budget(budget, S * A, "sobirl-simplified",
-                     f"one generative-model draw per pair, S*A = {S}*{A}")
+                     "one generative-model draw per pair", f"S*A = {S * A}")
         with sampler.capped(budget):
             s, a, s1 = sampler.sweep(budget // (S * A))
         m = budget // (S * A)
