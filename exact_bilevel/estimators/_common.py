@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import betainc
 
 from ..core.follower import FollowerState
 from ..core.objectives import LeaderReturn
@@ -136,8 +137,6 @@ def episodes_for_budget(budget: int, beta: float, share: float = 1.0, *,
     extra)`` (one reset, one step, and the extra resets, per episode) is a
     ``ValueError`` naming that minimum.
     """
-    from scipy.stats import nbinom
-
     minimum = groups * (2 + extra)
     why = ("one reset and one step" if groups == 1 and extra == 0 else
            f"{groups} episode(s) of one reset and one step"
@@ -154,9 +153,10 @@ def episodes_for_budget(budget: int, beta: float, share: float = 1.0, *,
         fixed = n * groups * (1 + extra)
         if beta == 0.0:
             return fixed + n * groups > total
-        # C > total  <=>  NB(groups n, 1 - beta) > total - fixed - groups n
-        return bool(nbinom.sf(total - fixed - n * groups, n * groups, 1.0 - beta)
-                    > TRUNCATION_PROBABILITY)
+        # C > total  <=>  NB(groups n, 1 - beta) > k := total - fixed - groups n, and
+        # Pr(NB(r, p) > k) = I_{1-p}(k + 1, r) (regularised incomplete beta), k >= 0
+        k = total - fixed - n * groups
+        return k < 0 or bool(betainc(k + 1, n * groups, beta) > TRUNCATION_PROBABILITY)
 
     lo, hi = 1, max(1, total // per)
     if crosses(lo):

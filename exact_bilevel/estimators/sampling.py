@@ -47,9 +47,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import _validate
+from ..core._budget import check_allocation
 from ..core._transitions import inverse_cdf
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
+
+#: Float64-sized entries per padded episode slot (``n`` episodes padded to ``L + 1``)
+#: that one estimate may hold at once: the episode arrays, masks, step weights, prefix
+#: and suffix sums, advantages. Measured peaks (tracemalloc, ``tests/test_memory.py``,
+#: ``verification`` notes in the README): at most 6.3 for any estimator at 1e5 - 1e6
+#: transitions; the ``[n, L, d]`` work of Monte Carlo ``dQ`` is chunked and checked
+#: separately (:data:`exact_bilevel.estimators.tabular.DQ_CHUNK_ENTRIES`).
+SLOT_ENTRIES = 8
+#: Entries per generative-model draw of :meth:`Sampler.sweep` that an estimate may hold
+#: (the ``(s, a, s')`` arrays, uniforms, counts; measured at most 12 per draw).
+DRAW_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ class Sampler:
         self.resets = 0
         self.cap: int | None = None
         self.truncated = 0
+        self.slots = 0  # padded episode slots drawn so far (memory check)
 
     @property
     def transitions(self) -> int:
@@ -168,6 +181,8 @@ class Sampler:
         """``m`` generative-model draws for every ``(s, a)``, pair-major: arrays
         ``(s, a, s')`` of length ``S * A * m``; costs ``S * A * m`` steps."""
         S, A = self.mdp.n_states, self.mdp.n_actions
+        check_allocation(f"{m} generative-model draws per pair: the sample buffers of one "
+                         f"estimate ({DRAW_ENTRIES} entries per draw)", (DRAW_ENTRIES, S * A * m))
         s = np.repeat(np.arange(S), A * m)
         a = np.tile(np.repeat(np.arange(A), m), S)
         return s, a, self.step(s, a)
@@ -209,6 +224,13 @@ class Sampler:
         pi = check_policy(self.mdp, pi)
         lengths = self._fit(lengths)
         n, L = lengths.size, int(lengths.max())
+        # the batch and everything an estimate derives from it, with the batches this
+        # sampler drew before (hpgd-oracle holds two), before anything is allocated
+        check_allocation(f"{n} episodes padded to {L} steps: the sample buffers of one "
+                         f"estimate ({SLOT_ENTRIES} entries per slot, with "
+                         f"{self.slots} slots drawn before)",
+                         (SLOT_ENTRIES, self.slots + n * (L + 1)))
+        self.slots += n * (L + 1)
         S = self.mdp.n_states
         if start is None:
             s = self.reset(n)
