@@ -4,22 +4,26 @@ r"""Deliberately wrong hypergradient estimators (public entry point).
 the correct estimator and critic it copies, its bug): BC-HG variants (sign flip,
 missing centring, wrong discount power, ...), wrong critics, HPGD, SoBiRL and
 zeroth-order variants; :func:`mutant_replicates` draws independent estimates from
-one. :data:`GAME_MUTANTS` holds wrong Markov-game estimators and
-:data:`SAMPLER_MUTANTS` samplers that forget part of the transition bill;
-:data:`FOLLOWER_MUTANTS` wrong followers (the released DiscreteToy follower). An
+one. :data:`CRITIC_MUTANTS` holds the wrong-discount critics inside them, which the
+deterministic checks of :mod:`exact_bilevel.validation.critic_checks` reject.
+:data:`GAME_MUTANTS` holds wrong Markov-game estimators and :data:`SAMPLER_MUTANTS`
+samplers that forget part of the transition bill; :data:`FOLLOWER_MUTANTS` wrong
+followers (the released DiscreteToy follower). An
 acceptance test that cannot reject them has no power.
 The implementation and the table of bugs live in
 :mod:`exact_bilevel.validation.mutants`.
 """
 
 from .validation.mutants import (
+    CRITIC_MUTANTS,
     FOLLOWER_MUTANTS,
     GAME_MUTANTS,
     MUTANTS,
     SAMPLER_MUTANTS,
+    CriticMutant,
     Mutant,
     mutant_replicates,
 )
 
-__all__ = ["FOLLOWER_MUTANTS", "GAME_MUTANTS", "MUTANTS", "SAMPLER_MUTANTS", "Mutant",
-           "mutant_replicates"]
+__all__ = ["CRITIC_MUTANTS", "FOLLOWER_MUTANTS", "GAME_MUTANTS", "MUTANTS", "SAMPLER_MUTANTS",
+           "CriticMutant", "Mutant", "mutant_replicates"]

@@ -2,9 +2,12 @@ r"""Sample-based hypergradient estimators from the literature, behind one interf
 
 Every estimator is a function ``(know, sampler, budget, critic) -> Estimate``:
 ``know`` is the sample-free :class:`LeaderKnowledge` at ``x``, ``sampler`` the
-only access to the environment, ``budget`` the expected number of transitions
-(steps + resets). :func:`estimate` runs one by name. :data:`ESTIMATORS` records,
-for each, the access it needs and whether it is unbiased.
+only access to the environment, ``budget`` the most transitions (steps + resets)
+the estimate may bill: a hard cap (:meth:`.sampling.Sampler.capped`; episodes are
+planned to reach it with probability ``<= 1e-4``), and a budget below the
+estimator's minimum is a ``ValueError`` naming it. :func:`estimate` runs one by
+name. :data:`ESTIMATORS` records, for each, the access it needs and whether it is
+unbiased.
 
 ================== ========================================== ======================
 name               access                                     bias

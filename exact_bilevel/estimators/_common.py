@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import betainc
 
 from ..core.follower import FollowerState
 from ..core.objectives import LeaderReturn
@@ -100,12 +101,73 @@ def require_leader_return(know: LeaderKnowledge, estimator: str) -> None:
                          f"estimator {estimator!r} samples the leader's return")
 
 
-def episodes_for_budget(budget: int, beta: float, share: float = 1.0) -> int:
-    """Number of discount-terminated episodes whose expected cost (``1/(1 - beta)``
-    steps + 1 reset each) is ``share * budget``; at least 1."""
+#: Planned probability that a batch of discount-terminated episodes crosses its budget
+#: (and is truncated by :meth:`Sampler.capped`).
+TRUNCATION_PROBABILITY = 1e-4
+
+
+def check_budget(budget: object, minimum: int, estimator: str, why: str,
+                 shown: str | None = None) -> int:
+    """``budget`` as an int, or ``ValueError`` naming the minimum ``estimator`` needs
+    (written as ``shown``, e.g. ``"S*A = 12"``, if given)."""
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"budget = {budget!r}: must be a positive integer (transitions)")
-    return max(1, int(share * budget / (1.0 + 1.0 / (1.0 - beta))))
+    if budget < minimum:
+        raise ValueError(f"budget = {budget} transitions: {estimator} needs at least "
+                         f"{shown or minimum} transitions ({why}) on this problem")
+    return int(budget)
+
+
+def episodes_for_budget(budget: int, beta: float, share: float = 1.0, *,
+                        estimator: str = "the estimator", groups: int = 1,
+                        extra: int = 0) -> int:
+    """Number ``n`` of discount-terminated episodes per group (``groups`` batches of
+    ``n`` episodes each, ``extra`` further resets billed per episode) to draw from
+    ``share * budget`` transitions.
+
+    The rule: the largest ``n >= 1`` such that the total cost ``C = groups n (1 +
+    extra) + sum_i T_i`` (``T_i ~ Geometric(1 - beta)`` on ``{1, 2, ...}``, so ``sum_i
+    T_i - groups n`` is negative binomial) exceeds ``share * budget`` with probability
+    at most :data:`TRUNCATION_PROBABILITY` (exact negative-binomial tail). Within a
+    :meth:`Sampler.capped` block such a rare overflow truncates the batch, so the bill
+    never exceeds the budget and the estimators keep their bias properties up to an
+    event of probability ``<= 1e-4``; when even ``n = 1`` is more likely to cross
+    (budgets of a few episodes) one episode per group is drawn and is truncated with
+    probability ``Pr(T > share * budget - 1 - extra)``. A budget below ``groups (2 +
+    extra)`` (one reset, one step, and the extra resets, per episode) is a
+    ``ValueError`` naming that minimum.
+    """
+    minimum = groups * (2 + extra)
+    why = ("one reset and one step" if groups == 1 and extra == 0 else
+           f"{groups} episode(s) of one reset and one step"
+           + (f", plus {extra} reset(s) each" if extra else ""))
+    budget = check_budget(budget, minimum, estimator, why)
+    total = int(share * budget)
+    if total < minimum:
+        raise ValueError(f"budget = {budget} transitions: {estimator} needs at least "
+                         f"{int(np.ceil(minimum / share))} transitions ({why}, with "
+                         f"{share:g} of the budget) on this problem")
+    per = groups * (2 + extra)  # fixed cost of one episode per group, one step each
+
+    def crosses(n: int) -> bool:
+        fixed = n * groups * (1 + extra)
+        if beta == 0.0:
+            return fixed + n * groups > total
+        # C > total  <=>  NB(groups n, 1 - beta) > k := total - fixed - groups n, and
+        # Pr(NB(r, p) > k) = I_{1-p}(k + 1, r) (regularised incomplete beta), k >= 0
+        k = total - fixed - n * groups
+        return k < 0 or bool(betainc(k + 1, n * groups, beta) > TRUNCATION_PROBABILITY)
+
+    lo, hi = 1, max(1, total // per)
+    if crosses(lo):
+        return 1
+    while lo < hi:  # largest n that does not cross; crosses() is monotone in n
+        mid = (lo + hi + 1) // 2
+        if crosses(mid):
+            hi = mid - 1
+        else:
+            lo = mid
+    return lo
 
 
 def step_weights(length: int, ratio: float) -> np.ndarray:

@@ -18,7 +18,9 @@ covariance trick).
 Sampling: on-policy episodes from ``rho``, terminated with probability
 ``1 - beta`` per step, ``beta = max(gamma, gamma_L)``, and reweighted by
 ``(gamma_L/beta)^t`` and ``(gamma/beta)^(k-t)``: unbiased for the infinite
-discounted sums, with no truncation.
+discounted sums. The budget is a hard cap (:meth:`Sampler.capped`): episodes are
+planned so that a truncation at the cap has probability ``<= 1e-4``, and the
+unbiasedness holds up to that event.
 
 Access: on-policy episodes only (no resets beyond the episode starts, no
 generative model); the follower's policy, and its soft value ``V`` when ``P``
@@ -96,7 +98,7 @@ def bchg_per_episode(know: LeaderKnowledge, ep: Episodes, critic: Critic,
 
 def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
          critic: str | CriticFn = "exact", *, baseline: bool = False) -> Estimate:
-    """BC-HG estimate of ``grad F`` from about ``budget`` transitions.
+    """BC-HG estimate of ``grad F`` from at most ``budget`` transitions.
 
     Parameters
     ----------
@@ -105,7 +107,10 @@ def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
     sampler : Sampler
         Environment access; only :meth:`Sampler.episodes` from ``rho`` is used.
     budget : int
-        Expected number of transitions (steps + episode starts).
+        Most transitions (steps + episode starts) to bill: a hard cap. The number of
+        episodes is planned so that their total cost crosses it with probability
+        ``<= 1e-4`` (:func:`._common.episodes_for_budget`); such a rare overflow
+        truncates the batch (:meth:`Sampler.capped`). At least 2 (one reset, one step).
     critic : {"exact", "monte-carlo", "td"}
         Source of ``A_L`` and ``V_L``.
     baseline : bool
@@ -119,15 +124,16 @@ def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
     Estimate
         ``gradient[d]`` (mean over episodes) and the transitions consumed.
     """
-    require_leader_return(know, "bc-hg")
+    name = "bc-hg-baseline" if baseline else "bc-hg"
+    require_leader_return(know, name)
     start = sampler.transitions
-    n = episodes_for_budget(budget, know.beta)
-    ep = sampler.episodes(know.pi, n, know.beta)
+    n = episodes_for_budget(budget, know.beta, estimator=name)
+    with sampler.capped(budget):
+        ep = sampler.episodes(know.pi, n, know.beta)
     c = leader_critic(critic, know, ep)
     return Estimate(gradient=(direct_sum(know, ep, c, baseline)
                               + bchg_indirect_sum(know, ep, c, baseline)),
-                    transitions=sampler.transitions - start, resets=n,
-                    estimator="bc-hg-baseline" if baseline else "bc-hg")
+                    transitions=sampler.transitions - start, resets=n, estimator=name)
 
 
 def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -136,8 +142,9 @@ def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
     indirect term ``(1/tau) sum_s occ Cov_pi(Q_L, dQ)``. Same sampling as :func:`bchg`."""
     require_leader_return(know, "naive")
     start = sampler.transitions
-    n = episodes_for_budget(budget, know.beta)
-    ep = sampler.episodes(know.pi, n, know.beta)
+    n = episodes_for_budget(budget, know.beta, estimator="naive")
+    with sampler.capped(budget):
+        ep = sampler.episodes(know.pi, n, know.beta)
     c = leader_critic(critic, know, ep)
     return Estimate(gradient=direct_sum(know, ep, c),
                     transitions=sampler.transitions - start, resets=n, estimator="naive")

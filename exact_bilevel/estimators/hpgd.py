@@ -11,7 +11,9 @@ action at each visited state (repeated visits or resets). Here ``dQ`` comes from
 built from the same on-policy episodes, or, in the oracle variant
 ``hpgd-oracle``, from those plus as many extra episodes started at uniformly
 drawn states with a uniformly drawn first action (resets). The direct term and
-``A_L`` are as in :mod:`.bchg`. Consistent, biased at finite budget.
+``A_L`` are as in :mod:`.bchg`. Consistent, biased at finite budget. The budget is
+a hard cap as in :mod:`.bchg` (``hpgd-oracle`` plans its two batches, ``n`` episodes
+each, together: at least 4 transitions; the others at least 2).
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | Cr
     require_leader_return(know, name)
     start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
-    n = episodes_for_budget(budget, know.beta, share=0.5 if oracle else 1.0)
-    ep = sampler.episodes(know.pi, n, know.beta)
+    n = episodes_for_budget(budget, know.beta, groups=2 if oracle else 1, estimator=name)
+    with sampler.capped(budget - (2 * n if oracle else 0)):  # keep 2 n for the resets
+        ep = sampler.episodes(know.pi, n, know.beta)
     data = ep
     if oracle:
-        extra = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
-                                 first_action=sampler.rng.integers(A, size=n))
+        with sampler.capped(budget - (sampler.transitions - start)):
+            extra = sampler.episodes(know.pi, n, know.beta,
+                                     start=sampler.rng.integers(S, size=n),
+                                     first_action=sampler.rng.integers(A, size=n))
         data = concatenate(ep, extra)
     c = leader_critic(critic, know, ep)
     dq = estimate_dq(dq_method, know, data)

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.hypergradient import hypergradient
 from ..core.parameterizations import FixedTransitions, SoftmaxTransitions, TransitionModel
 from ..core.problem import BilevelProblem
-from ._common import Estimate, LeaderKnowledge
+from ._common import Estimate, LeaderKnowledge, check_budget
 from .critics import transition_frequencies
 from .sampling import Sampler
 
@@ -48,11 +48,10 @@ def model_based(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``critic`` is unused (the model gives every value)."""
     start = sampler.transitions
     S, A = know.pi.shape
-    m = budget // (S * A)
-    if m < 1:
-        raise ValueError(f"budget = {budget}: model-based needs at least S*A = {S * A} "
-                         "generative-model draws")
-    P_hat = transition_frequencies(*sampler.sweep(m), S, A)
+    check_budget(budget, S * A, "model-based", "one generative-model draw per pair",
+                 f"S*A = {S * A}")
+    with sampler.capped(budget):
+        P_hat = transition_frequencies(*sampler.sweep(budget // (S * A)), S, A)
     x = know.state.x
     h = hypergradient(empirical_model(know.problem, x, P_hat), x)
     return Estimate(gradient=h.gradient, transitions=sampler.transitions - start, resets=0,

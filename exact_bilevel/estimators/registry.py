@@ -17,7 +17,7 @@ import numpy as np
 from ..core._budget import check_allocation
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_rng
-from ._common import Estimate, LeaderKnowledge, leader_knowledge
+from ._common import Estimate, LeaderKnowledge, episodes_for_budget, leader_knowledge
 from .bchg import bchg as _bchg
 from .bchg import naive as _naive
 from .critics import CRITICS
@@ -25,10 +25,10 @@ from .hpgd import hpgd as _hpgd
 from .hpgd import hpgd_oracle as _hpgd_oracle
 from .hpgd import hpgd_td as _hpgd_td
 from .model_based import model_based as _model_based
-from .sampling import Sampler
+from .sampling import SLOT_ENTRIES, Sampler
 from .sobirl import sobirl as _sobirl
 from .sobirl import sobirl_simplified as _sobirl_simplified
-from .tabular import DQ_METHODS
+from .tabular import DQ_CHUNK_ARRAYS, DQ_CHUNK_ENTRIES, DQ_METHODS
 from .zeroth_order import zeroth_order as _zeroth_order
 
 
@@ -79,7 +79,8 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
 def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
              rng: np.random.Generator, critic: str | None = None,
              know: LeaderKnowledge | None = None) -> Estimate:
-    """One estimate of ``grad F(x)`` by ``estimator`` from about ``budget`` transitions.
+    """One estimate of ``grad F(x)`` by ``estimator`` from at most ``budget`` transitions
+    (``ValueError`` naming the estimator's minimum below it).
 
     ``critic`` defaults to the estimator's :attr:`EstimatorInfo.default_critic`;
     ``know`` may be passed to reuse the follower solve across replicates.
@@ -90,19 +91,43 @@ def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
     critic = info.default_critic if critic is None else critic
     if critic not in info.critics:
         raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
-    check_sample_buffers(budget)
     if know is None:
+        check_sample_buffers(budget)  # before the follower solve
         know = leader_knowledge(problem, x)
+    check_sample_buffers(budget, know.beta, know.dr.shape[-1])
     return info.fn(know, Sampler(know.state.mdp, rng), budget, critic)
 
 
-def check_sample_buffers(budget: int) -> None:
+#: Continuation probabilities over which :func:`check_sample_buffers` takes the worst
+#: case when the problem's ``beta`` is not given.
+BETA_GRID = (0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
+
+
+def sample_buffer_entries(budget: int, beta: float | None = None, n_params: int = 1) -> int:
+    """Predicted float64 entries one estimate holds at its peak: :data:`SLOT_ENTRIES` per
+    padded slot of the planned episodes (``n`` from :func:`episodes_for_budget`, padded
+    to the expected longest, ``1 + (ln n + 0.5772) / -ln beta``), plus the chunked Monte
+    Carlo ``dQ`` work (``[n, L, n_params]`` chunks); the worst case over
+    :data:`BETA_GRID` when ``beta`` is ``None``.
+
+    A prediction: the sampler checks the exact size of every batch it draws before
+    allocating it (:meth:`Sampler._run`), so a longer longest episode than expected is
+    still refused in time. Measured peaks: ``tests/test_memory.py``."""
+    slots = 0
+    for b in (BETA_GRID if beta is None else (beta,)):
+        n = episodes_for_budget(budget, b)
+        longest = 1.0 if b == 0 else 1.0 + (math.log(n) + 0.5772) / -math.log(b)
+        slots = max(slots, math.ceil(n * (longest + 1.0)))
+    return SLOT_ENTRIES * slots + DQ_CHUNK_ARRAYS * min(DQ_CHUNK_ENTRIES, slots * n_params)
+
+
+def check_sample_buffers(budget: int, beta: float | None = None, n_params: int = 1) -> None:
     """Raise ``ValueError`` before sampling if one estimate's buffers would exceed the
-    memory budget (:mod:`exact_bilevel.core._budget`): episodes are padded to the
-    longest, so states, actions and weights take about ``3 budget log(budget)`` entries."""
+    memory budget (:mod:`exact_bilevel.core._budget`), by the prediction of
+    :func:`sample_buffer_entries` (the worst case over ``beta`` when not given)."""
     if isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget > 1:
         check_allocation(f"budget = {budget}: episode buffers of one estimate",
-                         (budget, 3 * math.ceil(math.log(budget))))
+                         (sample_buffer_entries(int(budget), beta, n_params),))
 
 
 def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,

@@ -15,6 +15,17 @@ Cost accounting: every transition ``(s, a) -> s'`` drawn counts 1 in
 counts 1 in ``resets``; ``transitions = steps + resets`` is the budget an
 estimator reports.
 
+Hard budget: inside ``with sampler.capped(budget):`` the sampler never bills more
+than ``budget`` further transitions. A batch of discount-terminated episodes whose
+drawn lengths would cross the cap is **truncated in episode order**: the first
+episode that crosses is cut so that every later episode keeps exactly one step and
+the batch ends exactly at the cap (each episode keeps its reset and at least one
+step); a draw that cannot fit even that (``2 n`` transitions for ``n`` episodes, or
+a generative-model draw or reset beyond the cap) is a ``ValueError`` before anything
+is drawn. Truncation changes the episodes' law, so the estimators plan their
+batches to make it rare (:func:`exact_bilevel.estimators._common.episodes_for_budget`:
+probability at most ``1e-4``); :attr:`Sampler.truncated` counts truncated episodes.
+
 Discount-terminated episodes and unbiasedness
 ---------------------------------------------
 With continuation probability ``beta`` the episode length ``T`` is geometric,
@@ -29,14 +40,28 @@ Sampling is vectorised over episodes and reproducible bit for bit for a given
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..core import _validate
+from ..core._budget import check_allocation
 from ..core._transitions import inverse_cdf
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
+
+#: Float64-sized entries per padded episode slot (``n`` episodes padded to ``L + 1``)
+#: that one estimate may hold at once: the episode arrays, masks, step weights, prefix
+#: and suffix sums, advantages. Measured peaks (tracemalloc, ``tests/test_memory.py``,
+#: ``verification`` notes in the README): at most 6.3 for any estimator at 1e5 - 1e6
+#: transitions; the ``[n, L, d]`` work of Monte Carlo ``dQ`` is chunked and checked
+#: separately (:data:`exact_bilevel.estimators.tabular.DQ_CHUNK_ENTRIES`).
+SLOT_ENTRIES = 8
+#: Entries per generative-model draw of :meth:`Sampler.sweep` that an estimate may hold
+#: (the ``(s, a, s')`` arrays, uniforms, counts; measured at most 12 per draw).
+DRAW_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -104,15 +129,43 @@ class Sampler:
         self._rho_cdf = np.cumsum(mdp.initial)[None, :]
         self.steps = 0
         self.resets = 0
+        self.cap: int | None = None
+        self.truncated = 0
+        self.slots = 0  # padded episode slots drawn so far (memory check)
 
     @property
     def transitions(self) -> int:
         """Total cost so far: ``steps + resets``."""
         return self.steps + self.resets
 
+    @property
+    def remaining(self) -> int | None:
+        """Transitions left under the cap (``None``: no cap)."""
+        return None if self.cap is None else self.cap - self.transitions
+
+    @contextmanager
+    def capped(self, budget: int) -> Iterator[Sampler]:
+        """Within the block, bill at most ``budget`` further transitions (nested caps:
+        the tighter one holds); see the module docstring for the truncation rule."""
+        budget = _validate_count("budget", budget)
+        previous = self.cap
+        limit = self.transitions + budget
+        self.cap = limit if previous is None else min(previous, limit)
+        try:
+            yield self
+        finally:
+            self.cap = previous
+
+    def _charge(self, what: str, n: int) -> None:
+        left = self.remaining
+        if left is not None and n > left:
+            raise ValueError(f"budget: {what} would bill {n} transitions, {left} remain "
+                             f"under the cap")
+
     # -- primitive draws --------------------------------------------------
     def reset(self, n: int) -> np.ndarray:
         """``n`` states drawn from ``rho``; costs ``n`` resets."""
+        self._charge(f"{n} resets", n)
         self.resets += n
         return inverse_cdf(np.broadcast_to(self._rho_cdf, (n, self.mdp.n_states)),
                             self.rng.random(n))
@@ -120,6 +173,7 @@ class Sampler:
     def step(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
         """Generative model: ``s'[i] ~ P(.|s[i], a[i])``; costs ``len(s)`` steps."""
         s, a = np.asarray(s), np.asarray(a)
+        self._charge(f"{s.size} generative-model draws", s.size)
         self.steps += s.size
         return self.mdp.sample_next(s, a, self.rng.random(s.size))
 
@@ -127,6 +181,8 @@ class Sampler:
         """``m`` generative-model draws for every ``(s, a)``, pair-major: arrays
         ``(s, a, s')`` of length ``S * A * m``; costs ``S * A * m`` steps."""
         S, A = self.mdp.n_states, self.mdp.n_actions
+        check_allocation(f"{m} generative-model draws per pair: the sample buffers of one "
+                         f"estimate ({DRAW_ENTRIES} entries per draw)", (DRAW_ENTRIES, S * A * m))
         s = np.repeat(np.arange(S), A * m)
         a = np.tile(np.repeat(np.arange(A), m), S)
         return s, a, self.step(s, a)
@@ -166,7 +222,15 @@ class Sampler:
     def _run(self, pi: object, lengths: np.ndarray, start: np.ndarray | None,
              first_action: np.ndarray | None = None) -> Episodes:
         pi = check_policy(self.mdp, pi)
+        lengths = self._fit(lengths)
         n, L = lengths.size, int(lengths.max())
+        # the batch and everything an estimate derives from it, with the batches this
+        # sampler drew before (hpgd-oracle holds two), before anything is allocated
+        check_allocation(f"{n} episodes padded to {L} steps: the sample buffers of one "
+                         f"estimate ({SLOT_ENTRIES} entries per slot, with "
+                         f"{self.slots} slots drawn before)",
+                         (SLOT_ENTRIES, self.slots + n * (L + 1)))
+        self.slots += n * (L + 1)
         S = self.mdp.n_states
         if start is None:
             s = self.reset(n)
@@ -190,6 +254,30 @@ class Sampler:
             actions[alive, t] = a
             states[alive, t + 1] = self.step(st, a)
         return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
+
+
+    def _fit(self, lengths: np.ndarray) -> np.ndarray:
+        """``lengths`` truncated in episode order to fit the cap (module docstring)."""
+        left = self.remaining
+        if left is None:
+            return lengths
+        n = lengths.size
+        if left < 2 * n:
+            raise ValueError(f"budget: {n} episodes need at least {2 * n} transitions (one "
+                             f"reset and one step each), {left} remain under the cap")
+        steps = left - n
+        # cost of episodes 0..i as drawn, plus one step for each later episode
+        need = np.cumsum(lengths) + (n - 1 - np.arange(n))
+        over = np.flatnonzero(need > steps)
+        if over.size == 0:
+            return lengths
+        k = int(over[0])
+        out = lengths.copy()
+        before = int(out[:k].sum())
+        out[k] = steps - before - (n - 1 - k)
+        out[k + 1:] = 1
+        self.truncated += int(np.count_nonzero(out != lengths))
+        return out
 
 
 def _validate_count(name: str, n: object) -> int:

@@ -16,14 +16,17 @@ sensitivity, ignoring how the change propagates through future values). It is
 **biased by design**; its bias is measured in ``verification/`` and never hidden.
 With reward-only parameterisations ``g = dr`` needs no samples; otherwise
 ``E_{s'}[dlogP V]`` is estimated with ``budget // (S*A)`` generative-model draws
-per pair.
+per pair (so it never bills more than the budget; at least ``S*A``).
+
+``sobirl`` bills at most its budget too: the episodes are planned and capped as in
+:mod:`.bchg` (at least 2 transitions).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._common import Estimate, LeaderKnowledge, episodes_for_budget
+from ._common import Estimate, LeaderKnowledge, check_budget, episodes_for_budget
 from .sampling import Sampler
 from .tabular import dlogpi_from_dq, estimate_dq
 
@@ -38,9 +41,10 @@ def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
     """SoBiRL estimate with ``critic`` in ``{"monte-carlo", "td"}`` estimating ``dQ``."""
     start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
-    n = episodes_for_budget(budget, know.beta)
-    ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
-                          first_action=sampler.rng.integers(A, size=n))
+    n = episodes_for_budget(budget, know.beta, estimator="sobirl")
+    with sampler.capped(budget):
+        ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
+                              first_action=sampler.rng.integers(A, size=n))
     dq = estimate_dq(critic, know, ep)
     return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, dq, know.tau)),
                     transitions=sampler.transitions - start,
@@ -53,12 +57,14 @@ def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
     start = sampler.transitions
     S, A = know.pi.shape
     g = know.dr
-    if know.problem.transitions.depends_on_x:
+    if not know.problem.transitions.depends_on_x:
+        check_budget(budget, 1, "sobirl-simplified", "it draws nothing here")
+    else:
+        check_budget(budget, S * A, "sobirl-simplified",
+                     "one generative-model draw per pair", f"S*A = {S * A}")
+        with sampler.capped(budget):
+            s, a, s1 = sampler.sweep(budget // (S * A))
         m = budget // (S * A)
-        if m < 1:
-            raise ValueError(f"budget = {budget}: sobirl-simplified needs at least S*A = "
-                             f"{S * A} generative-model draws")
-        s, a, s1 = sampler.sweep(m)
         lr = (know.score[s, a, s1] * know.v[s1][:, None]).reshape(S, A, m, -1).mean(axis=2)
         g = g + know.gamma * lr
     return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),

@@ -19,11 +19,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from ..core._budget import check_allocation
 from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
 from .critics import batch_td, empirical_transitions
 from .sampling import Episodes
 
 DQ_METHODS = ("monte-carlo", "td")
+
+#: Largest ``[n, L, d]`` chunk of Monte Carlo ``dQ`` work; about 5 arrays of it are live
+#: at once (checked against the memory budget before the first chunk).
+DQ_CHUNK_ENTRIES = 4_000_000
+DQ_CHUNK_ARRAYS = 5
 
 
 def _chunks(ep: Episodes, cells: int) -> list[Episodes]:
@@ -48,7 +54,11 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | Non
     d = know.dr.shape[-1]
     sums = np.zeros((S * A, d))
     counts = np.zeros(S * A)
-    for sub in _chunks(ep, 4_000_000 // max(1, d)):
+    L = ep.actions.shape[1]
+    cells = max(min(DQ_CHUNK_ENTRIES, ep.lengths.size * L * d), L * d)
+    check_allocation(f"Monte Carlo dQ: chunks of {cells} entries [n, L, d]",
+                     (DQ_CHUNK_ARRAYS, cells))
+    for sub in _chunks(ep, DQ_CHUNK_ENTRIES // max(1, d)):
         g = sensitivity_samples(know, sub)
         Z = suffix_sums(g, sub.mask, ratio(discount, know.beta))
         if skip_first:

@@ -27,13 +27,14 @@ from ._common import (
 from .sampling import Sampler
 
 
-def _return_estimate(know: LeaderKnowledge, x: np.ndarray, sampler: Sampler, n: int
-                     ) -> tuple[float, int, int]:
+def _return_estimate(know: LeaderKnowledge, x: np.ndarray, sampler: Sampler, n: int,
+                     cap: int) -> tuple[float, int, int]:
     problem = know.problem
     obj = problem.objective
     state = problem.follower_state(x)
     env = Sampler(state.mdp, sampler.rng)
-    ep = env.episodes(state.solution.policy, n, know.beta)
+    with env.capped(cap):
+        ep = env.episodes(state.solution.policy, n, know.beta)
     rL = obj.leader_reward.value(x)[ep.states[:, :-1], ep.actions]
     w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
     value = float(np.mean(np.where(ep.mask, rL, 0.0) @ w))
@@ -46,24 +47,29 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
                  critic: str = "exact", *, directions: int = 4,
                  smoothing: float = 0.05) -> Estimate:
     """Two-point smoothing estimate with ``directions`` Gaussian directions, radius
-    ``smoothing``; the budget is split evenly over the ``2 * directions`` evaluations.
-    ``critic`` is unused."""
+    ``smoothing``; ``n`` episodes for each of the ``2 * directions`` evaluations, planned
+    and capped as in :mod:`.bchg`, so the bill never exceeds ``budget`` (at least ``4 *
+    directions`` transitions: one reset and one step per evaluation). ``critic`` is
+    unused."""
     require_leader_return(know, "zeroth-order")
     x = know.state.x
-    # Split the episodes of the budget evenly over the 2 * directions evaluations
-    # (counts differ by at most one), so the expected cost matches the budget.
-    total = max(2 * directions, episodes_for_budget(budget, know.beta))
-    counts = np.full(2 * directions, total // (2 * directions))
-    counts[:total % (2 * directions)] += 1
+    # The same number n of episodes for each of the 2 * directions evaluations, planned
+    # together (episodes_for_budget with 2 * directions groups), under one cap: each
+    # evaluation may use what is left minus one reset and one step per later episode.
+    k = 2 * directions
+    n = episodes_for_budget(budget, know.beta, groups=k, estimator="zeroth-order")
     grad = np.zeros_like(x)
     steps = resets = 0
     for j in range(directions):
         u = sampler.rng.normal(size=x.size)
-        fp, s1, r1 = _return_estimate(know, x + smoothing * u, sampler, int(counts[2 * j]))
-        fm, s2, r2 = _return_estimate(know, x - smoothing * u, sampler,
-                                      int(counts[2 * j + 1]))
-        grad += (fp - fm) / (2 * smoothing) * u
-        steps, resets = steps + s1 + s2, resets + r1 + r2
+        fs = []
+        for sign, later in ((1.0, k - 2 * j - 1), (-1.0, k - 2 * j - 2)):
+            cap = budget - steps - resets - 2 * n * later
+            f, s1, r1 = _return_estimate(know, x + sign * smoothing * u, sampler, n, cap)
+            fs.append(f)
+            steps, resets = steps + s1, resets + r1
+        grad += (fs[0] - fs[1]) / (2 * smoothing) * u
+    sampler._charge("zeroth-order's episodes", steps + resets)
     sampler.steps += steps
     sampler.resets += resets
     return Estimate(gradient=grad / directions, transitions=steps + resets, resets=resets,

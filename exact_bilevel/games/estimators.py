@@ -34,6 +34,10 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
     ``dlog piL(aL_0|s_0) (V_L(s_0, aL_0) - sum_a piL(a|s_0) V_L(s_0, a))`` from
     fresh starts (costing one reset each). ``bc-hg-baseline`` is ``bc-hg`` with the
     state-value baseline on the score term (:mod:`exact_bilevel.estimators`).
+
+    The bill never exceeds ``budget``: with ``observes = (s, aL)``, ``n`` fresh starts
+    are reserved first (``n`` episodes planned with one extra reset each, so at least 3
+    transitions) and the episodes are planned and capped within ``budget - n``.
     """
     if estimator not in GAME_ESTIMATORS:
         raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
@@ -44,11 +48,15 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
     problem = follower_problem(game, x)
     know = leader_knowledge(problem, x)
     name = "naive" if estimator == "direct-only" else estimator
-    est = _estimate(problem, x, name, budget, rng, critic, know)
+    n = 0
+    if game.observes == OBSERVES_STATE_AND_LEADER_ACTION:
+        # as many fresh starts as the episodes would plan with one extra reset each;
+        # the episodes get the rest of the budget (at least 2), so the bill <= budget
+        n = episodes_for_budget(budget, know.beta, extra=1, estimator=f"game {estimator}")
+    est = _estimate(problem, x, name, budget - n, rng, critic, know)
     grad, cost, resets = est.gradient, est.transitions, est.resets
     if game.observes == OBSERVES_STATE_AND_LEADER_ACTION:
         S, AL, _ = game.shape
-        n = episodes_for_budget(budget, know.beta)
         starts = Sampler(know.state.mdp, rng).reset(n)  # augmented (s, aL) indices
         s0, a0 = starts // AL, starts % AL
         v = exact_critic(know).v.reshape(S, AL)

@@ -38,6 +38,21 @@ game-no-initial-term       game:bc-hg   drops the initial-law score term (follow
                                         observes ``(s, aL)``)
 ========================== ============ ===============================================
 
+Wrong critics (:data:`CRITIC_MUTANTS`): the critics inside the three wrong-discount
+mutants above, ``(know, episodes) -> table``, which the deterministic checks of
+:mod:`exact_bilevel.validation.critic_checks` reject on every run when ``gamma_L !=
+gamma``:
+
+========================== ================ ==========================================
+name                       check            the bug
+========================== ================ ==========================================
+td-critic-follower-gamma   (leader, td)     TD leader critic bootstraps with ``gamma``
+mc-critic-follower-gamma   (leader, mc)     Monte Carlo leader returns discount with
+                                            ``gamma``
+mc-dq-leader-gamma         (dq, mc)         Monte Carlo ``dQ`` (hpgd, sobirl) discounts
+                                            with ``gamma_L``
+========================== ================ ==========================================
+
 Wrong followers (:data:`FOLLOWER_MUTANTS`): ``authors-toy-follower``, the soft
 Q-iteration of the released DiscreteToy code, which bootstraps the log-sum-exp of
 the leader-averaged ``Q`` (:func:`authors_toy_follower`).
@@ -98,7 +113,8 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
                   baseline: bool = False) -> Estimate:
         start = sampler.transitions
         n = episodes_for_budget(budget, know.beta)
-        ep = sampler.episodes(know.pi, n, know.beta)
+        with sampler.capped(budget):
+            ep = sampler.episodes(know.pi, n, know.beta)
         c = exact_critic(know)
         g = sensitivity_samples(know, ep, baseline)
         inner = ratio(know.gamma, know.beta)
@@ -162,7 +178,8 @@ def _bchg_with_critic(critic_fn: Callable[[LeaderKnowledge, Episodes], Critic], 
             critic: str = "exact") -> Estimate:
         start = sampler.transitions
         n = episodes_for_budget(budget, know.beta)
-        ep = sampler.episodes(know.pi, n, know.beta)
+        with sampler.capped(budget):
+            ep = sampler.episodes(know.pi, n, know.beta)
         c = critic_fn(know, ep)
         return Estimate(gradient=direct_sum(know, ep, c) + bchg_indirect_sum(know, ep, c),
                         transitions=sampler.transitions - start, resets=n, estimator=name)
@@ -175,7 +192,8 @@ def _hpgd_mutant(name: str, **dq_options: object) -> EstimatorFn:
             critic: str = "exact") -> Estimate:
         start = sampler.transitions
         n = episodes_for_budget(budget, know.beta)
-        ep = sampler.episodes(know.pi, n, know.beta)
+        with sampler.capped(budget):
+            ep = sampler.episodes(know.pi, n, know.beta)
         c = exact_critic(know)
         opts = {k: (know.gamma_leader if v == "gamma_L" else v) for k, v in dq_options.items()}
         dq = dq_monte_carlo(know, ep, **opts)  # type: ignore[arg-type]
@@ -183,6 +201,38 @@ def _hpgd_mutant(name: str, **dq_options: object) -> EstimatorFn:
                         + hpgd_indirect_sum(know, ep, c.advantage, dq),
                         transitions=sampler.transitions - start, resets=n, estimator=name)
     return run
+
+
+@dataclass(frozen=True)
+class CriticMutant:
+    """A wrong critic ``fn(know, episodes) -> table`` (``Q_L[S, A]`` or ``dQ[S, A, d]``),
+    the key of :data:`exact_bilevel.validation.critic_checks.CRITICS` it replaces
+    (``(target, method)``), and its bug."""
+
+    fn: Callable[[LeaderKnowledge, Episodes], np.ndarray]
+    replaces: tuple[str, str]
+    bug: str
+
+
+def _td_critic_follower_gamma(know: LeaderKnowledge, ep: Episodes) -> Critic:
+    return td_critic(know, ep, discount=know.gamma)  # bug: gamma for gamma_L
+
+
+def _mc_critic_follower_gamma(know: LeaderKnowledge, ep: Episodes) -> Critic:
+    return monte_carlo_critic(know, ep, discount=know.gamma)  # bug: gamma for gamma_L
+
+
+CRITIC_MUTANTS: dict[str, CriticMutant] = {
+    "td-critic-follower-gamma": CriticMutant(
+        lambda k, ep: _td_critic_follower_gamma(k, ep).q, ("leader", "td"),
+        "TD leader critic bootstraps with gamma, not gamma_L"),
+    "mc-critic-follower-gamma": CriticMutant(
+        lambda k, ep: _mc_critic_follower_gamma(k, ep).q, ("leader", "monte-carlo"),
+        "Monte Carlo leader critic discounts with gamma, not gamma_L"),
+    "mc-dq-leader-gamma": CriticMutant(
+        lambda k, ep: dq_monte_carlo(k, ep, discount=k.gamma_leader), ("dq", "monte-carlo"),
+        "Monte Carlo dQ discounts with gamma_L, not gamma"),
+}
 
 
 def _sobirl_no_centring(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -193,8 +243,9 @@ def _sobirl_no_centring(know: LeaderKnowledge, sampler: Sampler, budget: int,
     start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
     n = episodes_for_budget(budget, know.beta)
-    ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
-                          first_action=sampler.rng.integers(A, size=n))
+    with sampler.capped(budget):
+        ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
+                              first_action=sampler.rng.integers(A, size=n))
     dq = dq_monte_carlo(know, ep)
     terms = know.problem.objective.evaluate(know.problem, know.state)
     grad = terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dq / know.tau)
@@ -223,12 +274,12 @@ MUTANTS: dict[str, Mutant] = {
     "leader-gamma-swap": _bchg_family("leader-gamma-swap", "gamma for gamma_L (outer)",
                                       outer="gamma"),
     "mc-critic-follower-gamma": Mutant(
-        _bchg_with_critic(lambda k, ep: monte_carlo_critic(k, ep, discount=k.gamma),
-                          "mc-critic-follower-gamma"), "bc-hg", "monte-carlo",
+        _bchg_with_critic(_mc_critic_follower_gamma, "mc-critic-follower-gamma"), "bc-hg",
+        "monte-carlo",
         "Monte Carlo leader critic discounts with gamma, not gamma_L"),
     "td-critic-follower-gamma": Mutant(
-        _bchg_with_critic(lambda k, ep: td_critic(k, ep, discount=k.gamma),
-                          "td-critic-follower-gamma"), "bc-hg", "td",
+        _bchg_with_critic(_td_critic_follower_gamma, "td-critic-follower-gamma"), "bc-hg",
+        "td",
         "TD leader critic bootstraps with gamma, not gamma_L"),
     "hpgd-dq-from-t+1": Mutant(_hpgd_mutant("hpgd-dq-from-t+1", skip_first=True), "hpgd",
                                "exact", "Monte Carlo dQ forward sums start at t+1"),
