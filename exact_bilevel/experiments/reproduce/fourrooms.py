@@ -137,7 +137,7 @@ def _best(curves: dict, tau: float, row: object, budget: int, size: RunSize
 def _finding(curves: dict, size: RunSize) -> list[str]:
     """The finding, with this run's numbers."""
     budget = size.budgets[0]
-    cells = []
+    cells, pattern = [], []
     for tau in TAUS:
         sgd = _best(curves, tau, 0, 0, size)[1]
         adam_ = _best(curves, tau, 1, 0, size)[1]
@@ -148,10 +148,23 @@ def _finding(curves: dict, size: RunSize) -> list[str]:
                      f"the SARSA critic {sarsa:.3f} but with the exact critic "
                      f"{exact_critic:.3f} ({budget} transitions per step), optimum reference "
                      f"{optimum:.3f}")
+        # the committed run's pattern: the SARSA-critic run ends above both exact-gradient
+        # runs of the same protocol (SGD, and bc-hg with the exact critic)
+        pattern.append(sarsa > max(sgd, exact_critic) + 0.01)
+    if all(pattern):
+        head = "## Finding (this run): exact gradients stall, noisy ones escape"
+        why = ("Why (the mechanism, as measured in the committed run "
+               "`verification/reproduce_fourrooms.md`): ")
+    else:
+        head = ("## Finding (this run): the SARSA-critic run does not end above both exact "
+                f"runs at every tau (it does at tau = "
+                f"{[t for t, p in zip(TAUS, pattern, strict=True) if p]})")
+        why = ("For comparison, the mechanism seen in the committed run "
+               "(`verification/reproduce_fourrooms.md`), which this run does not reproduce: ")
     return [
-        "## Finding: exact gradients stall at the trivial point, noisy ones escape", "",
+        head, "",
         "Measured in this run: " + "; ".join(cells) + ".", "",
-        "With the official optimiser, exact SGD from N(0, 0.01^2) logits climbs from F(0) "
+        why + "With the official optimiser, exact SGD from N(0, 0.01^2) logits climbs from F(0) "
         "towards F ~ 0 by moving the softmax mass onto the slack logit (no incentive, no "
         "cost): a stationary point of the softmax-with-slack parameterisation, where the "
         "gradient vanishes as the incentive mass leaves the cells (the authors' 10,000-step "
