@@ -1,6 +1,8 @@
 r"""Exact ``grad F(x)`` of a soft-LQR bilevel problem, adjoint mode.
 
-Two reverse sweeps and one Lyapunov solve, whatever the number of parameters:
+Two reverse sweeps and one Lyapunov solve, whatever the number of parameters; the first
+sweep is ``n x n`` matrix products, ``O(T n^3)`` for a horizon ``T`` (with ``horizon=None``
+its quadratic part is one more Stein solve, :func:`_reverse_moments`):
 
 1. Through the moment recursion of :mod:`.objective` (adjoints ``a_t`` of ``mu_t``
    and ``Y_t`` of ``Sigma_t``)::
