@@ -216,6 +216,23 @@ def test_infinite_horizon_with_divergent_leader_return_is_an_error():
         lqr.value(prob, [])
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+def test_infinite_horizon_hinge_series_without_bump(seed):
+    """horizon=None with a hinge and no bump: the O(n^2)-a-step series for mu_t[i],
+    Sigma_t[i, i] and its adjoint, against a long horizon (full moment recursion) and
+    complex step."""
+    import dataclasses
+
+    prob, x = random_problem(seed, horizon=None)
+    prob = dataclasses.replace(prob, leader=dataclasses.replace(prob.leader, bump_weight=0.0))
+    long = dataclasses.replace(prob, horizon=3000)
+    hg, hl = lqr.hypergradient(prob, x), lqr.hypergradient(long, x)
+    assert hg.trajectory.Sigma is None and 0 < hg.trajectory.mu.shape[0] < 3000
+    assert abs(hg.value - hl.value) <= 1e-13 * abs(hl.value)
+    assert _rel(hg.gradient, hl.gradient) < 1e-12
+    assert _rel(hg.gradient, _cs(lambda y: lqr.value(prob, y), x)) < 1e-10
+
+
 @pytest.mark.parametrize("horizon, budget", [(25, "8000"), (None, "40000")])
 def test_checkpointed_reverse_sweep_equals_the_stored_one(monkeypatch, horizon, budget):
     """Past 1/8 of the memory budget the Sigma_t are not kept (with horizon=None the

@@ -42,6 +42,7 @@ from .objective import (
     ClosedLoop,
     Trajectory,
     _has_extra,
+    _hinge_parts,
     extra_terms,
     follower_closed_loop,
     marginals,
@@ -144,9 +145,42 @@ def _reverse_moments(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory, z: n
     finally:
         bar.close()
     gF = gF + 2.0 * Z
+    if traj.hinge_series is not None:
+        dF, dN = _reverse_hinge_series(problem, cl, traj)
+        gF = gF + dF
+        gN = gN + dN
     gK = -2.0 * lr.R_L @ cl.K_bar @ traj.second_sum
     gSuu0 = -traj.weight_sum * lr.R_L
     return gF, gN, gK, gSuu0
+
+
+def _reverse_hinge_series(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory):
+    r"""Adjoint of :func:`.objective._hinge_series`: ``(dF/dF, dF/dN)`` of
+    ``sum_t gamma^t h(m_t, v_t)``, ``O(T n^2)``.
+
+    With ``hm_t, hv_t`` the weighted partials and ``c_j = sum_{t>j} hv_t``:
+    ``dF/dN = sum_j c_j r_j r_j'``; the adjoint of ``r_j`` is
+    ``rho_j = hm_j mu_0 + 2 hv_j Sigma_0 r_j + 2 c_j N r_j + F rho_{j+1}`` and
+    ``dF/dF = sum_j r_j rho_{j+1}'``.
+    """
+    lr, g = problem.leader, problem.gamma_L
+    R, m, v = traj.hinge_series
+    T = R.shape[0]
+    w = g ** np.arange(T)
+    _, dm, dv = _hinge_parts(lr, m, v)
+    hm, hv = w * dm, w * dv
+    c = np.concatenate([np.cumsum(hv[::-1])[::-1][1:], [0.0 * hv[:1].sum()]]) if T else hv
+    mu0 = problem.mu0
+    G = (hm[:, None] * mu0[None, :] + 2.0 * hv[:, None] * (R @ problem.Sigma0.T)
+         + 2.0 * c[:, None] * (R @ cl.N.T))
+    gN = (R.T * c) @ R
+    rho = np.zeros(cl.F.shape[0], dtype=np.result_type(G, cl.F))
+    Rho = np.empty_like(G)
+    for j in range(T - 1, -1, -1):
+        rho = G[j] + cl.F @ rho
+        Rho[j] = rho
+    gF = R[:-1].T @ Rho[1:]
+    return gF, gN
 
 
 def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12,

@@ -28,7 +28,8 @@ What is exact and what is summed: with a finite horizon every step is computed (
 (everything but the bump and the hinge) is exact in closed form from one Stein equation
 for ``sum_t gamma_L^t (mu_t mu_t' + Sigma_t)``; the bump and the hinge are summed step by
 step until a proven bound on the rest (:func:`_tail_bound`) is below ``1e-17`` of the
-total. Derivation: ``docs/math.md``, section 8.
+total (a hinge without a bump needs only ``mu_t[i]``, ``Sigma_t[i, i]``: ``O(n^2)`` a step,
+:func:`_hinge_series`). Derivation: ``docs/math.md``, section 8.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ class Trajectory:
         ``1/8`` of the memory budget (the reverse sweep then recomputes them chunk by
         chunk from checkpoints).
     stage : ndarray, shape (T,)
-        Expected stage rewards ``l(mu_t, Sigma_t)``.
+        Expected stage rewards ``l(mu_t, Sigma_t)`` (with ``horizon=None``, a hinge and no
+        bump: the hinge terms only, and ``Sigma`` is None).
     value : float
         ``F(x)``, exact: with ``horizon=None`` the quadratic part is summed in closed form
         (a Stein equation) and only the non-Gaussian terms over the ``T`` steps here.
@@ -188,6 +190,7 @@ class Trajectory:
     weight_sum: float = 0.0
     chunks: tuple = dataclasses.field(default=(), repr=False)
     checkpoints: tuple = dataclasses.field(default=(), repr=False)
+    hinge_series: tuple | None = dataclasses.field(default=None, repr=False)
 
     def chunk_sigmas(self, cl: ClosedLoop, k: int) -> np.ndarray:
         """``Sigma_t`` for ``t`` in chunk ``k`` (stored, or recomputed from its checkpoint)."""
@@ -337,6 +340,8 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, *,
                               np.zeros(0, dtype), quad_total, S2, 1.0 / (1.0 - g))
             _check_value(traj)
             return traj
+        if lr.bump_weight == 0.0:
+            return _hinge_series(problem, cl, mu0, Sig0, quad_total, S2, progress)
         bound = _tail_bound(problem, cl)
         cap = _MAX_STEPS
     else:
@@ -432,6 +437,70 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, *,
         value_, S2_, wsum = total, sym(S2w), float(np.sum(g ** np.arange(T)))
     traj = Trajectory(mus[:t], sigs[:t] if store else None, stage_arr, value_, S2_, wsum,
                       tuple(chunks), tuple(ckpts))
+    _check_value(traj)
+    return traj
+
+
+def _hinge_series(problem: LQRProblem, cl: ClosedLoop, mu0: np.ndarray, Sig0: np.ndarray,
+                  quad_total, S2: np.ndarray, progress: bool) -> Trajectory:
+    r"""``horizon=None`` with the hinge but no bump: ``O(n^2)`` a step.
+
+    The hinge needs only ``m_t = mu_t[i] = r_t'mu_0`` and
+    ``v_t = Sigma_t[i, i] = r_t'Sigma_0 r_t + sum_{j<t} r_j'N r_j`` with ``r_0 = e_i``,
+    ``r_{t+1} = F'r_t``. The rest from ``t`` is at most
+    ``|w_h| gamma^t sqrt((C_t / (1 - gamma) + c r_t'Z r_t) / (1 - gamma))`` with
+    ``C_t = sum_{j<t} r_j'N r_j``, ``c = |mu_0|^2 + ||Sigma_0|| + gamma ||N|| / (1 - gamma)``,
+    ``Z = gamma F Z F' + I`` (``docs/math.md``, section 8); the sum stops when that is below
+    ``1e-17`` of the total. ``stage`` then holds the hinge terms only, ``Sigma`` is None.
+    """
+    lr, g = problem.leader, problem.gamma_L
+    F, N = cl.F, cl.N
+    n = F.shape[0]
+    i = lr.hinge_index
+    Fr, Nr = np.real(F), np.real(N)
+    Z = np.real(discounted_lyapunov(Fr, np.eye(n), g))
+    coef = (float(np.sum(np.real(mu0) ** 2)) + float(np.linalg.norm(np.real(Sig0), 2))
+            + g * float(np.linalg.norm(Nr, 2)) / (1.0 - g))
+    dtype = np.result_type(F, N, mu0)
+    rows, ms, vs, es = [], [], [], []
+    r = np.zeros(n, dtype=dtype)
+    r[i] = 1.0
+    C = 0.0 * r[0]
+    total = quad_total
+    gt = 1.0
+    Ft = F.T
+    bar = progress_bar(total=None, desc="LQR hinge series", enabled=progress)
+    try:
+        for _ in range(_MAX_STEPS):
+            rr = np.real(r)
+            bnd = abs(lr.hinge_weight) * gt * np.sqrt(max(
+                float(np.real(C)) / (1.0 - g) + coef * float(rr @ Z @ rr), 0.0) / (1.0 - g))
+            if bnd <= _FLOOR * max(abs(total), 1e-300):
+                break
+            m = r @ mu0
+            v = r @ Sig0 @ r + C
+            e = _hinge_parts(lr, np.array([m]), np.array([v]))[0][0]
+            rows.append(r)
+            ms.append(m)
+            vs.append(v)
+            es.append(e)
+            total = total + gt * e
+            C = C + r @ N @ r
+            r = Ft @ r
+            gt *= g
+            bar.update(1)
+    finally:
+        bar.close()
+    T = len(rows)
+    check_allocation("hinge series r[T, n]", (T, n), np.dtype(dtype).itemsize)
+    R = np.array(rows, dtype=dtype).reshape(T, n)
+    mus = np.empty((T, n), dtype=dtype)
+    mu = mu0
+    for t in range(T):
+        mus[t] = mu
+        mu = F @ mu
+    traj = Trajectory(mus, None, np.array(es, dtype=dtype), total, S2, 1.0 / (1.0 - g),
+                      hinge_series=(R, np.array(ms, dtype=dtype), np.array(vs, dtype=dtype)))
     _check_value(traj)
     return traj
 
