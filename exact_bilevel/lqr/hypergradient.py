@@ -124,22 +124,26 @@ def _reverse_moments(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory, z: n
                 _, em, gS, gii = extra_terms(lr, mus, sigs, grad=True)
                 lm = lm + em
             lm = w[:, None] * lm
+            # E_t = gamma^t dl_t/dSigma for the chunk
+            E = (-w[:, None, None] * QK if finite
+                 else np.zeros((t1 - t0, n, n), dtype=dtype))
+            if gS is not None:
+                E = E + w[:, None, None] * gS
+            if gii is not None:
+                E[:, i, i] += w * gii
             A_next = np.empty_like(mus)                # a_{t+1}
             for j in range(t1 - t0 - 1, -1, -1):
                 A_next[j] = a
-                if not zero:
+                if zero:
+                    Y = E[j]
+                    zero = False
+                else:
                     U = Ft @ Y
                     Z += U.T @ sigs[j]
                     gN += Y
-                    Y = U @ F
+                    Y = U @ F + E[j]
+                Y = 0.5 * (Y + Y.T)                    # sym
                 a = lm[j] + Ft @ a
-                E = -w[j] * QK if finite else np.zeros((n, n), dtype=dtype)
-                if gS is not None:
-                    E = E + w[j] * gS[j]
-                if gii is not None:
-                    E[i, i] += w[j] * gii[j]
-                Y = sym(E) if zero else sym(Y + E)
-                zero = False
             gF += A_next.T @ mus
             bar.update(t1 - t0)
     finally:

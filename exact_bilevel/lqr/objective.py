@@ -385,11 +385,12 @@ def marginals(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, *,
             block = sigs[t:t + k] if store else buf[:k]
             if not store:
                 ckpts.append(Sig)
-            Ft = cl.F.T
+            F, Ft, N = cl.F, cl.F.T, cl.N
             for j in range(k):
                 if j:
-                    mu = cl.F @ mu
-                    Sig = sym((cl.F @ Sig) @ Ft + cl.N)
+                    mu = F @ mu
+                    Sig = (F @ Sig) @ Ft + N
+                    Sig = 0.5 * (Sig + Sig.T)              # sym
                 mus[t + j] = mu
                 block[j] = Sig
             m_blk = mus[t:t + k]
@@ -467,40 +468,51 @@ def _hinge_series(problem: LQRProblem, cl: ClosedLoop, mu0: np.ndarray, Sig0: np
     r[i] = 1.0
     C = 0.0 * r[0]
     total = quad_total
-    gt = 1.0
     Ft = F.T
+    t = 0
     bar = progress_bar(total=None, desc="LQR hinge series", enabled=progress)
     try:
-        for _ in range(_MAX_STEPS):
-            rr = np.real(r)
-            bnd = abs(lr.hinge_weight) * gt * np.sqrt(max(
-                float(np.real(C)) / (1.0 - g) + coef * float(rr @ Z @ rr), 0.0) / (1.0 - g))
-            if bnd <= _FLOOR * max(abs(total), 1e-300):
+        while t < _MAX_STEPS:                        # blocks of steps, the stop found after
+            k = min(_CHUNK_STEPS, _MAX_STEPS - t)
+            Rb = np.empty((k, n), dtype=dtype)
+            Cb = np.empty(k, dtype=dtype)
+            for j in range(k):
+                Rb[j] = r
+                Cb[j] = C
+                C = C + r @ (N @ r)
+                r = Ft @ r
+            mb = Rb @ mu0
+            vb = np.sum((Rb @ Sig0) * Rb, axis=1) + Cb
+            eb = _hinge_parts(lr, mb, vb)[0]
+            gt = g ** np.arange(t, t + k)
+            Rr = np.real(Rb)
+            bnd = abs(lr.hinge_weight) * gt * np.sqrt(np.maximum(
+                np.real(Cb) / (1.0 - g) + coef * np.sum((Rr @ Z) * Rr, axis=1), 0.0) / (1.0 - g))
+            run = total + np.concatenate([[0.0], np.cumsum(gt * eb)[:-1]])
+            hit = np.nonzero(bnd <= _FLOOR * np.maximum(np.abs(run), 1e-300))[0]
+            if hit.size:
+                k = int(hit[0])
+            rows.append(Rb[:k])
+            ms.append(mb[:k])
+            vs.append(vb[:k])
+            es.append(eb[:k])
+            total = total + np.sum(gt[:k] * eb[:k])
+            t += k
+            bar.update(k)
+            if hit.size:
                 break
-            m = r @ mu0
-            v = r @ Sig0 @ r + C
-            e = _hinge_parts(lr, np.array([m]), np.array([v]))[0][0]
-            rows.append(r)
-            ms.append(m)
-            vs.append(v)
-            es.append(e)
-            total = total + gt * e
-            C = C + r @ N @ r
-            r = Ft @ r
-            gt *= g
-            bar.update(1)
     finally:
         bar.close()
-    T = len(rows)
+    T = t
     check_allocation("hinge series r[T, n]", (T, n), np.dtype(dtype).itemsize)
-    R = np.array(rows, dtype=dtype).reshape(T, n)
+    R = np.concatenate(rows) if rows else np.zeros((0, n), dtype)
     mus = np.empty((T, n), dtype=dtype)
     mu = mu0
     for t in range(T):
         mus[t] = mu
         mu = F @ mu
-    traj = Trajectory(mus, None, np.array(es, dtype=dtype), total, S2, 1.0 / (1.0 - g),
-                      hinge_series=(R, np.array(ms, dtype=dtype), np.array(vs, dtype=dtype)))
+    traj = Trajectory(mus, None, np.concatenate(es), total, S2, 1.0 / (1.0 - g),
+                      hinge_series=(R, np.concatenate(ms), np.concatenate(vs)))
     _check_value(traj)
     return traj
 
