@@ -216,6 +216,47 @@ def test_infinite_horizon_with_divergent_leader_return_is_an_error():
         lqr.value(prob, [])
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+def test_infinite_horizon_hinge_series_without_bump(seed):
+    """horizon=None with a hinge and no bump: the O(n^2)-a-step series for mu_t[i],
+    Sigma_t[i, i] and its adjoint, against a long horizon (full moment recursion) and
+    complex step."""
+    import dataclasses
+
+    prob, x = random_problem(seed, horizon=None)
+    prob = dataclasses.replace(prob, leader=dataclasses.replace(prob.leader, bump_weight=0.0))
+    long = dataclasses.replace(prob, horizon=3000)
+    hg, hl = lqr.hypergradient(prob, x), lqr.hypergradient(long, x)
+    assert hg.trajectory.Sigma is None and 0 < hg.trajectory.mu.shape[0] < 3000
+    assert abs(hg.value - hl.value) <= 1e-13 * abs(hl.value)
+    assert _rel(hg.gradient, hl.gradient) < 1e-12
+    assert _rel(hg.gradient, _cs(lambda y: lqr.value(prob, y), x)) < 1e-10
+
+
+@pytest.mark.parametrize("horizon, budget", [(25, "8000"), (None, "40000")])
+def test_checkpointed_reverse_sweep_equals_the_stored_one(monkeypatch, horizon, budget):
+    """Past 1/8 of the memory budget the Sigma_t are not kept (with horizon=None the
+    forward pass switches mid-way): the reverse sweep recomputes each chunk from its
+    checkpoint and gives the same numbers."""
+    from exact_bilevel.lqr import objective
+
+    prob, x = random_problem(2, horizon=horizon)
+    ref = lqr.hypergradient(prob, x)
+    monkeypatch.setattr(objective, "_CHUNK_STEPS", 4)
+    monkeypatch.setenv("EXACT_BILEVEL_MAX_BYTES", budget)
+    hg = lqr.hypergradient(prob, x, progress=True)
+    assert hg.trajectory.Sigma is None and len(hg.trajectory.checkpoints) > 5
+    assert abs(hg.value - ref.value) <= 1e-14 * abs(ref.value)
+    assert _rel(hg.gradient, ref.gradient) < 1e-13
+
+
+def test_long_horizon_is_refused_before_allocating(monkeypatch):
+    prob, x = random_problem(0, horizon=10**6)
+    monkeypatch.setenv("EXACT_BILEVEL_MAX_BYTES", str(10**6))
+    with pytest.raises(ValueError, match="memory budget"):
+        lqr.hypergradient(prob, x)
+
+
 # --- sensitivities and the Gaussian policy score -------------------------------------------
 
 def test_forward_sensitivities_and_policy_score_by_complex_step():

