@@ -120,3 +120,15 @@ def test_fourrooms_suboptimal_reading_follows_the_numbers() -> None:
               for k in SWEEPS}
     r = _reading(rising)
     assert "does not fall" in r and "not smaller with Q carried at any k" in r
+
+
+def test_lqr_adjoint_refuses_a_complex_step_point() -> None:
+    from exact_bilevel.lqr.hypergradient import hypergradient as lqr_hypergradient
+    from exact_bilevel.lqr.objective import value as lqr_value
+    from exact_bilevel.lqr.tasks import lqr_game
+
+    problem, x = lqr_game()
+    with pytest.raises(ValueError, match=r"^x: must be real"):
+        lqr_hypergradient(problem, x + 1e-30j)
+    v = lqr_value(problem, x + 1e-30j)  # the complex-step route
+    assert abs(v.imag) < 1e-25

@@ -200,6 +200,9 @@ def hypergradient(problem: LQRProblem, x: object, *, tol: float = 1e-12,
     progress : bool
         Show progress bars (on a terminal) over the forward and the reverse sweep.
     """
+    if np.iscomplexobj(np.asarray(x)):
+        raise ValueError("x: must be real (the adjoint hypergradient is not a complex-step "
+                         "route; complex steps go through exact_bilevel.lqr.objective.value)")
     x = problem.check_x(x)
     inst = problem.instance(x)
     sol = solve_soft_lqr(inst, tol=tol)
