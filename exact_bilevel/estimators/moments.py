@@ -291,8 +291,36 @@ def moments(problem: BilevelProblem, x: object, estimator: str, budget: int | No
     if know is None:
         know = leader_knowledge(problem, x)
     require_leader_return(know, estimator)
+    beta = _discounts(know.gamma, know.gamma_leader)[0]
+    m_u, m_uu = _episode_moments(know, estimator)
+    rho = np.asarray(problem.initial, dtype=float)
+    first = rho @ m_u
+    second = np.einsum("s,skl->kl", rho, m_uu)
+    cov = second - np.outer(first, first)
+    cov = 0.5 * (cov + cov.T)
+    n = 1 if budget is None else episodes_for_budget(budget, beta)
+    length = 1.0 / (1.0 - beta)
+    return EstimatorMoments(estimator=estimator, mean=first + know.reg_grad,
+                            covariance=cov / n, per_episode=budget is None, episodes=n,
+                            beta=beta, expected_length=length,
+                            expected_transitions=n * (1.0 + length))
+
+
+#: Named parts of the right-hand side of the ``M_UU`` system (see :func:`_episode_moments`).
+UU_TERMS = ("ee", "eu", "ez", "uz", "zz")
+
+
+def _episode_moments(know: LeaderKnowledge, estimator: str, drop: tuple[str, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``m_U[S, d]`` and ``M_UU[S, d, d]`` of the module docstring (``U`` excludes the
+    regulariser). The right-hand side of ``M_UU`` is the sum of the :data:`UU_TERMS`:
+    ``ee = E[e e^T]``, ``eu = gamma_L sym E[e m_U'^T]``, ``ez = gamma sym E[c e m_Z'^T]``
+    (the step against the continuing product), ``uz = (gamma gamma_L/beta) E[c (M_UZ' +
+    M_UZ'^T)]`` (the continuing sums against the continuing product) and ``zz =
+    (gamma^2/beta) E[c^2 M_ZZ']``; ``drop`` leaves some out (wrong variants for the tests'
+    power checks only)."""
     gamma, gL, tau = know.gamma, know.gamma_leader, know.tau
-    beta, c_zz, c_uz, c_uu = _discounts(gamma, gL)
+    _, c_zz, c_uz, c_uu = _discounts(gamma, gL)
     chain, solve = _Chain(know), _Solver(know)
     crit = exact_critic(know)
     g, h = _step_functions(know, estimator == "bc-hg-baseline", crit.v)
@@ -312,18 +340,10 @@ def moments(problem: BilevelProblem, x: object, estimator: str, budget: int | No
                  + gL * np.swapaxes(chain.with_next(g, m_u), -1, -2)
                  + gamma * np.swapaxes(chain.with_next(g, m_z, ct), -1, -2)
                  + c_zz * chain.avg(next_zz, ct))
-    m_uu = solve(c_uu, chain.outer(e, e)
-                 + _sym(gL * chain.with_next(e, m_u) + gamma * chain.with_next(e, m_z, ct))
-                 + c_uz * chain.avg(chain.next(_sym(m_uz)), ct)
-                 + c_zz * chain.avg(next_zz, ct * ct))
-    rho = np.asarray(problem.initial, dtype=float)
-    first = rho @ m_u
-    second = np.einsum("s,skl->kl", rho, m_uu)
-    cov = second - np.outer(first, first)
-    cov = 0.5 * (cov + cov.T)
-    n = 1 if budget is None else episodes_for_budget(budget, beta)
-    length = 1.0 / (1.0 - beta)
-    return EstimatorMoments(estimator=estimator, mean=first + know.reg_grad,
-                            covariance=cov / n, per_episode=budget is None, episodes=n,
-                            beta=beta, expected_length=length,
-                            expected_transitions=n * (1.0 + length))
+    terms = {"ee": lambda: chain.outer(e, e),
+             "eu": lambda: gL * _sym(chain.with_next(e, m_u)),
+             "ez": lambda: gamma * _sym(chain.with_next(e, m_z, ct)),
+             "uz": lambda: c_uz * chain.avg(chain.next(_sym(m_uz)), ct),
+             "zz": lambda: c_zz * chain.avg(next_zz, ct * ct)}
+    rhs = sum(terms[k]() for k in UU_TERMS if k not in drop)
+    return m_u, solve(c_uu, rhs)
