@@ -26,6 +26,8 @@ Three independent routes to the same numbers:
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -33,7 +35,6 @@ import scipy.sparse
 from exact_bilevel.core.hypergradient import hypergradient
 from exact_bilevel.core.objectives import LeaderReturn
 from exact_bilevel.core.problem import BilevelProblem
-from exact_bilevel.estimators import moments as moments_mod
 from exact_bilevel.estimators._common import leader_knowledge
 from exact_bilevel.estimators.bchg import bchg, bchg_per_episode, naive
 from exact_bilevel.estimators.critics import Critic, exact_critic
@@ -42,6 +43,8 @@ from exact_bilevel.estimators.registry import ESTIMATORS, replicates
 from exact_bilevel.estimators.sampling import Episodes, Sampler
 from exact_bilevel.experiments.examples import random_problem
 
+# the package exports the function ``moments``, which shadows the submodule's name
+moments_mod = importlib.import_module("exact_bilevel.estimators.moments")
 EST = ("bc-hg", "bc-hg-baseline", "naive")
 
 
