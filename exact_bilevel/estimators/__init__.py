@@ -35,7 +35,8 @@ May import: :mod:`exact_bilevel.core`.
 """
 
 from ._common import Estimate, LeaderKnowledge, leader_knowledge
+from .moments import moments
 from .registry import ESTIMATORS, EstimatorInfo, estimate, replicates
 
 __all__ = ["ESTIMATORS", "Estimate", "EstimatorInfo", "LeaderKnowledge", "estimate",
-           "leader_knowledge", "replicates"]
+           "leader_knowledge", "moments", "replicates"]
