@@ -60,7 +60,12 @@ stays sparse (``mdp.expect`` and the package's sparse LU); memory ``O(S d^2)``
 episodes — a *deterministic* count fixed by the budget (the transitions consumed,
 ``n + sum_i T_i``, are random, the count is not) — and returns ``grad reg + mean_i
 U_i`` over i.i.d. episodes, so its covariance is exactly ``covariance_1 / n``; no
-renewal argument is needed.
+renewal argument is needed. One neglected event: the hard budget cap
+(:meth:`~.sampling.Sampler.capped`) truncates the batch when ``n + sum_i T_i`` exceeds
+the budget, which ``episodes_for_budget`` plans to happen with probability at most
+``TRUNCATION_PROBABILITY = 1e-4`` (more only at budgets too small for one episode to
+fit with that probability); the moments at a budget are those of the untruncated
+estimate, exact up to that event.
 """
 
 from __future__ import annotations
