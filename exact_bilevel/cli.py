@@ -306,7 +306,7 @@ def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
 _EST_FIELDS = ("gradient", "estimates", "estimator", "critic", "budget", "seed", "transitions")
 
 
-def _read_estimate(path: str, d: int) -> tuple[str, Any]:
+def _read_estimate(path: str, d: int) -> tuple[str, Any, dict[str, Any]]:
     from .core import _validate
     from .io import read_json
 
@@ -321,9 +321,27 @@ def _read_estimate(path: str, d: int) -> tuple[str, Any]:
                          "or 'estimates' (independent replicates)")
     if "gradient" in data:
         return "gradient", _validate.real_array("estimate.gradient", data["gradient"],
-                                                shape=(d,))
+                                                shape=(d,)), data
     return "estimates", _validate.real_array("estimate.estimates", data["estimates"],
-                                             shape=(None, d))
+                                             shape=(None, d)), data
+
+
+def _exact_covariance(obj: Any, x: Any, data: dict[str, Any]) -> tuple[Any, str] | None:
+    """The exact covariance of one estimate named by an estimate file (``estimator``,
+    ``budget``, ``critic``), where :func:`exact_bilevel.estimators.moments` covers it
+    (bc-hg, bc-hg-baseline, naive / direct-only with the exact critic on a problem
+    file); else ``None``. Returns ``(covariance[d, d], estimator)``."""
+    from .estimators.moments import SUPPORTED as MOMENT_ESTIMATORS
+
+    name = ESTIMATOR_ALIASES.get(str(data.get("estimator")), data.get("estimator"))
+    budget = data.get("budget")
+    if (_is_game(obj) or _is_lqr(obj) or name not in MOMENT_ESTIMATORS
+            or data.get("critic", "exact") != "exact" or isinstance(budget, bool)
+            or not isinstance(budget, int) or budget < 1):
+        return None
+    from .estimators.moments import moments
+
+    return moments(obj, x, name, budget).covariance, str(name)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -343,7 +361,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise ValueError("file, --estimate: at most one of them can be '-' (standard input)")
     obj, x = _load(args.file)
     exact = _exact(obj, x)[1]
-    kind, est = _read_estimate(args.estimate, exact.size)
+    kind, est, meta = _read_estimate(args.estimate, exact.size)
     mean, rel, cos = acceptance.summary(est, exact)
     if kind == "gradient":
         z = None
@@ -357,12 +375,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
         stats = {"max_error": verdict["max_error"]}
     else:
         res = acceptance.unbiasedness_test(est, exact, args.alpha)
-        z = res.z
         resolves = acceptance.resolution(est, exact, args.alpha)
+        known = _exact_covariance(obj, x, meta)
+        beside: dict[str, Any] = {}
+        if known is not None:  # the exact covariance decides; the sample test is shown
+            cov, name = known
+            beside = {"sample_covariance_test": {
+                "test": res.name, "statistic": _finite_or_none(float(res.statistic)),
+                "p_value": res.p_value, "approximation_ok": res.approximation_ok},
+                "covariance": f"exact (moments of {name} at budget {meta['budget']})"}
+            res = acceptance.known_covariance_test(est, exact, cov, args.alpha)
+            resolves = acceptance.resolution_known(cov, est.shape[0], exact, args.alpha)
+        z = res.z
         passed = not res.reject and resolves <= 1.0
         verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,
                    "p_value": res.p_value, "alpha": args.alpha, "replicates": est.shape[0],
-                   "approximation_ok": res.approximation_ok, "resolution": resolves}
+                   "approximation_ok": res.approximation_ok, "resolution": resolves,
+                   **beside}
         # T^2 = inf is a computed value (a deterministic coordinate exactly off: reject)
         stats = {"p_value": res.p_value,
                  "statistic": 0.0 if math.isinf(res.statistic) else res.statistic}
@@ -404,6 +433,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
               f"{num(verdict['p_value'], '.3g')}, alpha = {args.alpha:g} (false-alarm rate)")
+        if "covariance" in verdict:
+            side = verdict["sample_covariance_test"]
+            print(f"  covariance: {verdict['covariance']}; the sample-covariance "
+                  f"{side['test']} test beside it: p = {num(side['p_value'], '.3g')}")
         print(f"  resolution: relative biases above {num(verdict['resolution'], '.3g')} "
               "(of max|exact|) would be detected with probability >= 1/2")
         if not verdict["approximation_ok"]:

@@ -134,3 +134,64 @@ def test_a_nan_p_value_rejects() -> None:
     """The decision rule itself: a p-value that is not a number never accepts."""
     assert acceptance._decide(math.nan, 0.01)
     assert not acceptance._decide(0.5, 0.01) and acceptance._decide(0.001, 0.01)
+
+
+# --- the exact-covariance test (issue 25, item 3) ----------------------------------------
+def test_known_covariance_test_false_alarm_and_power() -> None:
+    """Gaussian estimates with a known covariance: the realised false-alarm rate over 2000
+    draws lies in its binomial 99.9% interval around alpha = 0.05, and a mean shifted by
+    two exact standard errors of the mean on every coordinate is rejected far more often."""
+    rng = np.random.default_rng(11)
+    d, R, n = 3, 40, 2000
+    L = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [-0.3, 0.2, 0.5]])
+    cov = L @ L.T
+    g = np.array([1.0, -2.0, 0.5])
+    reject = [acceptance.known_covariance_test(g + rng.normal(size=(R, d)) @ L.T, g, cov,
+                                               0.05).reject for _ in range(n)]
+    lo, hi = (float(q) / n for q in __import__("scipy").stats.binom.ppf([5e-4, 1 - 5e-4], n,
+                                                                        0.05))
+    assert lo <= np.mean(reject) <= hi
+    shift = np.sqrt(np.diag(cov) / R)
+    power = np.mean([acceptance.known_covariance_test(g + 2 * shift + rng.normal(size=(R, d)) @ L.T,
+                                                      g, cov, 0.05).reject for _ in range(500)])
+    assert power > 0.5
+
+
+def test_known_covariance_is_not_fooled_by_a_rare_event() -> None:
+    """Estimates that are 0 unless a 1-in-1000 event happens (then 1000): mean 1, variance
+    ~1000. R = 100 replicates usually miss the event: the sample-covariance test sees a
+    zero-variance coordinate off by 1 and rejects a correct estimator; the exact-covariance
+    test knows the variance and accepts (z = -1 / sqrt(1000 / 100) = -0.32)."""
+    X = np.zeros((100, 1))
+    g, cov = np.array([1.0]), np.array([[1000.0 - 1.0]])
+    assert acceptance.unbiasedness_test(X, g, 0.01).reject
+    res = acceptance.known_covariance_test(X, g, cov, 0.01)
+    assert not res.reject and abs(res.z[0] + 0.316) < 0.01
+
+
+def test_known_covariance_rejects_movement_in_its_null_space() -> None:
+    X = np.array([[1.0, 2.0], [1.0, 2.5], [1.0, 1.5]])
+    cov = np.diag([0.0, 0.25])
+    assert not acceptance.known_covariance_test(X, np.array([1.0, 2.0]), cov).reject
+    assert acceptance.known_covariance_test(X, np.array([1.1, 2.0]), cov).reject
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        acceptance.known_covariance_test(X, np.array([1.0, 2.0]), np.diag([1.0, -1.0]))
+
+
+def test_check_uses_the_exact_covariance_where_it_is_known(tmp_path, capsys,
+                                                          problem_file) -> None:
+    problem = problem_file[0]
+    out = tmp_path / "est.json"
+    assert main(["estimate", problem, "--estimator", "bc-hg", "--transitions", "20000",
+                 "--replicates", "40", "--quiet", "--output", str(out)]) == 0
+    assert main(["check", problem, "--estimate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"] == "known-covariance" and "sample_covariance_test" in report
+    assert report["covariance"].startswith("exact (moments of bc-hg at budget 20000")
+    # a learned critic: the moments do not cover it, the sample-covariance test decides
+    assert main(["estimate", problem, "--estimator", "bc-hg", "--critic", "monte-carlo",
+                 "--transitions", "20000", "--replicates", "40", "--quiet", "--output",
+                 str(out)]) == 0
+    main(["check", problem, "--estimate", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"] in ("hotelling", "bonferroni-t") and "covariance" not in report

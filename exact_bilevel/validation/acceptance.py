@@ -292,6 +292,71 @@ def hotelling_test(samples: object, exact: object, alpha: float = 0.01) -> TestR
                                        _report("hotelling", X, g, t2, p, alpha)), X)
 
 
+def known_covariance_test(samples: object, exact: object, covariance: object,
+                          alpha: float = 0.01) -> TestResult:
+    r"""Chi-square test of ``mean == exact`` with the *exact* covariance of one estimate.
+
+    ``samples[R, d]``: independent estimates; ``exact[d]``; ``covariance[d, d]``: the
+    exact covariance of one estimate (e.g. :func:`exact_bilevel.estimators.moments` at
+    the estimates' budget). With ``Sigma = V diag(lam) V^T`` (eigenvalues below
+    ``1e-12 max lam`` are the null space),
+
+    .. math:: T = R \sum_{k:\,\lambda_k > 0} (v_k^T (\bar X - g))^2 / \lambda_k
+              \sim \chi^2_r \quad (H_0,\ r = \text{rank}),
+
+    by the central limit theorem for the mean, with no sample covariance: the test
+    cannot be fooled by replicates that never saw a rare event (the sample covariance
+    underestimates the variance there; the exact one does not). A mean that moves in
+    the null space of ``Sigma`` (beyond 1e-12 relative) is rejected outright.
+    """
+    X, g = _check_samples(samples, exact, scale=False)
+    alpha = _alpha(alpha)
+    R, d = X.shape
+    S = _validate.real_array("covariance", covariance, shape=(d, d))
+    if not np.allclose(S, S.T, rtol=1e-10, atol=0.0):
+        raise ValueError("covariance: must be symmetric")
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    if lam.min(initial=0.0) < -1e-10 * max(lam.max(initial=0.0), 0.0) - 1e-300:
+        raise ValueError(f"covariance: must be positive semi-definite (smallest eigenvalue "
+                         f"{lam.min():.3g})")
+    keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
+    proj = V.T @ (X.mean(axis=0) - g)
+    scale = max(float(np.max(np.abs(g), initial=0.0)), float(np.max(np.abs(X))), 1e-300)
+    if np.any(np.abs(proj[~keep]) > EXACT_RTOL * scale):
+        stat, p = math.inf, 0.0
+    else:
+        stat = float(R * np.sum(proj[keep] ** 2 / lam[keep]))
+        p = float(scipy.stats.chi2.sf(stat, int(np.count_nonzero(keep)))) if keep.any() \
+            else 1.0
+    se = np.sqrt(np.maximum(np.diag(S), 0.0) / R)
+    diff = X.mean(axis=0) - g
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, diff / np.where(se > 0, se, 1.0),
+                     np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+    report = (f"known-covariance chi2: R = {R}, d = {d}, rank {int(np.count_nonzero(keep))}, "
+              f"statistic = {stat:.4g}, p = {p:.3g} (alpha = {alpha:g}) -> "
+              f"{'REJECT' if _decide(p, alpha) else 'accept'}; largest |z| (exact s.e.) = "
+              f"{float(np.max(np.abs(z))):.3g}")
+    return TestResult("known-covariance", stat, p, alpha, _decide(p, alpha), z, report)
+
+
+def resolution_known(covariance: object, n_replicates: int, exact: object,
+                     alpha: float = 0.01) -> float:
+    """:func:`resolution` with the exact covariance of one estimate: ``max_k z_k
+    sqrt(Sigma_kk / R) / max_k |g_k|``, ``z_k`` the two-sided Bonferroni normal quantile
+    ``Phi^-1(1 - alpha / (2 d))``."""
+    g = _validate.real_array("exact", exact, ndim=1)
+    d = g.size
+    S = _validate.real_array("covariance", covariance, shape=(d, d))
+    alpha = _alpha(alpha)
+    worst = float(scipy.stats.norm.ppf(1.0 - alpha / (2 * d))) * float(
+        np.sqrt(np.max(np.maximum(np.diag(S), 0.0)) / n_replicates))
+    top = float(np.max(np.abs(g)))
+    if worst == 0.0:
+        return 0.0
+    return worst / top if top > 0 else math.inf
+
+
 def unbiasedness_test(samples: object, exact: object, alpha: float = 0.01) -> TestResult:
     """Hotelling when ``R > 2 d`` and the sample covariance is non-singular, otherwise
     Bonferroni-t (e.g. estimates confined to a subspace, as when ``S = 1``)."""
