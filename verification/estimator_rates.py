@@ -71,11 +71,13 @@ def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "exact_bilevel.cli", *args], check=True)
 
 
-def summarise(db: str) -> str:
-    con = sqlite3.connect(f"file:{pathlib.Path(db).resolve()}?mode=ro", uri=True)  # read-only
+def read_results(db: str) -> tuple[set[str], dict, dict[tuple[str, str], list], int]:
+    """From a calibration results file (read-only): the problems in the rare-event regime
+    (the sweep's stored diagnostic: expected visits of the rarest on-policy pair in all
+    replicates together), the exact gradients, the replicates per (problem, estimator)
+    and the number of failed replicates."""
+    con = sqlite3.connect(f"file:{pathlib.Path(db).resolve()}?mode=ro", uri=True)
     try:
-        # the sweep stored each cell's rare-event diagnostic (expected visits of the rarest
-        # on-policy pair in all replicates together)
         rare = {p for p, v in con.execute("SELECT problem, rarest_visits FROM diagnostics")
                 if v < MIN_EXPECTED_VISITS}
         exact = {p: np.array(json.loads(g)) for p, g in
@@ -87,6 +89,11 @@ def summarise(db: str) -> str:
         n_failed = con.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
     finally:
         con.close()
+    return rare, exact, groups, n_failed
+
+
+def summarise(db: str) -> str:
+    rare, exact, groups, n_failed = read_results(db)
     rejected: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     regular: dict[str, list[bool]] = defaultdict(list)
     for (p, e), rows in groups.items():

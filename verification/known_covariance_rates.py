@@ -20,20 +20,18 @@ rare-event regime (the sweep's own diagnostic); 95% Clopper-Pearson intervals. W
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import sqlite3
 import warnings
 from collections import defaultdict
 
 import numpy as np
 import scipy.stats
+from estimator_rates import read_results
 
 from exact_bilevel.estimators.moments import moments
 from exact_bilevel.sweeps.run import build
 from exact_bilevel.sweeps.spec import load_spec
 from exact_bilevel.validation.acceptance import known_covariance_test, unbiasedness_test
-from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS
 
 HERE = pathlib.Path(__file__).parent
 SPEC = HERE / "sweeps" / "estimator_rates.json"
@@ -54,18 +52,7 @@ def main() -> None:
     parser.add_argument("--db", default="/tmp/exact_bilevel_estimator_rates.sqlite")
     args = parser.parse_args()
     spec = load_spec(str(SPEC))
-    con = sqlite3.connect(f"file:{pathlib.Path(args.db).resolve()}?mode=ro", uri=True)
-    try:
-        rare = {p for p, v in con.execute("SELECT problem, rarest_visits FROM diagnostics")
-                if v < MIN_EXPECTED_VISITS}
-        exact = {p: np.array(json.loads(g)) for p, g in
-                 con.execute("SELECT problem, exact FROM problems")}
-        groups: dict[tuple[str, str], list] = defaultdict(list)
-        for p, e, g in con.execute("SELECT problem, estimator, gradient FROM estimates "
-                                   "ORDER BY problem, estimator, replicate"):
-            groups[p, e].append(json.loads(g))
-    finally:
-        con.close()
+    rare, exact, groups, _ = read_results(args.db)
     budget = spec.budgets[0]
     covs = {}
     for p in spec.problems:

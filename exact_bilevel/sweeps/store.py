@@ -177,18 +177,7 @@ def connect(db: str) -> sqlite3.Connection:
         _create(db)
         check_ours(db, create=False)
     con = sqlite3.connect(db, timeout=60.0, isolation_level=None)
-    try:
-        _configure(con)
-        con.execute("PRAGMA journal_mode=WAL")  # concurrent runs (see close)
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE "
-                                            "type='table'")}
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise ValueError(f"--db {db}: is a corrupt results file ({exc})") from None
-    if tables != TABLES:
-        con.close()
-        raise ValueError(f"--db {db}: tables {sorted(tables)} are not those of a results file")
-    return con
+    return _checked(con, db, wal=True)
 
 
 def close(con: sqlite3.Connection) -> None:
@@ -209,8 +198,17 @@ def connect_readonly(db: str) -> sqlite3.Connection:
     check_ours(db, create=False)
     con = sqlite3.connect(f"{pathlib.Path(db).resolve().as_uri()}?mode=ro", uri=True,
                           timeout=60.0, isolation_level=None)
+    return _checked(con, db, wal=False)
+
+
+def _checked(con: sqlite3.Connection, db: str, *, wal: bool) -> sqlite3.Connection:
+    """Configure ``con`` (WAL mode for a writer: concurrent runs, see :func:`close`) and
+    check that it holds exactly the results tables; closes it and raises ``ValueError``
+    naming ``--db`` otherwise."""
     try:
         _configure(con)
+        if wal:
+            con.execute("PRAGMA journal_mode=WAL")
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE "
                                             "type='table'")}
     except sqlite3.DatabaseError as exc:
