@@ -234,6 +234,16 @@ def verdict_cases(tmp: pathlib.Path) -> list[tuple[str, list[str], dict, str | N
             rows.append((f"report --db {desc}", ["report", "--db", str(db), "--out",
                                                  str(tmp / "rep")], {}, None, None,
                          {"untouched": True}))
+    for n in ("1", "3"):  # below bc-hg's minimum of 2 / just above: never billed past it
+        rows.append((f"estimate --transitions {n}", ["estimate", str(good), "--estimator",
+                                                     "bc-hg", "--transitions", n], {}, None,
+                     None, {}))
+    gib = 2**30
+    for n, budget in ((1_000_000, gib), (10_000_000, 4 * gib)):
+        rows.append((f"estimate --transitions {n:.0e} under a {budget / gib:g} GiB budget",
+                     ["estimate", str(good), "--estimator", "bc-hg", "--transitions", str(n),
+                      "--quiet"], {"EXACT_BILEVEL_MAX_BYTES": str(budget)}, None, None,
+                     {"memory_budget": budget}))
     rows.append(("sweep --executor dask --scheduler at a closed port",
                  ["sweep", spec, "--db", str(tmp / "dask.sqlite"), "--executor", "dask",
                   "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", "--quiet"],
@@ -336,8 +346,12 @@ def main() -> None:
             trace = "Traceback" in err
             stdout = _stdout_ok(code, out) if stdout_to is None else stdout_to
             false_pass = bool(flags.get("never_pass")) and code == 0
+            # a run the budget check let through stays within the budget (+ the interpreter,
+            # numpy and scipy: the 'peak' of a run refused before any work, ~110 MiB)
+            over = (code == 0 and "memory_budget" in flags
+                    and peak > flags["memory_budget"] / 2**20 + 150)
             bad = (trace or code not in (0, 1, 2) or (code == 0 and stdout == "not JSON")
-                   or bool(others) or false_pass)
+                   or bool(others) or false_pass or over)
             failures += bad
             first = err.strip().splitlines()[-1] if err.strip() else ""
             if flags.get("never_pass") and out.strip():  # the verdict the command printed
@@ -345,6 +359,11 @@ def main() -> None:
                          else "verdict: " + out.strip().splitlines()[-1])
             if false_pass:
                 first = "FALSE PASS: " + first
+            if over:
+                first = f"OVER THE MEMORY BUDGET ({peak:.0f} MiB): " + first
+            elif code == 0 and "memory_budget" in flags:
+                first = (f"within the budget: peak {peak:.0f} MiB of "
+                         f"{flags['memory_budget'] / 2**20:.0f} MiB + interpreter")
             rows.append(f"| {desc} | {code} | {'yes' if trace else 'no'} | {stdout} | "
                         f"{', '.join(others) or 'none'} | {secs:.1f} s | {peak:.0f} MiB | "
                         f"{first[:110].replace('|', '/')} |")
