@@ -15,9 +15,10 @@ Three independent routes to the same numbers:
   size ``~beta >> 1e-12``. Tolerance ``1e-12`` relative to the largest entry.
 * **The exact hypergradient.** ``mean == hypergradient(...).gradient`` (``.direct``
   for ``naive``) to ``1e-10`` at ``gamma = 0.9``.
-* **Simulation.** ``10^4`` replicates through the registry at ``budget = 1`` (one
-  episode each): every mean entry and every covariance entry within 5 standard
-  errors (the covariance's s.e. from the replicates' fourth moments,
+* **Simulation.** ``10^4`` replicates through the registry at the largest budget that
+  plans one episode each (truncated by the hard cap with probability <= 1e-4): every
+  mean entry and every covariance entry within 5 standard errors (the covariance's s.e.
+  from the replicates' fourth moments,
   ``sd((X_k - mean_k)(X_l - mean_l)) / sqrt(R)``). Nominal false-alarm rate
   ``P(|N(0,1)| > 5) = 5.7e-7`` per entry, ~20 entries per problem, ~3e-5 for the
   whole file (fixed seeds: the outcome is deterministic). A mutant covariance that
@@ -181,6 +182,19 @@ def test_moments_equal_enumeration_of_all_trajectories(parameterize, gamma, gamm
         assert np.max(np.abs(m.covariance)) > 0
 
 
+def budget_for(n: int, beta: float) -> int:
+    """The largest budget at which the estimators plan exactly ``n`` episodes (the hard
+    cap's rule, ``episodes_for_budget``); it truncates with probability <= 1e-4 when
+    ``n > 1`` and ``beta^(budget - 1)`` when ``n = 1``."""
+    from exact_bilevel.estimators._common import episodes_for_budget
+
+    b = 2
+    while episodes_for_budget(b + 1, beta) <= n:
+        b += 1
+    assert episodes_for_budget(b, beta) == n, (n, beta)
+    return b
+
+
 class ReplaySampler(Sampler):
     """A sampler whose :meth:`episodes` returns a given batch (and bills it)."""
 
@@ -203,7 +217,7 @@ def test_per_episode_formula_is_what_the_public_estimators_average(parameterize)
     know = leader_knowledge(problem, x)
     rng = np.random.default_rng(1)
     ep = Sampler(know.state.mdp, rng).episodes(know.pi, 7, know.beta)
-    budget = int(np.ceil(7 * (1 + 1 / (1 - know.beta)))) + 1
+    budget = budget_for(7, know.beta)
     for e in EST:
         sampler = ReplaySampler(know.state.mdp, ep)
         if e == "naive":
@@ -309,7 +323,11 @@ def test_moments_match_simulation_and_reject_mutants(case):
     problem, x = _problem(parameterize, gamma, gamma_leader, seed=seed, S=4)
     for e in EST:
         m = moments(problem, x, e)
-        X, cost = replicates(problem, x, e, 1, R, seed=100 + seed)  # budget 1: one episode
+        # one planned episode, truncated with probability beta^(one - 1) <= 1e-4 (the cap's
+        # planned rate; R = 10^4 replicates then expect < 1 truncated episode)
+        one = budget_for(1, m.beta)
+        assert m.beta ** (one - 1) <= 1e-4
+        X, cost = replicates(problem, x, e, one, R, seed=100 + seed)
         zm, zc = z_scores(X, m.mean, m.covariance)
         assert np.max(np.abs(zm)) < 5 and np.max(np.abs(zc)) < 5, (e, zm, zc)
         # the expected cost: Var(1 + T) = beta / (1 - beta)^2
@@ -328,7 +346,7 @@ def test_estimate_at_a_budget_averages_a_fixed_number_of_episodes():
 
     problem, x = _problem("both", 0.7, 0.85, seed=2, S=4)
     one = moments(problem, x, "bc-hg")
-    budget = 40
+    budget = budget_for(5, one.beta)
     m = moments(problem, x, "bc-hg", budget=budget)
     n = episodes_for_budget(budget, one.beta)
     assert m.episodes == n == 5 and not m.per_episode and one.per_episode
