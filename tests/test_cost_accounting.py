@@ -35,10 +35,15 @@ class Counter:
 def counter(monkeypatch):
     c = Counter()
     sample_next, run, reset = FiniteMDP.sample_next, Sampler._run, Sampler.reset
+    next_state = FiniteMDP.next_state
 
     def counted_next(self, s, a, u):
         c.steps += int(np.size(s))
         return sample_next(self, s, a, u)
+
+    def counted_one(self, s, a, u):  # the scalar draw of a sampler's last few episodes
+        c.steps += 1
+        return next_state(self, s, a, u)
 
     def counted_run(self, *args, **kwargs):
         c.depth += 1
@@ -55,6 +60,7 @@ def counter(monkeypatch):
         return reset(self, n)
 
     monkeypatch.setattr(FiniteMDP, "sample_next", counted_next)
+    monkeypatch.setattr(FiniteMDP, "next_state", counted_one)
     monkeypatch.setattr(Sampler, "_run", counted_run)
     monkeypatch.setattr(Sampler, "reset", counted_reset)
     return c

@@ -10,8 +10,14 @@ complex arrays, which the complex-step checks rely on).
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 import scipy.sparse
+
+#: Largest dense ``S * A * S`` whose row CDFs :meth:`DenseTransitions.next_state` keeps
+#: as Python lists (faster scalar search); larger ones are searched in numpy rows.
+LIST_CDF_ENTRIES = 2**16
 
 
 def inverse_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -54,6 +60,7 @@ class DenseTransitions:
         self._P = P
         self._P2 = P.reshape(S * A, S)
         self._cdf: np.ndarray | None = None  # row CDFs, built on the first draw
+        self._cdf_lists: list | np.ndarray | None = None  # the same, for scalar draws
 
     def dense(self) -> np.ndarray:
         """Return ``P[s, a, s']``."""
@@ -88,6 +95,17 @@ class DenseTransitions:
         if self._cdf is None:
             self._cdf = np.cumsum(self._P2, axis=1)
         return searchsorted_rows(self._cdf, np.asarray(rows), np.asarray(u))
+
+    def next_state(self, row: int, u: float) -> int:
+        """One draw of :meth:`sample_next` (``rows = [row]``, ``u = [u]``) in scalar
+        Python, the same number: the count of the row's CDF entries ``<= u * total``."""
+        if self._cdf is None:
+            self._cdf = np.cumsum(self._P2, axis=1)
+        if self._cdf_lists is None:
+            small = self._cdf.size <= LIST_CDF_ENTRIES
+            self._cdf_lists = self._cdf.tolist() if small else self._cdf
+        cdf = self._cdf_lists[row]
+        return bisect_right(cdf, u * cdf[-1])
 
 
 class SparseTransitions:
@@ -139,3 +157,9 @@ class SparseTransitions:
         k = np.searchsorted(self._cum, target, side="right")
         last = self._P2.indptr[rows + 1] - 1
         return self._P2.indices[np.minimum(k, last)]
+
+    def next_state(self, row: int, u: float) -> int:
+        """One draw of :meth:`sample_next` in scalar Python (the same number)."""
+        target = self._row_offset[row] + u * self._row_total[row]
+        k = int(np.searchsorted(self._cum, target, side="right"))
+        return int(self._P2.indices[min(k, self._P2.indptr[row + 1] - 1)])

@@ -170,6 +170,11 @@ class FiniteMDP:
         """``s'[i]`` drawn from ``P(.|s[i], a[i])`` by the uniforms ``u[i]`` (inverse CDF)."""
         return self._op.sample_next(s * self.n_actions + a, u)
 
+    def next_state(self, s: int, a: int, u: float) -> int:
+        """One draw of :meth:`sample_next` in scalar Python (the same state for the
+        same ``u``; cheaper than numpy for a handful of draws)."""
+        return self._op.next_state(s * self.n_actions + a, u)
+
     # --- linear maps (all analytic; see _transitions) --------------------------
     def expect(self, v: np.ndarray) -> np.ndarray:
         """``(P v)[s, a, ...] = sum_s' P[s, a, s'] v[s', ...]``."""

@@ -13,8 +13,10 @@ sensitivity) has to come from samples through a :class:`~exact_bilevel.estimator
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
+from scipy.signal import lfilter
 from scipy.special import betainc
 
 from ..core.follower import FollowerState
@@ -58,6 +60,18 @@ class LeaderKnowledge:
     gamma: float
     gamma_leader: float
     tau: float
+
+    @cached_property
+    def leader_values(self) -> object:
+        """``problem.objective.leader_values`` at the follower's solution (the exact
+        critic's oracle), computed once per ``x`` and shared by every replicate."""
+        return self.problem.objective.leader_values(self.problem, self.state)
+
+    @cached_property
+    def objective_terms(self) -> object:
+        """``problem.objective.evaluate`` at the follower's solution (``f``'s own partials,
+        which SoBiRL takes as known), computed once per ``x``."""
+        return self.problem.objective.evaluate(self.problem, self.state)
 
     @property
     def beta(self) -> float:
@@ -147,6 +161,13 @@ def episodes_for_budget(budget: int, beta: float, share: float = 1.0, *,
         raise ValueError(f"budget = {budget} transitions: {estimator} needs at least "
                          f"{int(np.ceil(minimum / share))} transitions ({why}, with "
                          f"{share:g} of the budget) on this problem")
+    return _largest_safe_n(total, float(beta), int(groups), int(extra))
+
+
+@lru_cache(maxsize=4096)
+def _largest_safe_n(total: int, beta: float, groups: int, extra: int) -> int:
+    """The search of :func:`episodes_for_budget` (a pure function of its arguments,
+    cached: every replicate of a run plans the same batch)."""
     per = groups * (2 + extra)  # fixed cost of one episode per group, one step each
 
     def crosses(n: int) -> bool:
@@ -175,16 +196,19 @@ def step_weights(length: int, ratio: float) -> np.ndarray:
     return ratio ** np.arange(length, dtype=float)
 
 
+def discounted_filter(values: np.ndarray, ratio: float) -> np.ndarray:
+    """``Y[:, k] = values[:, k] + ratio Y[:, k - 1]`` along axis 1 (``Y[:, -1] = 0``), any
+    trailing shape: the linear recursion ``acc = ratio acc + v`` run by
+    ``scipy.signal.lfilter`` in C, the same floating-point operations in the same order
+    (``1 * v + ratio * acc``) as the Python loop over ``k``."""
+    return lfilter([1.0], [1.0, -ratio], values, axis=1)
+
+
 def suffix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarray:
     """``Z[i, t] = sum_{k >= t, k < T_i} ratio^(k - t) values[i, k]`` by a backward
     recursion (no overflow for long episodes); ``values[n, L, ...]``, ``mask[n, L]``."""
     vals = np.where(mask.reshape(mask.shape + (1,) * (values.ndim - 2)), values, 0.0)
-    Z = np.empty_like(vals)
-    acc = np.zeros_like(vals[:, 0])
-    for t in range(vals.shape[1] - 1, -1, -1):
-        acc = vals[:, t] + ratio * acc
-        Z[:, t] = acc
-    return Z
+    return discounted_filter(vals[:, ::-1], ratio)[:, ::-1]
 
 
 def prefix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarray:
@@ -194,13 +218,7 @@ def prefix_sums(values: np.ndarray, mask: np.ndarray, ratio: float) -> np.ndarra
     sum_k g_k sum_{t<=k} r^(k-t) a_t``, which lets a scalar weight per step
     replace a ``d``-vector per step.
     """
-    vals = np.where(mask, values, 0.0)
-    Y = np.empty_like(vals)
-    acc = np.zeros(vals.shape[0])
-    for t in range(vals.shape[1]):
-        acc = ratio * acc + vals[:, t]
-        Y[:, t] = acc
-    return np.where(mask, Y, 0.0)
+    return np.where(mask, discounted_filter(np.where(mask, values, 0.0), ratio), 0.0)
 
 
 def contract_steps(know: LeaderKnowledge, ep: Episodes, weights: np.ndarray,

@@ -46,7 +46,7 @@ def _from_q(q: np.ndarray, pi: np.ndarray) -> Critic:
 
 def exact_critic(know: LeaderKnowledge) -> Critic:
     """Exact leader values at the follower's policy (oracle access to ``P``)."""
-    lv = know.problem.objective.leader_values(know.problem, know.state)
+    lv = know.leader_values
     return Critic(q=lv.q, v=lv.v)
 
 

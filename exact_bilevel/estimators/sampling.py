@@ -40,6 +40,7 @@ Sampling is vectorised over episodes and reproducible bit for bit for a given
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ SLOT_ENTRIES = 8
 #: Entries per generative-model draw of :meth:`Sampler.sweep` that an estimate may hold
 #: (the ``(s, a, s')`` arrays, uniforms, counts; measured at most 12 per draw).
 DRAW_ENTRIES = 16
+#: Live episodes below which :meth:`Sampler._walk` steps them one by one in Python.
+SCALAR_TAIL = 8
 
 
 @dataclass(frozen=True)
@@ -242,19 +245,71 @@ class Sampler:
         states = np.zeros((n, L + 1), dtype=np.int64)
         actions = np.zeros((n, L), dtype=np.int64)
         states[:, 0] = s
-        pi_cdf = np.cumsum(pi, axis=-1)
-        alive = np.arange(n)
-        for t in range(L):
-            alive = alive[lengths[alive] > t]
-            st = states[alive, t]
-            if t == 0 and first_action is not None:
-                a = np.asarray(first_action)[alive]
-            else:
-                a = inverse_cdf(pi_cdf[st], self.rng.random(alive.size))
-            actions[alive, t] = a
-            states[alive, t + 1] = self.step(st, a)
+        steps = int(lengths.sum())
+        self._charge(f"{steps} steps", steps)
+        fixed = None if first_action is None else np.asarray(first_action)
+        # one uniform per action drawn and per step, in the order one call per time step
+        # and kind would draw them (numpy's float64 stream does not depend on batching)
+        u = self.rng.random(2 * steps - (0 if fixed is None else n))
+        self._walk(np.cumsum(pi, axis=-1), states, actions, lengths, u, fixed)
+        self.steps += steps
         return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
 
+    def _walk(self, pi_cdf: np.ndarray, states: np.ndarray, actions: np.ndarray,
+              lengths: np.ndarray, u: np.ndarray, first_action: np.ndarray | None) -> None:
+        """Fill ``states[n, L + 1]`` (column 0 given) and ``actions[n, L]`` in place.
+
+        At time ``t`` the live episodes ``i`` (``lengths[i] > t``, ascending) take the next
+        ``c_t`` uniforms of ``u`` for ``a_t ~ pi(.|s_t)`` (none at ``t = 0`` when
+        ``first_action`` is given), then the next ``c_t`` for ``s_{t+1} ~ P(.|s_t, a_t)``.
+        Vectorised over live episodes while more than :data:`SCALAR_TAIL` remain, then
+        scalar (:meth:`_walk_tail`): the same draws, without numpy's per-call overhead."""
+        alive = np.arange(lengths.size)
+        pos = 0
+        for t in range(actions.shape[1]):
+            alive = alive[lengths[alive] > t]
+            c = alive.size
+            if c <= SCALAR_TAIL:
+                self._walk_tail(pi_cdf, states, actions, lengths, u[pos:], alive, t,
+                                first_action)
+                return
+            st = states[alive, t]
+            if t == 0 and first_action is not None:
+                a = first_action[alive]
+            else:
+                a = inverse_cdf(pi_cdf[st], u[pos:pos + c])
+                pos += c
+            actions[alive, t] = a
+            states[alive, t + 1] = self.mdp.sample_next(st, a, u[pos:pos + c])
+            pos += c
+
+    def _walk_tail(self, pi_cdf: np.ndarray, states: np.ndarray, actions: np.ndarray,
+                   lengths: np.ndarray, u: np.ndarray, alive: np.ndarray, t0: int,
+                   first_action: np.ndarray | None) -> None:
+        """:meth:`_walk` from time ``t0`` for the few live episodes ``alive``, one draw at a
+        time in Python (``bisect`` on the policy's row CDF, :meth:`FiniteMDP.next_state`)."""
+        live = alive.tolist()
+        ends = lengths.tolist()
+        cur = {i: int(states[i, t0]) for i in live}
+        uu = u.tolist()
+        rows: dict[int, list[float]] = {}
+        pos = 0
+        for t in range(t0, actions.shape[1]):
+            live = [i for i in live if ends[i] > t]
+            if t == 0 and first_action is not None:
+                acts = [int(first_action[i]) for i in live]
+            else:
+                acts = []
+                for i in live:
+                    row = rows.get(cur[i])
+                    if row is None:
+                        row = rows[cur[i]] = pi_cdf[cur[i]].tolist()
+                    acts.append(bisect_right(row, uu[pos] * row[-1]))
+                    pos += 1
+            for i, a in zip(live, acts, strict=True):
+                actions[i, t] = a
+                cur[i] = states[i, t + 1] = self.mdp.next_state(cur[i], a, uu[pos])
+                pos += 1
 
     def _fit(self, lengths: np.ndarray) -> np.ndarray:
         """``lengths`` truncated in episode order to fit the cap (module docstring)."""

@@ -32,7 +32,7 @@ from .tabular import dlogpi_from_dq, estimate_dq
 
 
 def _policy_term(know: LeaderKnowledge, dlogpi: np.ndarray) -> np.ndarray:
-    terms = know.problem.objective.evaluate(know.problem, know.state)
+    terms = know.objective_terms
     return terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dlogpi)
 
 

@@ -17,7 +17,6 @@ matters; unvisited pairs get ``dQ = dr`` (the immediate term).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from ..core._budget import check_allocation
 from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
@@ -38,6 +37,15 @@ def _chunks(ep: Episodes, cells: int) -> list[Episodes]:
     n = ep.lengths.size
     return [Episodes(ep.states[i:i + size], ep.actions[i:i + size], ep.lengths[i:i + size])
             for i in range(0, n, size)]
+
+
+def visit_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """``out[j] = sum_{k: idx[k] = j} rows[k]``, shape ``[size, d]`` (``rows[m, d]``),
+    each sum taken in the order of ``k`` (unbuffered ``np.add.at``: the order a one-hot
+    sparse product would add them in)."""
+    out = np.zeros((size, rows.shape[1]))
+    np.add.at(out, idx, rows)
+    return out
 
 
 def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | None = None,
@@ -65,9 +73,7 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | Non
             Z = Z - np.where(sub.mask[..., None], g, 0.0)
         m = sub.mask
         idx = sub.states[:, :-1][m] * A + sub.actions[m]
-        onehot = scipy.sparse.csr_matrix((np.ones(idx.size), (idx, np.arange(idx.size))),
-                                         shape=(S * A, idx.size))
-        sums += onehot @ Z[m]
+        sums += visit_sums(idx, Z[m], S * A)
         counts += np.bincount(idx, minlength=S * A)
     mean = sums / np.maximum(counts, 1.0)[:, None]
     return np.where((counts > 0)[:, None], mean, know.dr.reshape(S * A, d)).reshape(S, A, d)
