@@ -115,15 +115,7 @@ def hinge(lr: LeaderReward, mus: np.ndarray, sigs: np.ndarray):
     dtype = np.result_type(mus, sigs)
     gmu = np.zeros((T, n), dtype=dtype)
     gS = np.zeros((T, n, n), dtype=dtype)
-    det = np.real(v) <= 0.0
-    sig = np.sqrt(np.where(det, 1.0, v))
-    u = m / sig
-    Phi = scipy.special.ndtr(-u)
-    phi = np.exp(-0.5 * u * u) / np.sqrt(2.0 * np.pi)
-    neg = np.real(m) < 0.0
-    E = lr.hinge_weight * np.where(det, np.where(neg, m, 0.0 * m), m * Phi - sig * phi)
-    gmu[:, i] = lr.hinge_weight * np.where(det, neg.astype(float), Phi)
-    gS[:, i, i] = np.where(det, 0.0, -lr.hinge_weight * phi / (2.0 * sig))
+    E, gmu[:, i], gS[:, i, i] = _hinge_parts(lr, m, v)
     return E, gmu, gS
 
 
