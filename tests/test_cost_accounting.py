@@ -84,14 +84,21 @@ def test_every_draw_is_billed_exactly(name, counter):
         assert est.resets == starts, (name, critic)
 
 
-@pytest.mark.parametrize("game_obs", [mg.OBSERVES_STATE, mg.OBSERVES_STATE_AND_LEADER_ACTION])
-@pytest.mark.parametrize("name", mg.GAME_ESTIMATORS)
-def test_game_estimators_bill_exactly(name, game_obs, counter):
+def _small_game(game_obs: object) -> tuple[np.random.Generator, mg.MarkovGame]:
+    """A random 3-state, 2 x 2-action game and the generator that drew it (its next draws
+    give the test's x)."""
     rng = np.random.default_rng(2)
     S, AL, AF = 3, 2, 2
     game = mg.MarkovGame(rng.dirichlet(np.ones(S), size=(S, AL, AF)),
                          rng.normal(size=(S, AL, AF)), rng.normal(size=(S, AL, AF)),
                          rng.dirichlet(np.ones(S)), 0.7, 0.5, observes=game_obs)
+    return rng, game
+
+
+@pytest.mark.parametrize("game_obs", [mg.OBSERVES_STATE, mg.OBSERVES_STATE_AND_LEADER_ACTION])
+@pytest.mark.parametrize("name", mg.GAME_ESTIMATORS)
+def test_game_estimators_bill_exactly(name, game_obs, counter):
+    rng, game = _small_game(game_obs)
     est = mg.estimate(game, rng.normal(size=game.n_params), name, 2000,
                       np.random.default_rng(0))
     assert est.transitions == counter.steps + counter.starts
@@ -237,11 +244,7 @@ def test_the_cap_truncates_in_episode_order():
 @pytest.mark.parametrize("game_obs", [mg.OBSERVES_STATE, mg.OBSERVES_STATE_AND_LEADER_ACTION])
 @pytest.mark.parametrize("name", mg.GAME_ESTIMATORS)
 def test_game_bills_never_exceed_the_budget(name, game_obs, counter):
-    rng = np.random.default_rng(2)
-    S, AL, AF = 3, 2, 2
-    game = mg.MarkovGame(rng.dirichlet(np.ones(S), size=(S, AL, AF)),
-                         rng.normal(size=(S, AL, AF)), rng.normal(size=(S, AL, AF)),
-                         rng.dirichlet(np.ones(S)), 0.7, 0.5, observes=game_obs)
+    rng, game = _small_game(game_obs)
     x = rng.normal(size=game.n_params)
     low = 3 if game_obs == mg.OBSERVES_STATE_AND_LEADER_ACTION else 2  # + a fresh start
     for budget in sorted({low, low + 1, 7, 100, 1000}):

@@ -188,10 +188,14 @@ def resolution(samples: object, exact: object, alpha: float = 0.01) -> float:
     R, d = X.shape
     half = float(scipy.stats.t.ppf(1.0 - alpha / (2 * d), R - 1)) * X.std(axis=0, ddof=1) \
         / np.sqrt(R)
-    top = float(np.max(np.abs(g)))
-    worst = float(np.max(half))
+    return _relative_to_exact(float(np.max(half)), g)
+
+
+def _relative_to_exact(worst: float, g: np.ndarray) -> float:
+    """``worst / max|g|``: 0 when ``worst`` is 0, ``inf`` when ``g = 0`` (and it is not)."""
     if worst == 0.0:
         return 0.0
+    top = float(np.max(np.abs(g)))
     return worst / top if top > 0 else math.inf
 
 
@@ -216,8 +220,11 @@ def _degenerate(X: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, bool]:
     return flat, off
 
 
-def _z(X: np.ndarray, g: np.ndarray) -> np.ndarray:
-    se = X.std(axis=0, ddof=1) / np.sqrt(X.shape[0])
+def _z(X: np.ndarray, g: np.ndarray, se: np.ndarray | None = None) -> np.ndarray:
+    """``(mean - g) / se`` per coordinate (``se`` the sample standard error unless given);
+    a zero ``se`` gives 0 where the mean is exact and a signed ``inf`` where it is off."""
+    if se is None:
+        se = X.std(axis=0, ddof=1) / np.sqrt(X.shape[0])
     diff = X.mean(axis=0) - g
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(se > 0, diff / np.where(se > 0, se, 1.0),
@@ -328,11 +335,7 @@ def known_covariance_test(samples: object, exact: object, covariance: object,
         stat = float(R * np.sum(proj[keep] ** 2 / lam[keep]))
         p = float(scipy.stats.chi2.sf(stat, int(np.count_nonzero(keep)))) if keep.any() \
             else 1.0
-    se = np.sqrt(np.maximum(np.diag(S), 0.0) / R)
-    diff = X.mean(axis=0) - g
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(se > 0, diff / np.where(se > 0, se, 1.0),
-                     np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+    z = _z(X, g, se=np.sqrt(np.maximum(np.diag(S), 0.0) / R))
     report = (f"known-covariance chi2: R = {R}, d = {d}, rank {int(np.count_nonzero(keep))}, "
               f"statistic = {stat:.4g}, p = {p:.3g} (alpha = {alpha:g}) -> "
               f"{'REJECT' if _decide(p, alpha) else 'accept'}; largest |z| (exact s.e.) = "
@@ -351,10 +354,7 @@ def resolution_known(covariance: object, n_replicates: int, exact: object,
     alpha = _alpha(alpha)
     worst = float(scipy.stats.norm.ppf(1.0 - alpha / (2 * d))) * float(
         np.sqrt(np.max(np.maximum(np.diag(S), 0.0)) / n_replicates))
-    top = float(np.max(np.abs(g)))
-    if worst == 0.0:
-        return 0.0
-    return worst / top if top > 0 else math.inf
+    return _relative_to_exact(worst, g)
 
 
 def unbiasedness_test(samples: object, exact: object, alpha: float = 0.01) -> TestResult:
