@@ -7,6 +7,13 @@ well on a code-hosting site and the documentation site (``docs/``) renders them
 without re-executing. The test suite re-executes them (``tests/test_notebooks.py``)
 and ``ruff check`` lints their code cells.
 Run: ``python notebooks/build_notebooks.py [--no-execute] [NAME ...]``.
+
+**Cell tags.** A cell is ``(kind, source)``, or ``(kind, source, tags)`` with a list of
+tags; a code cell may instead start with a comment line ``# cell-tags: TAG[, TAG]``,
+which becomes the tags and is removed from the notebook. The site (MyST-NB) honours
+``hide-input`` (the code collapsed behind a "show" toggle, its output shown: used for
+exercise solutions, which the test suite still executes), ``hide-output``,
+``hide-cell`` and ``remove-input``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,22 @@ for _path in sorted((HERE / "chapters").glob("ch[0-9][0-9]_*.py")):
     NOTEBOOKS[_mod.NAME] = _mod.CELLS
 
 
+TAG_PREFIX = "# cell-tags:"
+
+
+def _cell(kind: str, src: str, tags: list[str] | tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """One notebook cell; tags from the third element or a leading ``# cell-tags:`` line."""
+    tags = list(tags)
+    first, _, rest = src.partition("\n")
+    if kind != "md" and first.startswith(TAG_PREFIX):
+        tags += [t.strip() for t in first[len(TAG_PREFIX):].split(",") if t.strip()]
+        src = rest
+    cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
 def build(names: list[str] | None = None, execute: bool = True) -> None:
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
@@ -37,8 +60,7 @@ def build(names: list[str] | None = None, execute: bool = True) -> None:
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
-        nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md"
-                    else nbformat.v4.new_code_cell(src) for kind, src in cells]
+        nb.cells = [_cell(*spec) for spec in cells]
         for i, cell in enumerate(nb.cells):
             cell.id = f"{name}-{i}"          # stable ids: rebuilding gives the same file
         if execute:
