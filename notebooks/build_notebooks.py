@@ -8,9 +8,10 @@ without re-executing. The test suite re-executes them (``tests/test_notebooks.py
 and ``ruff check`` lints their code cells.
 Run: ``python notebooks/build_notebooks.py [--no-execute] [NAME ...]``.
 
-**Cell tags.** A cell is ``(kind, source)``, or ``(kind, source, tags)`` with a list of
-tags; a code cell may instead start with a comment line ``# cell-tags: TAG[, TAG]``,
-which becomes the tags and is removed from the notebook. The site (MyST-NB) honours
+**Cell tags.** A code cell whose first line is the comment ``# cell-tags: TAG[, TAG]``
+gets those tags in its metadata (the line stays in the source, so the committed
+notebook's sources are the chapter's, as ``tests/test_notebooks.py`` checks). The site
+(MyST-NB) honours
 ``hide-input`` (the code collapsed behind a "show" toggle, its output shown: used for
 exercise solutions, which the test suite still executes), ``hide-output``,
 ``hide-cell`` and ``remove-input``.
@@ -39,13 +40,11 @@ for _path in sorted((HERE / "chapters").glob("ch[0-9][0-9]_*.py")):
 TAG_PREFIX = "# cell-tags:"
 
 
-def _cell(kind: str, src: str, tags: list[str] | tuple[str, ...] = ()) -> nbformat.NotebookNode:
-    """One notebook cell; tags from the third element or a leading ``# cell-tags:`` line."""
-    tags = list(tags)
-    first, _, rest = src.partition("\n")
-    if kind != "md" and first.startswith(TAG_PREFIX):
-        tags += [t.strip() for t in first[len(TAG_PREFIX):].split(",") if t.strip()]
-        src = rest
+def _cell(kind: str, src: str) -> nbformat.NotebookNode:
+    """One notebook cell; a code cell's leading ``# cell-tags:`` line sets its tags."""
+    first = src.partition("\n")[0]
+    tags = ([t.strip() for t in first[len(TAG_PREFIX):].split(",") if t.strip()]
+            if kind != "md" and first.startswith(TAG_PREFIX) else [])
     cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
     if tags:
         cell.metadata["tags"] = tags
