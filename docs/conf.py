@@ -8,8 +8,8 @@ without re-executing); the CLI reference is generated from the argument parser.
 
 from __future__ import annotations
 
+import json
 import pathlib
-import shutil
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -30,10 +30,13 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "numpydoc",
+    "sphinx_copybutton",
 ]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "course/README.md"]
-myst_enable_extensions = ["dollarmath", "amsmath"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "course/README.md", "course/_download"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+math_eqref_format = "({number})"
+copybutton_exclude = ".linenos, .gp, .go"
 myst_heading_anchors = 3
 nb_execution_mode = "off"            # the committed notebooks carry their outputs
 nb_merge_streams = True
@@ -48,14 +51,46 @@ html_static_path: list[str] = []
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
 
+#: The math sections each chapter teaches (labels of docs/math.md), shown in the
+#: chapter's header cell on the site; math.md links back to the chapters.
+CHAPTER_MATH = {
+    "01_soft_bellman": ["math-follower"],
+    "02_hypergradient": ["math-sensitivities", "math-hypergradient", "math-adjoint"],
+    "03_boltzmann_covariance": ["math-hypergradient", "math-sampling", "moments"],
+    "04_fourrooms": ["math-hypergradient"],
+    "05_check_your_implementation": ["math-checks"],
+    "06_estimators": ["math-sampling"],
+    "07_markov_games": ["math-games"],
+    "08_continuous_states": ["math-lqr"],
+}
+
+
+def _header_cell(name: str) -> dict:
+    """A markdown cell put first in the site's copy of a chapter (never in the committed
+    notebook): the notebook download and the math sections behind the chapter."""
+    refs = ", ".join(f"{{ref}}`{label}`" for label in CHAPTER_MATH.get(name, []))
+    text = (f"{{download}}`Download this notebook <_download/{name}.ipynb>` (executed, with its "
+            f"outputs; run it with `jupyter lab {name}.ipynb` after "
+            "`pip install -e \".[notebooks]\"`)")
+    if refs:
+        text += f". Math reference: {refs}. API: {{doc}}`../api/index`."
+    return {"cell_type": "markdown", "id": f"{name}-site-header", "metadata": {},
+            "source": text}
+
+
 def _copy_course() -> None:
-    """The executed notebooks of ``notebooks/`` become ``docs/course/*.ipynb``."""
+    """The executed notebooks of ``notebooks/`` become ``docs/course/*.ipynb``: the site
+    copy (rendered) with a header cell, the untouched file beside it (``_download/``,
+    the download link's target is the committed notebook itself)."""
     dest = HERE / "course"
-    dest.mkdir(exist_ok=True)
-    for old in dest.glob("*.ipynb"):
+    (dest / "_download").mkdir(parents=True, exist_ok=True)
+    for old in [*dest.glob("*.ipynb"), *(dest / "_download").glob("*.ipynb")]:
         old.unlink()
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        shutil.copyfile(nb, dest / nb.name)
+        (dest / "_download" / nb.name).write_bytes(nb.read_bytes())
+        data = json.loads(nb.read_text())
+        data["cells"].insert(1, _header_cell(nb.stem))
+        (dest / nb.name).write_text(json.dumps(data, indent=1))
 
 
 def _cli_reference() -> None:

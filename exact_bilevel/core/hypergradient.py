@@ -1,7 +1,7 @@
 r"""Exact hypergradient ``grad F(x)`` of a bilevel problem, forward and adjoint modes.
 
 With ``W[s, a] = (df/dpi)[s, a] pi[s, a]`` and its per-state centring
-``w = W - pi * sum_a W`` (docs/math.md, section 5):
+``w = W - pi * sum_a W`` (:ref:`docs/math.md, section 5 <math-adjoint>`):
 
 .. math::
 

@@ -1,6 +1,6 @@
 r"""Soft (entropy-regularised) Bellman primitives.
 
-Equations (docs/math.md, section 2):
+Equations (:ref:`docs/math.md, section 2 <math-follower>`):
 
 .. math::
 

@@ -1,6 +1,6 @@
 r"""Boltzmann-covariance hypergradient estimator (BC-HG; Kudo et al. 2026).
 
-Trajectory form of the leader-return hypergradient (docs/math.md, section 6):
+Trajectory form of the leader-return hypergradient (:ref:`docs/math.md, section 6 <math-sampling>`):
 
 .. math::
 

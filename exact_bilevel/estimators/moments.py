@@ -1,4 +1,5 @@
-r"""Exact mean and covariance of the BC-HG-type estimators (docs/math.md, section 10).
+r"""Exact mean and covariance of the BC-HG-type estimators (:ref:`docs/math.md, section 10
+<moments>`).
 
 With the exact leader critic, one discount-terminated episode contributes (to
 :func:`~exact_bilevel.estimators.bchg.bchg`, :func:`~.bchg.naive`; see

@@ -1,7 +1,8 @@
 r"""Per-state-action estimates of the follower's sensitivities ``dQ[s, a, k]``.
 
 Both estimators use the sampled sensitivity rewards
-``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})`` (docs/math.md, section 3:
+``g_k = dr(s_k, a_k) + gamma dlogP(s_{k+1}|s_k, a_k) V(s_{k+1})`` (:ref:`docs/math.md, section 3
+<math-sensitivities>`:
 ``dQ`` is the policy evaluation of the vector reward ``g``):
 
 * :func:`dq_monte_carlo` — every-visit average of the forward sums

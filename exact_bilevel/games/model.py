@@ -3,7 +3,7 @@ r"""Two-player Markov games: the leader acts too, the follower soft-best-respond
 Shapes: joint transitions ``P[s, aL, aF, s']``, rewards ``r_F[s, aL, aF]``,
 ``r_L[s, aL, aF]``, ``rho[s]``. The leader's policy is a tabular softmax,
 ``piL(aL|s; theta) = softmax(theta[s, :])`` with ``theta`` flattened to
-``x[s * AL + aL]`` (``d = S * AL``). docs/math.md (section 7):
+``x[s * AL + aL]`` (``d = S * AL``). :ref:`docs/math.md, section 7 <math-games>`:
 
 * **follower observes s** (:data:`OBSERVES_STATE`): it faces the induced MDP
   ``P_theta(s'|s, aF) = sum_aL piL(aL|s) P(s'|s, aL, aF)``, ``r_theta`` likewise,

@@ -124,8 +124,9 @@ def leader_critic(problem: LQRProblem, cl: ClosedLoop, z: np.ndarray, T: int
 
 def _weights_exact(problem: LQRProblem, inst: LQRInstance, Pi: np.ndarray, c: np.ndarray,
                    ro: Rollouts, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample weights of the policy scores (``gamma^t (Q - V)``) and of the transition
-    scores (``gamma^{t+1} (V(s_{t+1}) - E[V(s_{t+1}) | s_t, a_t, u_t])``), each ``[N, T]``."""
+    """Per-sample weights of the policy scores (``gamma_L^t (Q - V)``) and of the transition
+    scores (``gamma_L^{t+1} (V(s_{t+1}) - E[V(s_{t+1}) | s_t, a_t, u_t])``), each ``[N, T]``
+    (the leader's discount ``gamma_L``; :ref:`docs/math.md, section 8 <math-lqr>`)."""
     g = problem.gamma_L
     disc = g ** np.arange(T)
     s, s1 = ro.s[:, :T], ro.s[:, 1:]

@@ -26,7 +26,7 @@ its quadratic part is one more Stein solve, :func:`_reverse_moments`):
    — the *indirect* term.
 
 Finally ``dF/dz_k = <dF/dM, dM/dz_k>`` summed over the fields and ``dF/dx = dF/dz
-dz/dx``. Derivation: ``docs/math.md``, section "Soft LQR".
+dz/dx``. Derivation: :ref:`docs/math.md, section 8, "Soft LQR" <math-lqr>`.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ Parameterisation: ``z = link(x)`` elementwise (``"identity"`` or ``"sigmoid"``),
 every follower matrix is *affine* in ``z``: ``A(z) = A + sum_k dA[..., k] z[k]``
 (parameter axis last), likewise ``B, C, K_L, Q, R``. This covers both of the BC-HG
 paper's continuous tasks (insulation / airflow entering ``A``; the leader's gain
-``K_L``) and keeps the exact derivatives exact. See ``docs/math.md`` section
-"Soft LQR".
+``K_L``) and keeps the exact derivatives exact. See :ref:`docs/math.md, section 8, "Soft LQR"
+<math-lqr>`.
 """
 
 from __future__ import annotations

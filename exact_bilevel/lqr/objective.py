@@ -29,7 +29,7 @@ What is exact and what is summed: with a finite horizon every step is computed (
 for ``sum_t gamma_L^t (mu_t mu_t' + Sigma_t)``; the bump and the hinge are summed step by
 step until a proven bound on the rest (:func:`_tail_bound`) is below ``1e-17`` of the
 total (a hinge without a bump needs only ``mu_t[i]``, ``Sigma_t[i, i]``: ``O(n^2)`` a step,
-:func:`_hinge_series`). Derivation: ``docs/math.md``, section 8.
+:func:`_hinge_series`). Derivation: :ref:`docs/math.md, section 8 <math-lqr>`.
 """
 
 from __future__ import annotations
@@ -443,8 +443,8 @@ def _hinge_series(problem: LQRProblem, cl: ClosedLoop, mu0: np.ndarray, Sig0: np
     ``r_{t+1} = F'r_t``. The rest from ``t`` is at most
     ``|w_h| gamma^t sqrt((C_t / (1 - gamma) + c r_t'Z r_t) / (1 - gamma))`` with
     ``C_t = sum_{j<t} r_j'N r_j``, ``c = |mu_0|^2 + ||Sigma_0|| + gamma ||N|| / (1 - gamma)``,
-    ``Z = gamma F Z F' + I`` (``docs/math.md``, section 8); the sum stops when that is below
-    ``1e-17`` of the total. ``stage`` then holds the hinge terms only, ``Sigma`` is None.
+    ``Z = gamma F Z F' + I`` (:ref:`docs/math.md, section 8 <math-lqr>`); the sum stops when that is
+    below ``1e-17`` of the total. ``stage`` then holds the hinge terms only, ``Sigma`` is None.
     """
     lr, g = problem.leader, problem.gamma_L
     F, N = cl.F, cl.N
