@@ -3,7 +3,8 @@
 The committed sizes are between the CI-sized default and the papers' full protocol
 (which takes many CPU hours: ``exact-bilevel reproduce NAME --full --workers W``):
 
-* discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds);
+* discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds), for the
+  tabular leader and the authors' (64, 64) MLP leader (Adam 1e-4, 10 / 1 actor steps);
 * sobirl: the full protocol (800 steps, 5 instances);
 * fourrooms: 300 leader steps, 3 seeds, budgets 100 and 1000, learning rates {0.5, 0.1};
 * fourrooms-suboptimal: 100 leader steps, 1 seed;
