@@ -55,6 +55,7 @@ METHODS = (("exact hypergradient", "exact"),
 MLP_METHODS = (("MLP leader: exact hypergradient", "exact"),
                ("MLP leader: bc-hg-baseline (= the paper's BC-HG)", "bc-hg-baseline"),
                ("MLP leader: direct-only (Naive-PGD)", "direct-only"))
+_COLORS = {"exact": "k", "bc-hg-baseline": "C0", "bc-hg": "C1", "direct-only": "C2"}
 MLP_LR = 1e-4
 _LR_TEXT = f"{MLP_LR:.0e}".replace("e-0", "e-")  # "1e-4"
 ACTOR_STEPS = {1.0: 10, 2.0: 1}
@@ -162,8 +163,7 @@ def discrete_toy(out: pathlib.Path, *, size: RunSize = QUICK, workers: int = 1) 
     for ax, R in zip(axes, (1.0, 2.0), strict=True):
         for label, m in METHODS:
             mean = np.mean([curves[R, m, s] for s in range(size.seeds)], axis=0)
-            ax.plot(mean, lw=2.5 if m == "exact" else 1, label=label,
-                    color="k" if m == "exact" else None)
+            ax.plot(mean, lw=2.5 if m == "exact" else 1, label=label, color=_COLORS[m])
         ax.set_title(f"DiscreteToy, R = {R:g}, tabular leader")
         ax.set_xlabel("leader step")
         ax.set_ylabel("150-step " + ("discounted" if R == 1.0 else "undiscounted")
@@ -255,10 +255,9 @@ def _mlp_section(mlp: dict, size: RunSize, budget: int, axes: object) -> list[st
     for ax, R in zip(axes, (1.0, 2.0), strict=True):
         for label, m in MLP_METHODS:
             mean = np.mean([mlp[R, m, s] for s in range(seeds)], axis=0)
-            ax.plot(mean, lw=2.5 if m == "exact" else 1, label=label,
-                    color="k" if m == "exact" else None)
+            ax.plot(mean, lw=2.5 if m == "exact" else 1, label=label, color=_COLORS[m])
         ax.set_title(f"DiscreteToy, R = {R:g}, MLP leader (Adam {_LR_TEXT}, "
-                     f"{ACTOR_STEPS[R]} actor step(s) per iteration)")
+                     f"{ACTOR_STEPS[R]} actor step(s) / iteration)", fontsize=10)
         ax.set_xlabel("iteration")
         ax.set_ylabel("150-step " + ("discounted" if R == 1.0 else "undiscounted")
                       + " leader return (exact)")
