@@ -101,6 +101,23 @@ def test_discrete_toy_reading_follows_the_numbers() -> None:
     assert "direct-only drift below it" in r and "Adam at lr 0.05" in r  # three drift
 
 
+def test_discrete_toy_mlp_reading_follows_the_numbers() -> None:
+    """The MLP-leader reading lists an estimator as reaching the exact run only when its
+    final score is within 1% or 2 s.e.; swap the finals and the prose swaps."""
+    def curves(finals: dict) -> dict:
+        return {(R, m, s): np.array([1.0, f + 0.02 * s])
+                for R in (1.0, 2.0) for m, f in finals.items() for s in range(2)}
+
+    r = discrete_toy._mlp_reading(curves({"exact": 27.3, "bc-hg-baseline": 27.2,
+                                          "direct-only": 0.2}), 2)
+    first = r.split("at R = 2")[0]
+    assert "bc-hg-baseline 27.21 ends within" in first and "direct-only 0.21 does not" in first
+    r = discrete_toy._mlp_reading(curves({"exact": 27.3, "bc-hg-baseline": 12.0,
+                                          "direct-only": 27.25}), 2)
+    first = r.split("at R = 2")[0]
+    assert "direct-only 27.26 ends within" in first and "bc-hg-baseline 12.01 does not" in first
+
+
 def test_reproduce_one_seed_says_so(tmp_path, capsys) -> None:
     assert main(["reproduce", "discrete-toy", "--out", str(tmp_path), "--seeds", "1",
                  "--steps", "2"]) == 0

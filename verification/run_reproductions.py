@@ -3,7 +3,8 @@
 The committed sizes are between the CI-sized default and the papers' full protocol
 (which takes many CPU hours: ``exact-bilevel reproduce NAME --full --workers W``):
 
-* discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds);
+* discrete-toy: the full protocol (500 iterations x 450 transitions, 10 seeds), for the
+  tabular leader and the authors' (64, 64) MLP leader (Adam 1e-4, 10 / 1 actor steps);
 * sobirl: the full protocol (800 steps, 5 instances);
 * fourrooms: 300 leader steps, 3 seeds, budgets 100 and 1000, learning rates {0.5, 0.1};
 * fourrooms-suboptimal: 100 leader steps, 1 seed;
@@ -12,7 +13,9 @@ The committed sizes are between the CI-sized default and the papers' full protoc
   2000 steps, 10 seeds, three rates — about 5 CPU hours).
 
 Run: ``python verification/run_reproductions.py [--workers 2] [NAME ...]`` (all six: 17
-min with ``--workers 2`` on 2 cores, measured 2026-12-03 beside other work).
+min with ``--workers 2`` on 2 cores, measured 2026-12-03 beside other work; discrete-toy
+alone, with its MLP-leader rows: 3 min 41 s to 5 min 28 s wall, 2.5-3.0 CPU-min, with
+``nice -n 10``, measured 2026-12-03 beside other work).
 """
 
 from __future__ import annotations

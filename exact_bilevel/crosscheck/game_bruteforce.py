@@ -60,13 +60,15 @@ def follower_response(P: np.ndarray, rF: np.ndarray, piL: np.ndarray, gamma: flo
 
 def game_value(P: np.ndarray, rF: np.ndarray, rL: np.ndarray, rho: np.ndarray,
                piL: np.ndarray, gamma: float, gamma_leader: float, tau: float,
-               observes: str) -> float:
+               observes: str) -> float | complex:
     """Leader objective ``F = E_{s0 ~ rho}[sum_t gamma_L^t r_L(s_t, aL_t, aF_t)]`` under the
-    leader policy ``piL[s, aL]`` and the follower's soft best response."""
+    leader policy ``piL[s, aL]`` and the follower's soft best response. Analytic in
+    ``piL``: a complex ``piL`` (complex step) gives a complex ``F``."""
     piF = follower_response(P, rF, piL, gamma, tau, observes)
     joint = (piL[:, :, None] * piF[:, None, :] if observes == "state"
              else piL[:, :, None] * piF)  # [s, aL, aF]
     P_joint = np.einsum("slf,slft->st", joint, P)
     r_joint = np.sum(joint * rL, axis=(1, 2))
     v = np.linalg.solve(np.eye(P.shape[0]) - gamma_leader * P_joint, r_joint)
-    return float(rho @ v)
+    out = rho @ v
+    return complex(out) if np.iscomplexobj(out) else float(out)

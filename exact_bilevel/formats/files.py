@@ -334,7 +334,11 @@ def game_from_dict(data: object) -> tuple[MarkovGame, np.ndarray]:
 
 
 def game_to_dict(game: MarkovGame, x: object) -> dict[str, Any]:
-    """The file form of ``(game, theta)``; inverse of :func:`game_from_dict`."""
+    """The file form of ``(game, theta)``; inverse of :func:`game_from_dict`. Only the
+    tabular leader has a file form (``game.leader is None``)."""
+    if game.leader is not None:
+        raise ValueError(f"leader: a {type(game.leader).__name__} leader has no file form "
+                         "(the game format stores tabular logits x[s * AL + aL])")
     x = _validate.parameter_vector("x", x, game.n_params)
     out: dict[str, Any] = {
         "format": GAME_FORMAT, "gamma": game.gamma, "tau": game.tau,

@@ -1,12 +1,15 @@
 r"""Two-player Markov games: the leader acts too, the follower soft-best-responds.
 
 Shapes: joint transitions ``P[s, aL, aF, s']``, rewards ``r_F[s, aL, aF]``,
-``r_L[s, aL, aF]``; the leader plays a tabular softmax ``piL(aL|s; theta)``. The
-layers inside follow the math:
+``r_L[s, aL, aF]``; the leader plays a softmax ``piL(aL|s; theta)`` of logits that are
+``theta`` itself (tabular) or a parameterisation's output (:mod:`.leaders`: the
+authors' MLP). The layers inside follow the math:
 
 * :mod:`.model` — :class:`MarkovGame`, the leader's policy and its Jacobian, and
   the follower's bilevel problem under either information structure (follower
   observes ``s``: the induced MDP; observes ``(s, aL)``: the augmented MDP);
+* :mod:`.leaders` — leader parameterisations ``theta -> logits`` (:class:`MLPLeader`)
+  and the chain rule :func:`pull_back`;
 * :mod:`.exact` — the exact ``F(theta)`` and ``grad F = direct + indirect
   (+ the initial-law term)``;
 * :mod:`.estimators` — the BC-HG game estimator (benefit x influence), its
@@ -19,15 +22,24 @@ May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.estimators`.
 """
 
 from .discrete_toy import discrete_toy
-from .estimators import GAME_ESTIMATORS, estimate
-from .exact import GameHypergradient, finite_horizon_return, hypergradient, value
+from .estimators import GAME_ESTIMATORS, estimate, estimate_through_policy
+from .exact import (
+    GameHypergradient,
+    finite_horizon_return,
+    hypergradient,
+    hypergradient_through_policy,
+    value,
+)
+from .leaders import LeaderParameterization, MLPLeader, pull_back
 from .model import (
     OBSERVES_STATE,
     OBSERVES_STATE_AND_LEADER_ACTION,
     MarkovGame,
     follower_problem,
+    leader_logits,
     leader_policy,
     leader_policy_jacobian,
+    tabular,
 )
 
 __all__ = [
@@ -35,13 +47,20 @@ __all__ = [
     "OBSERVES_STATE",
     "OBSERVES_STATE_AND_LEADER_ACTION",
     "GameHypergradient",
+    "LeaderParameterization",
+    "MLPLeader",
     "MarkovGame",
     "discrete_toy",
     "estimate",
+    "estimate_through_policy",
     "finite_horizon_return",
     "follower_problem",
     "hypergradient",
+    "hypergradient_through_policy",
+    "leader_logits",
     "leader_policy",
     "leader_policy_jacobian",
+    "pull_back",
+    "tabular",
     "value",
 ]

@@ -3,6 +3,8 @@ influence, its baseline variant, and the direct-only baseline)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..core import _validate
@@ -11,12 +13,15 @@ from ..estimators import estimate as _estimate
 from ..estimators._common import episodes_for_budget
 from ..estimators.critics import exact_critic
 from ..estimators.sampling import Sampler
+from .leaders import pull_back
 from .model import (
     OBSERVES_STATE_AND_LEADER_ACTION,
     MarkovGame,
     follower_problem,
+    leader_logits,
     leader_policy,
     leader_policy_jacobian,
+    tabular,
 )
 
 GAME_ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only")
@@ -38,7 +43,30 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
     The bill never exceeds ``budget``: with ``observes = (s, aL)``, ``n`` fresh starts
     are reserved first (``n`` episodes planned with one extra reset each, so at least 3
     transitions) and the episodes are planned and capped within ``budget - n``.
+
+    With a leader parameterisation (``game.leader``, e.g. an MLP) the estimate is the
+    tabular game's at the logits ``z = leader.logits(theta)`` pulled back through
+    ``dz/dtheta``: each estimator is a sum of scalar weights times sampled scores
+    ``dlog piL(aL|s)/dtheta = (dz[s]/dtheta)^T dlog piL(aL|s)/dz[s]`` (the network's score
+    function), so this equals the estimator run with the network's scores (same draws
+    from ``rng``); ``transitions`` and ``resets`` are unchanged.
     """
+    if game.leader is not None:
+        if estimator not in GAME_ESTIMATORS:
+            raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
+        x = _validate.parameter_vector("x", x, game.n_params)
+        z = leader_logits(game, x).reshape(-1)
+        est = estimate_through_policy(tabular(game), z, estimator, budget, rng, critic)
+        return dataclasses.replace(
+            est, gradient=pull_back(game.leader.logits_jacobian(x), est.gradient))
+    return estimate_through_policy(game, x, estimator, budget, rng, critic)
+
+
+def estimate_through_policy(game: MarkovGame, x: object, estimator: str, budget: int,
+                            rng: np.random.Generator, critic: str = "exact") -> Estimate:
+    """:func:`estimate` with the scores ``dlog piL/dtheta`` formed from ``dpiL/dtheta``
+    (:func:`~.model.leader_policy_jacobian`, ``[S, AL, d]``) directly: the route for the
+    tabular leader, and a second route for any leader parameterisation."""
     if estimator not in GAME_ESTIMATORS:
         raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
     if critic != "exact":

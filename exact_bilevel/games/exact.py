@@ -5,7 +5,9 @@ r"""Exact leader objective and hypergradient of a Markov game.
 :func:`~exact_bilevel.games.model.follower_problem` (direct: the leader's own
 policy gradient; indirect: the follower's response), plus, when the follower
 observes ``(s, aL)``, the initial-law term
-``sum_{s, aL} rho(s) dpiL(aL|s) V_L(s, aL)``.
+``sum_{s, aL} rho(s) dpiL(aL|s) V_L(s, aL)``. For a leader parameterisation
+(:mod:`.leaders`, e.g. an MLP) each term is the tabular one at the logits
+``z = leader.logits(theta)``, pulled back through ``dz/dtheta`` (the chain rule).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import numpy as np
 
 from ..core import _validate
 from ..core.hypergradient import hypergradient as _hypergradient
+from .leaders import pull_back
 from .model import (
     OBSERVES_STATE,
     OBSERVES_STATE_AND_LEADER_ACTION,
     MarkovGame,
     follower_problem,
+    leader_logits,
     leader_policy,
     leader_policy_jacobian,
+    tabular,
 )
 
 
@@ -58,7 +63,28 @@ def hypergradient(game: MarkovGame, x: object) -> GameHypergradient:
     follower's response (the Boltzmann-covariance term); ``initial_term`` the
     dependence of the initial law on ``theta`` (observes ``(s, aL)`` only):
     ``sum_{s, aL} rho(s) dpiL(aL|s) V_L(s, aL)``.
+
+    With a leader parameterisation ``z = leader.logits(theta)`` (``game.leader``), every
+    term is the tabular game's at ``z`` pulled back by the chain rule,
+    ``dF/dtheta_k = sum_{s, a} dF/dz[s, a] dz[s, a]/dtheta_k`` (:func:`.leaders.pull_back`);
+    shapes ``[d]``, ``d = game.n_params``.
     """
+    x = _validate.parameter_vector("x", x, game.n_params)
+    if game.leader is None:
+        return hypergradient_through_policy(game, x)
+    z = leader_logits(game, x)
+    hz = hypergradient_through_policy(tabular(game), z.reshape(-1))
+    J = game.leader.logits_jacobian(x)
+    return GameHypergradient(value=hz.value, gradient=pull_back(J, hz.gradient),
+                             direct=pull_back(J, hz.direct), indirect=pull_back(J, hz.indirect),
+                             initial_term=pull_back(J, hz.initial_term), residual=hz.residual)
+
+
+def hypergradient_through_policy(game: MarkovGame, x: object) -> GameHypergradient:
+    """:func:`hypergradient` with ``theta`` entering the follower's problem through
+    ``dpiL/dtheta`` directly (``[S, AL, d]``, :func:`~.model.leader_policy_jacobian`), with
+    no reduction to the logits: the route for the tabular leader, and a second route
+    (slower for large ``d``) for any leader parameterisation."""
     x = _validate.parameter_vector("x", x, game.n_params)
     problem = follower_problem(game, x)
     hg = _hypergradient(problem, x)

@@ -1,9 +1,11 @@
 r"""Two-player Markov games: the leader acts too, the follower soft-best-responds.
 
 Shapes: joint transitions ``P[s, aL, aF, s']``, rewards ``r_F[s, aL, aF]``,
-``r_L[s, aL, aF]``, ``rho[s]``. The leader's policy is a tabular softmax,
-``piL(aL|s; theta) = softmax(theta[s, :])`` with ``theta`` flattened to
-``x[s * AL + aL]`` (``d = S * AL``). :ref:`docs/math.md, section 7 <math-games>`:
+``r_L[s, aL, aF]``, ``rho[s]``. The leader's policy is a softmax of logits,
+``piL(aL|s; theta) = softmax(z[s, :])``: tabular by default (``z = theta`` flattened to
+``x[s * AL + aL]``, ``d = S * AL``), or ``z = leader.logits(x)`` for a leader
+parameterisation (:mod:`.leaders`, e.g. the authors' MLP).
+:ref:`docs/math.md, section 7 <math-games>`:
 
 * **follower observes s** (:data:`OBSERVES_STATE`): it faces the induced MDP
   ``P_theta(s'|s, aF) = sum_aL piL(aL|s) P(s'|s, aL, aF)``, ``r_theta`` likewise,
@@ -22,6 +24,7 @@ term ``sum_{s,aL} rho(s) dpiL(aL|s) V_L(s, aL)`` (:func:`hypergradient`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,7 @@ from ..core import _validate
 from ..core.objectives import LeaderReturn
 from ..core.parameterizations import CallableReward, CallableTransitions, FixedReward
 from ..core.problem import BilevelProblem
+from .leaders import LeaderParameterization
 
 OBSERVES_STATE = "state"
 OBSERVES_STATE_AND_LEADER_ACTION = "state_and_leader_action"
@@ -38,7 +42,7 @@ _OBSERVATIONS = (OBSERVES_STATE, OBSERVES_STATE_AND_LEADER_ACTION)
 
 @dataclass(frozen=True)
 class MarkovGame:
-    """A two-player Markov game with a tabular-softmax leader and a soft follower.
+    """A two-player Markov game with a softmax leader and a soft follower.
 
     Parameters
     ----------
@@ -47,6 +51,8 @@ class MarkovGame:
     initial : array, shape (S,)
     gamma : float
         Follower discount; ``leader_gamma`` defaults to it.
+    leader : LeaderParameterization, optional
+        ``theta -> logits[s, aL]`` (:mod:`.leaders`); ``None``: tabular, ``z = theta``.
     tau : float
         Follower temperature.
     observes : {"state", "state_and_leader_action"}
@@ -61,6 +67,7 @@ class MarkovGame:
     tau: float
     observes: str = OBSERVES_STATE_AND_LEADER_ACTION
     leader_gamma: float | None = None
+    leader: LeaderParameterization | None = None
 
     def __post_init__(self) -> None:
         P = _validate.real_array("transitions", self.transitions, ndim=4)
@@ -74,6 +81,13 @@ class MarkovGame:
         _validate.stochastic_rows("initial", rho)
         if self.observes not in _OBSERVATIONS:
             raise ValueError(f"observes = {self.observes!r}: must be one of {_OBSERVATIONS}")
+        if self.leader is not None:
+            if not isinstance(self.leader, LeaderParameterization):
+                raise ValueError("leader: must have n_states, n_actions, n_params, logits and "
+                                 f"logits_jacobian, got {type(self.leader).__name__}")
+            if (self.leader.n_states, self.leader.n_actions) != (S, AL):
+                raise ValueError(f"leader: maps to logits of shape ({self.leader.n_states}, "
+                                 f"{self.leader.n_actions}), the game needs (S, AL) = ({S}, {AL})")
         object.__setattr__(self, "transitions", P)
         object.__setattr__(self, "follower_reward", rF)
         object.__setattr__(self, "leader_reward", rL)
@@ -89,24 +103,40 @@ class MarkovGame:
 
     @property
     def n_params(self) -> int:
+        if self.leader is not None:
+            return self.leader.n_params
         S, AL, _ = self.shape
         return S * AL
 
 
-def leader_policy(game: MarkovGame, x: np.ndarray) -> np.ndarray:
-    """``piL[s, aL] = softmax(theta[s, :])``, ``theta = x.reshape(S, AL)`` (real-max shifted)."""
+def tabular(game: MarkovGame) -> MarkovGame:
+    """The same game with the tabular leader (``theta`` = the logits ``z[s, aL]``)."""
+    return game if game.leader is None else dataclasses.replace(game, leader=None)
+
+
+def leader_logits(game: MarkovGame, x: np.ndarray) -> np.ndarray:
+    """``z[s, aL]``: ``x.reshape(S, AL)`` (tabular) or ``game.leader.logits(x)``."""
+    if game.leader is not None:
+        return game.leader.logits(x)
     S, AL, _ = game.shape
-    z = x.reshape(S, AL)
+    return x.reshape(S, AL)
+
+
+def leader_policy(game: MarkovGame, x: np.ndarray) -> np.ndarray:
+    """``piL[s, aL] = softmax(z[s, :])``, ``z`` = :func:`leader_logits` (real-max shifted)."""
+    z = leader_logits(game, x)
     e = np.exp(z - np.max(z.real, axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
 def leader_policy_jacobian(game: MarkovGame, x: np.ndarray) -> np.ndarray:
-    """``dpiL[s, aL, k]`` with ``k = s' * AL + b``: ``pi(aL|s) (delta_ab - pi(b|s))`` if
-    ``s' = s``, else 0; shape ``[S, AL, S*AL]``."""
+    """``dpiL[s, aL, k] = sum_b pi(aL|s) (delta_ab - pi(b|s)) dz[s, b, k]``; tabular:
+    ``dz[s, b, k] = 1[k = s * AL + b]``. Shape ``[S, AL, d]``."""
     S, AL, _ = game.shape
     pi = leader_policy(game, x)
     block = pi[:, :, None] * (np.eye(AL)[None] - pi[:, None, :])  # [S, aL, b]
+    if game.leader is not None:
+        return np.einsum("slb,sbk->slk", block, game.leader.logits_jacobian(x))
     out = np.zeros((S, AL, S, AL), dtype=block.dtype)
     out[np.arange(S), :, np.arange(S), :] = block
     return out.reshape(S, AL, S * AL)
