@@ -7,6 +7,14 @@ well on a code-hosting site and the documentation site (``docs/``) renders them
 without re-executing. The test suite re-executes them (``tests/test_notebooks.py``)
 and ``ruff check`` lints their code cells.
 Run: ``python notebooks/build_notebooks.py [--no-execute] [NAME ...]``.
+
+**Cell tags.** A code cell whose first line is the comment ``# cell-tags: TAG[, TAG]``
+gets those tags in its metadata (the line stays in the source, so the committed
+notebook's sources are the chapter's, as ``tests/test_notebooks.py`` checks). The site
+(MyST-NB) honours
+``hide-input`` (the code collapsed behind a "show" toggle, its output shown: used for
+exercise solutions, which the test suite still executes), ``hide-output``,
+``hide-cell`` and ``remove-input``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,20 @@ for _path in sorted((HERE / "chapters").glob("ch[0-9][0-9]_*.py")):
     NOTEBOOKS[_mod.NAME] = _mod.CELLS
 
 
+TAG_PREFIX = "# cell-tags:"
+
+
+def _cell(kind: str, src: str) -> nbformat.NotebookNode:
+    """One notebook cell; a code cell's leading ``# cell-tags:`` line sets its tags."""
+    first = src.partition("\n")[0]
+    tags = ([t.strip() for t in first[len(TAG_PREFIX):].split(",") if t.strip()]
+            if kind != "md" and first.startswith(TAG_PREFIX) else [])
+    cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
 def build(names: list[str] | None = None, execute: bool = True) -> None:
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
@@ -37,8 +59,7 @@ def build(names: list[str] | None = None, execute: bool = True) -> None:
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
-        nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md"
-                    else nbformat.v4.new_code_cell(src) for kind, src in cells]
+        nb.cells = [_cell(*spec) for spec in cells]
         for i, cell in enumerate(nb.cells):
             cell.id = f"{name}-{i}"          # stable ids: rebuilding gives the same file
         if execute:
