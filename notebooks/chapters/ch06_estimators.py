@@ -66,8 +66,12 @@ ax.legend(fontsize=8, ncol=2)
 plt.show()"""),
     ("md", r"""Read the plot with the access column in mind: `model-based` looks best, but
 it uses a generative model (any $(s,a)$ on demand) that an observing leader does not
-have; `hpgd-oracle` and `sobirl` use resets. Among the estimators that only watch
-on-policy episodes, BC-HG is the one that is unbiased at every budget. `naive` sits
+have; `hpgd-oracle` and `sobirl` use resets. `hpgd-td` watches on-policy episodes
+only, and its error can be far below BC-HG's: it fits a TD model of $dQ$ to the whole
+batch, which averages the noise over all visits but is biased at small budgets and
+only as good as that fit (chapter 3 shows the same). Among the estimators that only
+watch on-policy episodes, BC-HG is the one that is unbiased at every budget, whatever
+the problem — smallest error is a different claim. `naive` sits
 at relative error 1 at every budget: on this problem only the follower's reward
 depends on $x$, so the direct term is exactly zero, the indirect term is *all* of the
 gradient, and the naive estimate is the zero vector (the cell below checks it)."""),
