@@ -52,10 +52,17 @@ $[1, A]$: no overflow, no underflow of the sum, no loss of the dominant term. Th
 same shift gives the policy without ever forming $e^{Q/\tau}$.
 
 **Exercise 1.** Write the soft Bellman operator $T(V)$ with the shift, for
-arrays `P[s, a, s']`, `r[s, a]`, `v[s]`. The cell below is a reference answer:
-replace its body with your own and run the check after it."""),
+arrays `P[s, a, s']`, `r[s, a]`, `v[s]`: replace the body of the empty function
+below with your own and run the check after it. The collapsed cell between them is
+a reference answer (running it replaces your function)."""),
     ("code", """\
 def my_soft_bellman(P, r, v, gamma, tau):
+    \"\"\"T(V)[s] = tau log sum_a exp(Q(s, a) / tau), Q = r + gamma P V, computed stably.\"\"\"
+    raise NotImplementedError("your code here")"""),
+    ("code", """\
+# cell-tags: hide-input
+# reference answer: it replaces your function
+def my_soft_bellman(P, r, v, gamma, tau):  # noqa: F811
     q = r + gamma * P @ v                      # Q(s, a) = r + gamma sum_s' P V
     m = q.max(axis=1)                          # shift by the max of each row
     return m + tau * np.log(np.exp((q - m[:, None]) / tau).sum(axis=1))"""),
@@ -127,12 +134,15 @@ of factorisations in the legend.
 
 Small $\tau$ makes the follower nearly greedy, large $\tau$ nearly uniform. On a
 small gridworld (a wall `x`, a goal in the top right corner, actions slipping with
-probability 0.1) the probabilities of the four actions at the start cell move
-smoothly between the two limits:"""),
+probability 0.1) the probabilities of the four actions at the start cell, the
+bottom-row cell (2, 2), move smoothly between the two limits. (In a corner two moves
+would both bump into the boundary, leave the follower where it is, and have equal
+probabilities at every $\tau$; from (2, 2) the four moves lead to four different
+places, so their curves differ.)"""),
     ("code", """\
 grid_mdp, grid = eb.gridworld(["    ", " x  ", "    "], goal=(0, 3), gamma=0.95,
-                              random_action_prob=0.1, start=(2, 0))
-start = grid.state((2, 0))
+                              random_action_prob=0.1, start=(2, 2))
+start = grid.state((2, 2))
 taus = np.logspace(-3, 1, 40)
 probs = np.array([eb.solve_soft(grid_mdp, t).policy[start] for t in taus])
 for a, name in enumerate(["up", "right", "down", "left"]):
@@ -149,19 +159,40 @@ give, and discounting sums these to the bound
 
 $$0 \le V_\tau(s) - V_0(s) \le \frac{\tau \log A}{1-\gamma}.$$
 
-So the soft solution converges to the ordinary optimal value linearly in $\tau$,
-and the Boltzmann policy to a greedy one (where the greedy action is unique). The
-plot checks the bound on the gridworld:"""),
+So the soft solution converges to the ordinary optimal value at least linearly in
+$\tau$, and the Boltzmann policy to a greedy one (where the greedy action is unique).
+When is the bound attained? The upper inequality is an equality exactly when all $A$
+actions have the same $Q$: then the follower is uniform and collects the full bonus
+$\tau\log A$. The gridworld's goal is absorbing and every action there keeps the
+follower at the goal, so at the goal the gap sits *on* the bound for every $\tau$ —
+the worst case, met because of a four-way tie, not a typical rate. At the start cell
+the gap stays below the bound but close to it, and only because of the goal: the
+follower reaches it within a few steps and then collects the full bonus forever.
+On a random MDP, where one action is strictly best by a margin $\Delta$ in every state,
+the softmax puts only about $e^{-\Delta/\tau}$ on the others and the gap vanishes
+much faster than $\tau$. The plot shows all three against the bound:"""),
     ("code", """\
 hard = eb.solve_hard(grid_mdp)
-taus = np.logspace(-4, 0, 20)
-gap = [np.max(eb.solve_soft(grid_mdp, t).v - hard.v) for t in taus]
-plt.loglog(taus, gap, "o-", label=r"$\\max_s V_\\tau - V_0$")
-plt.loglog(taus, taus * np.log(grid_mdp.n_actions) / (1 - grid_mdp.gamma), "k--",
-           label=r"$\\tau \\log A / (1-\\gamma)$")
+goal = grid.state((0, 3))
+taus = np.logspace(-3, 0, 16)
+soft = [eb.solve_soft(grid_mdp, t).v - hard.v for t in taus]
+hard_random = eb.solve_hard(mdp)
+gap_random = [np.max(eb.solve_soft(mdp, t).v - hard_random.v) for t in taus]
+bound = taus * np.log(grid_mdp.n_actions) / (1 - grid_mdp.gamma)   # same A and gamma for both
+plt.loglog(taus, bound, "k--", lw=3, label=r"bound $\\tau \\log A / (1-\\gamma)$")
+plt.loglog(taus, [g[goal] for g in soft], "o", label="gridworld, at the goal (four-way tie)")
+plt.loglog(taus, [g[start] for g in soft], "s-", label="gridworld, at the start cell")
+plt.loglog(taus, gap_random, "^-", label=r"random MDP, $\\max_s$ (unique best actions)")
 plt.xlabel(r"$\\tau$")
-plt.legend()
-plt.show()"""),
+plt.ylabel(r"$V_\\tau - V_0$")
+plt.legend(fontsize=8)
+plt.show()
+at_goal = max(abs(g[goal] / b - 1) for g, b in zip(soft, bound, strict=True))
+at_start = max(g[start] / b for g, b in zip(soft, bound, strict=True))
+assert mdp.n_actions == grid_mdp.n_actions and mdp.gamma == grid_mdp.gamma
+assert at_goal < 1e-9 and at_start < 1 and gap_random[0] < 1e-2 * bound[0]
+print(f"goal: gap / bound = 1 to {at_goal:.0e}; start: gap / bound <= {at_start:.3f}; "
+      f"random MDP at tau = {taus[0]:g}: gap / bound = {gap_random[0] / bound[0]:.1e}")"""),
     ("md", r"""## Summary
 
 * The follower's optimum is the fixed point $V = T(V)$ of the soft Bellman operator;

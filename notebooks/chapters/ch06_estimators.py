@@ -19,7 +19,7 @@ $\nabla F$.
   centring the follower's side. It needs $dV(s) = \mathbb{E}_\pi dQ(s,\cdot)$: either
   repeated visits to the same state (`hpgd`, `hpgd-td`, whose estimates are
   therefore biased at small budgets) or resets to a chosen state (`hpgd-oracle`).
-* **SoBiRL** (Yang, Gao & Yuan 2025) — differentiates the soft-Bellman fixed point
+* **SoBiRL** (Yang, Gao & Yuan, AISTATS 2025; arXiv 2405.19697) — differentiates the soft-Bellman fixed point
   directly: estimate $dQ$ at every state-action pair (resets to $(s,a)$), then apply
   the general formula with the exact partial derivatives of $f$. Consistent, not
   unbiased (a product of estimates).
@@ -32,13 +32,14 @@ $\nabla F$.
   its variance grows with $d$.
 * **Naive** (direct-only) — drops the indirect term: biased by exactly that term.
 
-`exact-bilevel estimators` lists them with their access and bias:"""),
+`exact-bilevel estimators` lists them with their access and bias, from the
+estimator registry's own metadata (the cell runs that command):"""),
     ("code", SETUP + """
+import scipy.stats
+from exact_bilevel.cli import main as cli
 from exact_bilevel.estimators import replicates
-from exact_bilevel.estimators.registry import ESTIMATORS
 from exact_bilevel.experiments.examples import random_problem
-for name, info in sorted(ESTIMATORS.items()):
-    print(f"{name:18s} {'unbiased' if info.unbiased else 'biased/consistent':18s} {info.access}")"""),
+assert cli(["estimators"]) == 0"""),
     ("md", r"""## Error against the exact gradient
 
 A 6-state, 3-action problem whose follower reward depends on $x \in \mathbb{R}^3$;
@@ -65,11 +66,21 @@ ax.legend(fontsize=8, ncol=2)
 plt.show()"""),
     ("md", r"""Read the plot with the access column in mind: `model-based` looks best, but
 it uses a generative model (any $(s,a)$ on demand) that an observing leader does not
-have; `hpgd-oracle` and `sobirl` use resets. Among the estimators that only watch
-on-policy episodes, BC-HG is the one that is unbiased at every budget. `naive` sits
-at relative error ~1 because here the indirect term is most of the gradient.
-
-## What the zeroth-order estimator converges to
+have; `hpgd-oracle` and `sobirl` use resets. `hpgd-td` watches on-policy episodes
+only, and its error can be far below BC-HG's: it fits a TD model of $dQ$ to the whole
+batch, which averages the noise over all visits but is biased at small budgets and
+only as good as that fit (chapter 3 shows the same). Among the estimators that only
+watch on-policy episodes, BC-HG is the one that is unbiased at every budget, whatever
+the problem — smallest error is a different claim. `naive` sits
+at relative error 1 at every budget: on this problem only the follower's reward
+depends on $x$, so the direct term is exactly zero, the indirect term is *all* of the
+gradient, and the naive estimate is the zero vector (the cell below checks it)."""),
+    ("code", """\
+hg = eb.hypergradient(problem, x)
+assert np.all(hg.direct == 0.0)
+print("direct:", hg.direct, " |indirect| / |grad F| =",
+      np.linalg.norm(hg.indirect) / np.linalg.norm(hg.gradient))"""),
+    ("md", r"""## What the zeroth-order estimator converges to
 
 `zeroth-order` is unbiased for $\nabla F_\mu$, not for $\nabla F$. The package computes
 $\nabla F_\mu$ exactly by Gauss-Hermite quadrature (`smoothed_gradient`), which
@@ -77,32 +88,83 @@ separates its two errors: the **smoothing bias** $\nabla F_\mu - \nabla F =
 O(\mu^2)$, and the sampling noise around $\nabla F_\mu$.
 
 **Exercise 6.** Write the two-point estimator with *exact* returns,
-$\hat g = \frac1K\sum_{i=1}^K \frac{F(x + \mu u_i) - F(x - \mu u_i)}{2\mu}\,u_i$ with
-$u_i \sim N(0, I)$, and check that its mean is $\nabla F_\mu$ (within its standard
-error) and *not* $\nabla F$. (The quadrature needs more nodes as $\mu$ grows: $F$ is
-evaluated further from $x$, where it is less polynomial.)"""),
+$\hat g = \frac{F(x + \mu u) - F(x - \mu u)}{2\mu}\,u$ with $u \sim N(0, I)$ (one
+direction per estimate; the cell averages $K$ of them), and check that its mean is
+$\nabla F_\mu$ and *not* $\nabla F$. Write it in the empty function; a reference
+answer is collapsed after it.
+
+A check of "not $\nabla F$" must be able to fail, so it has to be designed, not hoped
+for. With exact returns, everything about this estimator is an integral over
+$u \sim N(0, I)$: its mean $\nabla F_\mu$ and its covariance
+$\Sigma = \mathbb{E}[D(u)^2 uu^\top] - \nabla F_\mu \nabla F_\mu^\top$,
+$D(u) = (F(x+\mu u) - F(x-\mu u))/2\mu$, both computed by Gauss-Hermite quadrature. So
+the distance between $\nabla F_\mu$ and $\nabla F$ in standard errors of the mean of
+$K$ estimates, $\delta = \sqrt{K\,\Delta^\top\Sigma^{-1}\Delta}$ with
+$\Delta = \nabla F_\mu - \nabla F$, is known *before* sampling. The check uses the
+chi-square test with the exact covariance (`known_covariance_test`, the test of
+chapter 3) at $\alpha = 10^{-4}$: its acceptance region is a ball of radius
+$r = \sqrt{\chi^2_{2,1-\alpha}} \approx 4.3$ standard errors around the mean. Choosing
+$\mu$ and $K$ so that $\delta > 2r$ makes the two verdicts — accept $\nabla F_\mu$, reject
+$\nabla F$ — hold together except with probability at most $\alpha$, whatever the
+random draw. ($\mu = 0.8$ gives a smoothing bias large enough for $K = 4000$; the
+quadrature needs more nodes as $\mu$ grows, because $F$ is evaluated further from
+$x$, where it is less polynomial, so the cell compares two orders.)"""),
     ("code", """\
 from exact_bilevel.estimators.zeroth_order import smoothed_gradient
+from exact_bilevel.validation.acceptance import known_covariance_test
 small, xs = random_problem(4, 2, 2, seed=3)
-mu = 0.3
+mu, K = 0.8, 4000
 
 
 def my_two_point(problem, x, mu, K, rng):
+    \"\"\"Return K single-direction two-point estimates, shape [K, d].\"\"\"
+    raise NotImplementedError("your code here")"""),
+    ("code", """\
+# cell-tags: hide-input
+# reference answer: it replaces your function
+def my_two_point(problem, x, mu, K, rng):  # noqa: F811
     U = rng.normal(size=(K, len(x)))
     diffs = np.array([(problem.value(x + mu * u) - problem.value(x - mu * u)) / (2 * mu)
                       for u in U])
-    return diffs[:, None] * U                      # K single-direction estimates"""),
+    return diffs[:, None] * U"""),
     ("code", """\
-G = my_two_point(small, xs, mu, 6000, np.random.default_rng(0))
-mean, se = G.mean(0), G.std(0, ddof=1) / np.sqrt(len(G))
-target = smoothed_gradient(small, xs, smoothing=mu, order=24)   # quadrature, 24^2 nodes
+def two_point_moments(problem, x, mu, order):
+    \"\"\"Exact mean [d] and covariance [d, d] of one two-point estimate (d = 2),
+    by a tensor Gauss-Hermite rule with order^2 nodes.\"\"\"
+    z, w = np.polynomial.hermite_e.hermegauss(order)
+    U = np.stack(np.meshgrid(z, z, indexing="ij"), axis=-1).reshape(-1, 2)
+    W = np.outer(w, w).ravel() / (2 * np.pi)          # weights of N(0, I)
+    D = np.array([(problem.value(x + mu * u) - problem.value(x - mu * u)) / (2 * mu)
+                  for u in U])
+    mean = (W * D) @ U
+    return mean, np.einsum("n,ni,nj->ij", W * D**2, U, U) - np.outer(mean, mean)
+
+
+target, Sigma = two_point_moments(small, xs, mu, 48)
+target_40, _ = two_point_moments(small, xs, mu, 40)
+assert np.allclose(target, smoothed_gradient(small, xs, smoothing=mu, order=48), atol=1e-12)
 exact_small = eb.hypergradient(small, xs).gradient
-assert np.all(np.abs(mean - target) < 4 * se), (mean, target, se)
-print("mean of the two-point estimates:", mean, "+-", se)
+delta = target - exact_small
+dist = np.sqrt(K * delta @ np.linalg.solve(Sigma, delta))
+radius = np.sqrt(scipy.stats.chi2.ppf(1 - 1e-4, 2))
+se = np.sqrt(np.diag(Sigma) / K)
+print(f"quadrature: orders 40 and 48 agree to {np.abs(target - target_40).max():.1e} "
+      f"= {np.max(np.abs(target - target_40) / se):.2f} standard errors")
+print(f"by design: grad F is {dist:.1f} standard errors from grad F_mu "
+      f"(> 2 x {radius:.2f} = {2 * radius:.2f})")
+assert dist > 2 * radius
+
+G = my_two_point(small, xs, mu, K, np.random.default_rng(0))
+at_target = known_covariance_test(G, target, Sigma, alpha=1e-4)
+at_exact = known_covariance_test(G, exact_small, Sigma, alpha=1e-4)
+assert not at_target.reject and at_exact.reject, (at_target.report, at_exact.report)
+print("mean of the two-point estimates:", G.mean(0), "+-", se)
 print("grad F_mu (quadrature)        :", target)
 print("grad F (exact)                :", exact_small)
-print("exercise 6: the estimator is centred on grad F_mu; its smoothing bias is",
-      np.linalg.norm(target - exact_small) / np.linalg.norm(exact_small))"""),
+print("exercise 6: centred on grad F_mu (p = {:.2f}), not on grad F (p = {:.1e}); the "
+      "smoothing bias is {:.2f} of |grad F|".format(at_target.p_value, at_exact.p_value,
+                                                   np.linalg.norm(delta)
+                                                   / np.linalg.norm(exact_small)))"""),
     ("md", r"""## How the package makes these comparisons fair
 
 * **One budget.** Every estimator receives the same number of transitions; a reset

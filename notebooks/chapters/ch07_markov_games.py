@@ -39,8 +39,13 @@ bilevel reduction) checks them.
 
 The paper's game: 3 states, 2 leader and 3 follower actions, $\gamma = 0.99$,
 $\tau = 0.05$, a follower that observes $(s, a_L)$, and a parameter $R$ that changes
-the leader's rewards (the paper uses $R = 1$ and $R = 2$). The three terms at a
-random leader policy:"""),
+the leader's rewards (the paper uses $R = 1$ and $R = 2$). One detail of DiscreteToy matters for the
+three terms: the episode always starts in state S, and there the leader's action
+changes nothing (it only acts on the follower in state A), so $V_L(S, a_L)$ is the
+same for both $a_L$ and the initial-law term is exactly zero in DiscreteToy. To see
+all three terms, the right panel uses a random 3-state game (2 leader and 2 follower
+actions, $\gamma = 0.9$, $\tau = 0.5$, a random initial law) whose leader matters
+everywhere. Both at a random leader policy:"""),
     ("code", SETUP + """
 import dataclasses
 from exact_bilevel import games as mg
@@ -48,24 +53,48 @@ rng = np.random.default_rng(0)
 game1 = mg.discrete_toy(1.0)
 theta = 0.5 * rng.normal(size=game1.n_params)"""),
     ("code", """\
+rng_game = np.random.default_rng(0)
+S, AL, AF = 3, 2, 2
+random_game = mg.MarkovGame(rng_game.dirichlet(np.ones(S), size=(S, AL, AF)),
+                            rng_game.normal(size=(S, AL, AF)), rng_game.normal(size=(S, AL, AF)),
+                            rng_game.dirichlet(np.ones(S)), 0.9, 0.5,
+                            observes=mg.OBSERVES_STATE_AND_LEADER_ACTION)
+toy2 = mg.hypergradient(mg.discrete_toy(2.0), theta)
+h_rand = mg.hypergradient(random_game, 0.5 * rng_game.normal(size=random_game.n_params))
 fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-for a, R in zip(ax, (1.0, 2.0), strict=True):
-    h = mg.hypergradient(mg.discrete_toy(R), theta)
-    k = np.arange(len(theta))
-    a.bar(k - 0.25, h.direct, 0.25, label="direct")
-    a.bar(k, h.indirect, 0.25, label="indirect (follower's response)")
-    a.bar(k + 0.25, h.initial_term, 0.25, label="initial law")
-    a.set_title(f"R = {R:g}: F = {h.value:.4f}")
+k = np.arange(len(theta))
+ax[0].bar(k - 0.2, toy2.direct, 0.4, label="direct")
+ax[0].bar(k + 0.2, toy2.indirect, 0.4, label="indirect (follower's response)")
+ax[0].set_title(f"DiscreteToy, R = 2: F = {toy2.value:.4f}\\n"
+                f"initial-law term: max |.| = {np.abs(toy2.initial_term).max():.0e} (zero)")
+k = np.arange(random_game.n_params)
+ax[1].bar(k - 0.27, h_rand.direct, 0.27, label="direct")
+ax[1].bar(k, h_rand.indirect, 0.27, label="indirect (follower's response)")
+ax[1].bar(k + 0.27, h_rand.initial_term, 0.27, label="initial law")
+ax[1].set_title(f"random game: F = {h_rand.value:.4f}")
+for a in ax:
     a.set_xlabel("theta index (s * AL + aL)")
+    a.axhline(0, color="k", lw=0.5)
     a.legend(fontsize=8)
-plt.show()"""),
+plt.show()
+assert np.abs(toy2.initial_term).max() < 1e-12 * np.abs(toy2.gradient).max()
+share = np.linalg.norm(h_rand.initial_term) / np.linalg.norm(h_rand.gradient)
+print(f"random game: |initial-law term| / |grad F| = {share:.2f}")
+assert share > 0.05"""),
     ("md", r"""**Exercise 7.** The softmax leader's Jacobian
 $\partial\pi_L(a|s)/\partial\theta[s,b] = \pi_L(a|s)\,(\delta_{ab} - \pi_L(b|s))$ (and zero
 across states) is the building block of the direct and initial-law terms. Write it
-with shape `[S, AL, d]` (`d = S * AL`, $\theta$ flattened row-major) and compare with
-`mg.leader_policy_jacobian`."""),
+with shape `[S, AL, d]` (`d = S * AL`, $\theta$ flattened row-major) in the empty
+function below and compare with `mg.leader_policy_jacobian` (a reference answer is
+collapsed after it)."""),
     ("code", """\
-def my_leader_jacobian(pi):                       # pi[S, AL]
+def my_leader_jacobian(pi):
+    \"\"\"Return J[s, a, k] = d pi_L(a|s) / d theta_k for pi[S, AL].\"\"\"
+    raise NotImplementedError("your code here")"""),
+    ("code", """\
+# cell-tags: hide-input
+# reference answer: it replaces your function
+def my_leader_jacobian(pi):  # noqa: F811
     S, AL = pi.shape
     J = np.zeros((S, AL, S * AL))
     for s in range(S):
@@ -129,7 +158,8 @@ print("exit code:", cli(["check", str(tmp / "game.json"), "--estimate", str(tmp 
 * In a Markov game the leader's parameters are its policy; the follower best-responds
   to the *induced* MDP (observes $s$) or to an augmented one (observes $(s,a_L)$).
 * Observing $(s, a_L)$ adds the initial-law term
-  $\sum\rho\,\nabla\pi_L\,V_L$ to direct + indirect.
+  $\sum\rho\,\nabla\pi_L\,V_L$ to direct + indirect; it vanishes only where the
+  leader's first action does not matter (DiscreteToy's start state).
 * The information structure is part of the problem: it changes $F$ and $\nabla F$.
 * A follower solved by the wrong fixed point converges quietly to a different
   problem; only a comparison with the exact answer shows it."""),

@@ -76,10 +76,18 @@ print("max difference:", np.abs(boltz - gauss).max() / gauss.max())"""),
     ("md", r"""**Exercise 8.** Solve the discounted Riccati equation yourself by value
 iteration, $P \leftarrow \Phi(P)$ from $P = Q$, using `np.linalg.solve` (no inverse),
 for the building's matrices (no leader action here, so $\bar A = A$). It converges
-at the rate $\gamma\rho(F)^2$ of the closed loop $F = (I - BG)\bar A$; stop when the
-relative change is below $10^{-14}$."""),
+at the rate $\gamma\,\rho(A_{\mathrm{cl}})^2$ of the closed-loop matrix
+$A_{\mathrm{cl}} = (I - BG)\bar A$; stop when the relative change is below
+$10^{-14}$. Write it in the empty function (a reference answer is collapsed after
+it)."""),
     ("code", """\
 def my_riccati(A, B, Q, R, gamma, tol=1e-14, max_iter=100_000):
+    \"\"\"Return the fixed point P of the discounted Riccati map, iterated from P = Q.\"\"\"
+    raise NotImplementedError("your code here")"""),
+    ("code", """\
+# cell-tags: hide-input
+# reference answer: it replaces your function
+def my_riccati(A, B, Q, R, gamma, tol=1e-14, max_iter=100_000):  # noqa: F811
     P = Q.copy()
     for _ in range(max_iter):
         S = R + gamma * B.T @ P @ B
@@ -97,18 +105,20 @@ print("exercise 8: P agrees with lqr.solve_soft_lqr to", np.abs(P_mine - sol.P).
     ("md", r"""## The leader's objective and its derivative
 
 Under the Gaussian policy the closed loop is linear-Gaussian, so the state stays
-Gaussian: $s_t\sim N(\mu_t,\Sigma_t)$ with $\mu_{t+1} = F\mu_t$ and
-$\Sigma_{t+1} = F\Sigma_tF^\top + N$ ($F$ the closed-loop matrix, $N$ the noise the
-policy and the dynamics inject). The leader's expected stage reward is then a closed
+Gaussian: $s_t\sim N(\mu_t,\Sigma_t)$ with $\mu_{t+1} = A_{\mathrm{cl}}\mu_t$ and
+$\Sigma_{t+1} = A_{\mathrm{cl}}\Sigma_tA_{\mathrm{cl}}^\top + N$ ($A_{\mathrm{cl}}$ the
+closed-loop matrix, $N$ the noise the policy and the dynamics inject; $F$ stays the
+leader's objective). The leader's expected stage reward is then a closed
 form in $(\mu_t,\Sigma_t)$ — quadratic terms, a Gaussian bump, even a hinge
 $\min(s_i,0)$ — and $F(x)$ is a finite sum over the 100 steps of an episode.
 
 The **hypergradient** follows the tabular recipe. The follower's response enters
 through $P$, which is defined implicitly by $P = \Phi(P; x)$. By the envelope theorem
 (the gain $G$ already minimises the bracket), $\partial\Phi/\partial P[dP] =
-\gamma F^\top dP\,F$, so $dP = \gamma F^\top dP\,F + H(dx)$: a discrete **Lyapunov**
-equation plays the role of $(I-\gamma P_\pi)^{-1}$. In adjoint mode one solves the
-transposed equation $Y = \gamma FYF^\top + \partial F/\partial P$ once, whatever the
+\gamma A_{\mathrm{cl}}^\top dP\,A_{\mathrm{cl}}$, so $dP = \gamma A_{\mathrm{cl}}^\top
+dP\,A_{\mathrm{cl}} + H(dx)$: a discrete **Lyapunov** equation plays the role of
+$(I-\gamma P_\pi)^{-1}$. In adjoint mode one solves the transposed equation
+$Y = \gamma A_{\mathrm{cl}}YA_{\mathrm{cl}}^\top + \partial F/\partial P$ once, whatever the
 number of leader parameters ($d = 8$ here: insulation and airflow in four zones).
 `docs/math.md`, section 8, has every step. Below, $F$ along a line through $x_0$ and
 the tangent the exact gradient predicts:"""),
@@ -125,7 +135,8 @@ plt.ylabel("F")
 plt.legend()
 plt.show()
 print("direct  :", hg.direct)
-print("indirect:", hg.indirect)"""),
+print("indirect:", hg.indirect)
+print(f"|indirect| / |grad F| = {np.linalg.norm(hg.indirect) / np.linalg.norm(hg.gradient):.0%}")"""),
     ("md", r"""Here the *indirect* part — the follower re-tuning its controller when the
 building changes — is 84% of the gradient's norm. The tests check the gradient
 against complex step, Richardson differences and mpmath at 50 digits, and the
