@@ -133,9 +133,20 @@ but the layering (``estimators`` may not import ``games``) keeps that compositio
 when the planned batch's cost crosses the budget, an event of probability
 :attr:`EstimatorMoments.truncation_probability` (exact negative-binomial tail; ``<= 1e-4``
 unless the budget is too small for one episode per group). Truncation only shortens
-episodes, so where ``|X_i| <= B(T_i)`` with ``B`` increasing (bc-hg: ``B(T) = |reg| + T
-max|h| + T(T+1)/2 max|A_L| max|g| / tau``), the neglected change of the mean is at most
-``2 sqrt(p) (E Bbar^2)^{1/2}`` by Cauchy-Schwarz (``Bbar`` the batch mean of ``B(T_i)``).
+episodes and keeps their number, so where ``|X_i - grad reg| <= B(T_i)`` with ``B``
+increasing (the bc-hg family: ``B(T) = T max|h| + T(T+1)/2 max|A_L| max|g| / tau``,
+entrywise, as ``gamma/beta, gamma_L/beta <= 1``) the truncated and untruncated batch
+means differ by at most ``2 Bbar`` (``Bbar`` the batch mean of ``B(T_i)``) and only on the
+event ``E``; by exchangeability of the episodes the neglected change of the mean is at most
+
+.. math:: |E X_{cap} - E X| \le 2\, E[B(T_1)\, 1_E]
+          = 2 \sum_{t \ge 1} \Pr(T = t)\, B(t)\,
+            \Pr\big(n + t + \textstyle\sum_{i=2}^{n} T_i > \text{budget}\big),
+
+:attr:`EstimatorMoments.truncation_bias_bound` (bc-hg family; the conditional crossing
+probability is the same negative-binomial tail for ``n - 1`` episodes; the sum over ``t``
+is carried until the terms underflow). It is ``~ 2 p E[B(T) | E]``, not ``sqrt(p)``; it is a
+worst case (no cancellation along the long crossing episode), so it is loose.
 """
 
 from __future__ import annotations
@@ -216,6 +227,9 @@ class EstimatorMoments:
     truncation_probability : float
         Probability that the hard cap truncates the batch (the moments are those of the
         untruncated estimate; module docstring); 0 when ``per_episode``.
+    truncation_bias_bound : ndarray, shape (d,), optional
+        Bound on ``|E X_cap - E X|``, the neglected effect of the cap on the mean (module
+        docstring); bc-hg family at a budget only (``None`` otherwise; 0 when ``p = 0``).
     """
 
     estimator: str
@@ -227,6 +241,7 @@ class EstimatorMoments:
     expected_length: float
     expected_transitions: float
     truncation_probability: float = 0.0
+    truncation_bias_bound: np.ndarray | None = None
 
     @property
     def std(self) -> np.ndarray:
@@ -433,12 +448,52 @@ def moments(problem: BilevelProblem, x: object, estimator: str, budget: int | No
     cov = 0.5 * (cov + cov.T)
     n = 1 if budget is None else episodes_for_budget(budget, beta, estimator=estimator)
     length = 1.0 / (1.0 - beta)
+    p = 0.0 if budget is None else crossing_probability(budget, beta, n)
     return EstimatorMoments(
         estimator=estimator, mean=first + know.reg_grad, covariance=cov / n,
         per_episode=budget is None, episodes=n, beta=beta, expected_length=length,
-        expected_transitions=n * (1.0 + length),
-        truncation_probability=(0.0 if budget is None
-                                else crossing_probability(budget, beta, n)))
+        expected_transitions=n * (1.0 + length), truncation_probability=p,
+        truncation_bias_bound=(None if budget is None
+                               else truncation_bias_bound(know, estimator, budget, n)))
+
+
+def _step_max(fn: _StepFn) -> np.ndarray:
+    """``max_{s, a, s'} |fn(s, a, s')|`` per entry, ``[d]``."""
+    if fn.jump is None:
+        return np.max(np.abs(fn.base), axis=(0, 1))
+    return np.max(np.abs(fn.base[:, :, None, :] + fn.jump), axis=(0, 1, 2))
+
+
+def truncation_bias_bound(know: LeaderKnowledge, estimator: str, budget: int, n: int
+                          ) -> np.ndarray:
+    r"""``2 E[B(T_1) 1_E]``, shape ``[d]`` (module docstring): a bound on the change of the
+    mean of a bc-hg-family estimate of ``n`` episodes at ``budget`` by the cap's
+    truncation (event ``E``), with ``B(T) = T max|h| + T(T+1)/2 max|A_L| max|g| / tau``."""
+    beta = know.beta
+    d = know.dr.shape[-1]
+    if crossing_probability(budget, beta, n) == 0.0:
+        return np.zeros(d)
+    crit = exact_critic(know)
+    g, h = _step_functions(know, estimator == "bc-hg-baseline", crit.v)
+    c1 = _step_max(h)
+    c2 = (np.zeros_like(c1) if estimator == "naive"
+          else np.max(np.abs(crit.advantage)) * _step_max(g) / know.tau)
+    if beta == 0.0:
+        t = np.ones(1)
+        pmf = np.ones(1)
+    else:
+        t = np.arange(1, int(np.ceil(-800.0 / np.log(beta))) + 2, dtype=float)
+        pmf = (1.0 - beta) * np.exp((t - 1.0) * np.log(beta))
+    # Pr(n + t + sum_{i=2..n} T_i > budget | T_1 = t): the tail for n - 1 episodes
+    rest = budget - 1 - t.astype(int)
+    if n == 1:
+        cond = (rest < 0).astype(float)
+    else:
+        k = rest - 2 * (n - 1)
+        cond = np.where(k < 0, 1.0, betainc(np.maximum(k, 0) + 1, n - 1, beta)
+                        if beta > 0 else 0.0)
+    B = np.outer(t, c1) + np.outer(t * (t + 1) / 2, c2)  # [t, d]
+    return 2.0 * (pmf * cond) @ B
 
 
 # -- sobirl-simplified ------------------------------------------------------------------
