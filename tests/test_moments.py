@@ -1,6 +1,10 @@
-"""Exact moments of the BC-HG-type estimators (``estimators/moments.py``).
+"""Exact moments of the estimators (``estimators/moments.py``).
 
-Three independent routes to the same numbers:
+The bc-hg family (bc-hg, bc-hg-baseline, naive) by three independent routes, then the
+other covered estimators (sobirl-simplified: every sweep outcome; zeroth-order: every
+trajectory of every evaluation given the directions, quadrature convergence; both by
+simulation with power against a 1.1x covariance), the cap's crossing probability and
+truncation bound, and a 50-digit mpmath golden case:
 
 * **Enumeration.** Every trajectory of every length ``T <= H`` of a 2-state,
   2-action problem, weighted by its exact probability ``rho * prod pi P *

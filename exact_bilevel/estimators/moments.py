@@ -1,7 +1,7 @@
-r"""Exact mean and covariance of the BC-HG-type estimators (docs/math.md, section 10).
+r"""Exact mean and covariance of the estimators (docs/math.md, section 10).
 
-With the exact leader critic, one discount-terminated episode contributes (to
-:func:`~exact_bilevel.estimators.bchg.bchg`, :func:`~.bchg.naive`; see
+**The bc-hg family.** With the exact leader critic, one discount-terminated episode
+contributes (to :func:`~exact_bilevel.estimators.bchg.bchg`, :func:`~.bchg.naive`; see
 :func:`~.bchg.bchg_per_episode`)
 
 .. math::
