@@ -1,6 +1,10 @@
-"""Exact moments of the BC-HG-type estimators (``estimators/moments.py``).
+"""Exact moments of the estimators (``estimators/moments.py``).
 
-Three independent routes to the same numbers:
+The bc-hg family (bc-hg, bc-hg-baseline, naive) by three independent routes, then the
+other covered estimators (sobirl-simplified: every sweep outcome; zeroth-order: every
+trajectory of every evaluation given the directions, quadrature convergence; both by
+simulation with power against a 1.1x covariance), the cap's crossing probability and
+truncation bound, and a 50-digit mpmath golden case:
 
 * **Enumeration.** Every trajectory of every length ``T <= H`` of a 2-state,
   2-action problem, weighted by its exact probability ``rho * prod pi P *
@@ -249,7 +253,8 @@ def test_mean_is_the_hypergradient(parameterize, objective):
 
 def test_sparse_storage_stays_sparse_and_agrees(monkeypatch):
     """A sparse ``P`` that does not depend on ``x``: the same moments as dense storage,
-    computed without materialising ``P[s, a, s']``."""
+    computed without materialising ``P[s, a, s']`` (the bc-hg family, sobirl-simplified,
+    zeroth-order given its directions)."""
     from exact_bilevel.core.generators import random_mdp
     from exact_bilevel.core.mdp import FiniteMDP
     from exact_bilevel.core.parameterizations import FixedTransitions
@@ -273,8 +278,12 @@ def test_sparse_storage_stays_sparse_and_agrees(monkeypatch):
             def no_dense(self):
                 raise AssertionError("P densified")
             monkeypatch.setattr(FiniteMDP, "transitions", property(no_dense))
-        out.append({e: moments(problem, x, e, know=know) for e in EST})
-    for e in EST:
+        res = {e: moments(problem, x, e, know=know) for e in EST}
+        res["sobirl-simplified"] = moments(problem, x, "sobirl-simplified", 90, know=know)
+        res["zeroth-order"] = moments_mod.zeroth_order_moments(
+            problem, x, 500, directions=np.eye(d), know=know)
+        out.append(res)
+    for e in out[0]:
         a, b = out[0][e], out[1][e]
         assert np.max(np.abs(a.mean - b.mean)) <= 1e-12 * np.max(np.abs(a.mean))
         assert np.max(np.abs(a.covariance - b.covariance)) <= 1e-12 * np.max(a.covariance)
@@ -361,7 +370,8 @@ def test_estimate_at_a_budget_averages_a_fixed_number_of_episodes():
 
 # -- scope --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("estimator", sorted(set(ESTIMATORS) - set(EST)))
+@pytest.mark.parametrize("estimator", sorted(set(ESTIMATORS) - set(moments_mod.SUPPORTED)
+                                              - set(moments_mod.BY_QUADRATURE)))
 def test_other_estimators_are_refused_with_the_reason(estimator):
     problem, x = random_problem(3, 2, 2, seed=0)
     with pytest.raises(ValueError, match=f"estimator = '{estimator}': out of scope"):
@@ -382,3 +392,364 @@ def test_unknown_estimator_and_non_leader_return():
     quad, xq = random_problem(3, 2, 2, seed=0, objective="quadratic")
     with pytest.raises(ValueError, match="not a LeaderReturn"):
         moments(quad, xq, "bc-hg")
+
+
+@pytest.mark.parametrize("estimator,critic", [("sobirl-simplified", "td"),
+                                              ("zeroth-order", "monte-carlo")])
+def test_estimators_without_a_critic_refuse_foreign_critics(estimator, critic):
+    problem, x = random_problem(3, 2, 2, seed=0)
+    with pytest.raises(ValueError, match=f"critic = '{critic}'"):
+        moments(problem, x, estimator, critic=critic)
+    moments(problem, x, estimator, critic="exact" if estimator == "zeroth-order"
+            else "monte-carlo")  # its own is accepted
+
+
+def test_crossing_probability_is_the_planning_rule():
+    """``truncation_probability`` is the tail ``episodes_for_budget`` plans with: at most
+    1e-4 for the planned ``n``, above it for ``n + 1``; and it matches simulation."""
+    from exact_bilevel.estimators._common import TRUNCATION_PROBABILITY, episodes_for_budget
+
+    cp = moments_mod.crossing_probability
+    for beta, budget, groups in ((0.9, 500, 1), (0.7, 90, 8), (0.95, 3000, 2)):
+        n = episodes_for_budget(budget, beta, groups=groups)
+        assert cp(budget, beta, n, groups) <= TRUNCATION_PROBABILITY
+        assert cp(budget, beta, n + 1, groups) > TRUNCATION_PROBABILITY
+    rng = np.random.default_rng(0)
+    T = rng.geometric(0.3, size=(200_000, 3))
+    p = cp(14, 0.7, 3)
+    hits = np.mean(3 + T.sum(axis=1) > 14)
+    assert abs(hits - p) < 5 * np.sqrt(p * (1 - p) / 200_000)
+
+
+# -- sobirl-simplified ---------------------------------------------------------------
+
+class SweepReplay(Sampler):
+    """A sampler whose :meth:`sweep` returns given next states (pair-major) and bills them."""
+
+    def __init__(self, mdp, next_states: np.ndarray) -> None:
+        super().__init__(mdp, np.random.default_rng(0))
+        self._s1 = next_states
+
+    def sweep(self, m):
+        S, A = self.mdp.n_states, self.mdp.n_actions
+        assert self._s1.size == S * A * m
+        self._charge("sweep", S * A * m)
+        self.steps += S * A * m
+        return (np.repeat(np.arange(S), A * m), np.tile(np.repeat(np.arange(A), m), S),
+                self._s1)
+
+
+@pytest.mark.parametrize("parameterize,objective,m", [
+    ("transitions", "leader_return", 1), ("both", "leader_return_x_reward", 2),
+    ("both", "quadratic", 1), ("reward", "leader_return", 1)])
+def test_sobirl_simplified_equals_enumeration_of_all_sweeps(parameterize, objective, m):
+    """Every outcome of the sweep of ``m`` draws per pair (``S^(S A m)`` of them),
+    weighted by its probability, replayed through the public estimator: mean and
+    covariance to 1e-12 (``P`` fixed: deterministic, covariance exactly 0)."""
+    from exact_bilevel.estimators.sobirl import sobirl_simplified
+
+    problem, x = random_problem(2, 2, 2, seed=11, gamma=0.8, parameterize=parameterize,
+                                objective=objective)
+    know = leader_knowledge(problem, x)
+    S, A = know.pi.shape
+    budget = S * A * m + 1  # floor(budget / (S A)) = m
+    mom = moments(problem, x, "sobirl-simplified", budget, critic="monte-carlo", know=know)
+    assert mom.episodes == m
+    if parameterize == "reward":
+        got = sobirl_simplified(know, Sampler(know.state.mdp, np.random.default_rng(0)),
+                                budget).gradient
+        assert np.max(np.abs(got - mom.mean)) <= 1e-14 * np.max(np.abs(got))
+        assert not np.any(mom.covariance) and mom.expected_transitions == 0
+        return
+    P = np.asarray(know.state.mdp.transitions)
+    outcomes = np.indices((S,) * (S * A * m)).reshape(S * A * m, -1).T
+    pairs = (np.repeat(np.arange(S), A * m), np.tile(np.repeat(np.arange(A), m), S))
+    first, second = 0.0, 0.0
+    for s1 in outcomes:
+        w = np.prod(P[pairs[0], pairs[1], s1])
+        X = sobirl_simplified(know, SweepReplay(know.state.mdp, s1), budget).gradient
+        first, second = first + w * X, second + w * np.outer(X, X)
+    cov = second - np.outer(first, first)
+    assert np.max(np.abs(mom.mean - first)) <= 1e-12 * np.max(np.abs(first))
+    assert np.max(np.abs(mom.covariance - cov)) <= 1e-12 * np.max(np.abs(cov))
+    assert mom.expected_transitions == S * A * m
+
+
+def test_sobirl_simplified_matches_simulation():
+    problem, x = random_problem(4, 3, 3, seed=4, gamma=0.9, parameterize="both")
+    m = moments(problem, x, "sobirl-simplified", 60, critic="monte-carlo")
+    X, cost = replicates(problem, x, "sobirl-simplified", 60, 20_000, seed=5)
+    zm, zc = z_scores(X, m.mean, m.covariance)
+    assert np.max(np.abs(zm)) < 5 and np.max(np.abs(zc)) < 5, (zm, zc)
+    assert np.all(cost == m.expected_transitions)
+    # power: a covariance scaled by 1.1 is rejected
+    assert np.max(np.abs(z_scores(X, m.mean, 1.1 * m.covariance)[1])) > 5
+
+
+# -- zeroth-order --------------------------------------------------------------------
+
+def _return_per_episode(problem, state, ep: Episodes, beta: float) -> np.ndarray:
+    """``Y_i = sum_{t < T_i} (gamma_L/beta)^t r_L(s_t, a_t) + reg(x')``, ``[n]``."""
+    obj = problem.objective
+    rL = obj.leader_reward.value(state.x)[ep.states[:, :-1], ep.actions]
+    w = (obj.gamma_for(problem) / beta if beta > 0 else 0.0) ** np.arange(ep.actions.shape[1])
+    reg = 0.0 if obj.regularizer is None else float(obj.regularizer(state.x)[0])
+    return np.where(ep.mask, rL, 0.0) @ w + reg
+
+
+def _enumerate_return(problem, state, beta: float, tol: float = 1e-16):
+    """``(E Y, Var Y)`` of one episode's return by enumerating all trajectories of length
+    ``<= H``, ``H`` the smallest with the neglected part bounded below ``tol`` of the
+    scale (``|Y| <= |reg| + T max|r_L|``)."""
+    S, A = state.solution.policy.shape
+    pi, P = state.solution.policy, np.asarray(state.mdp.transitions)
+    rho = np.asarray(problem.initial, dtype=float)
+    obj = problem.objective
+    c0 = 0.0 if obj.regularizer is None else abs(float(obj.regularizer(state.x)[0]))
+    c1 = np.max(np.abs(obj.leader_reward.value(state.x)))
+    first = second = 0.0
+    for H in range(1, 12):
+        pT = _length_law(beta, np.array(H))
+        states, actions = _all_paths(S, A, H)
+        s, a, s1 = states[:, :-1], actions, states[:, 1:]
+        w = pT * rho[states[:, 0]] * np.prod(pi[s, a] * P[s, a, s1], axis=1)
+        ep = Episodes(states=states, actions=actions, lengths=np.full(states.shape[0], H))
+        Y = _return_per_episode(problem, state, ep, beta)
+        first, second = first + w @ Y, second + w @ (Y * Y)
+        T = np.arange(H + 1, H + 4000)
+        B = c0 + T * c1
+        p = _length_law(beta, T)
+        if p @ (B * B) + 2 * abs(first) * (p @ B) <= tol * (second - first * first):
+            return first, second - first * first
+    raise AssertionError("no horizon <= 11 bounds the tail")
+
+
+class _Directions:
+    """A stand-in generator whose ``normal`` returns given directions in turn."""
+
+    def __init__(self, U: np.ndarray) -> None:
+        self._rows = iter(U)
+
+    def normal(self, size):
+        return next(self._rows)
+
+
+@pytest.mark.parametrize("parameterize,gamma,gamma_leader", [
+    ("transitions", 3e-3, 3e-3), ("both", 2e-3, 4e-3), ("reward", 4e-3, 2e-3)])
+def test_zeroth_order_given_directions_equals_enumeration(parameterize, gamma, gamma_leader):
+    """Given the directions ``U``, the moments equal those built from every trajectory of
+    every evaluation point ``x +- mu u_j`` (enumerated, tail bounded below 1e-16), to
+    1e-12 (the mean relative to ``max|F| max|u| / (2 mu)``: it is a difference quotient);
+    the evaluations are independent by construction (separate episodes)."""
+    problem, x = _problem(parameterize, gamma, gamma_leader, seed=6, tau=0.3)
+    know = leader_knowledge(problem, x)
+    U = np.random.default_rng(3).normal(size=(2, x.size))
+    mu = moments_mod.ZO_SMOOTHING
+    mean, cov, scale = 0.0, 0.0, 0.0
+    for u in U:
+        plus = _enumerate_return(problem, problem.follower_state(x + mu * u), know.beta)
+        minus = _enumerate_return(problem, problem.follower_state(x - mu * u), know.beta)
+        mean = mean + (plus[0] - minus[0]) / (2 * mu) * u / len(U)
+        cov = cov + (plus[1] + minus[1]) / (4 * mu * mu) * np.outer(u, u) / len(U) ** 2
+        scale = max(scale, abs(plus[0]) * np.max(np.abs(u)) / (2 * mu))
+    got = moments_mod.zeroth_order_moments(problem, x, directions=U, know=know)
+    assert np.max(np.abs(got.mean - mean)) <= 1e-12 * scale
+    assert np.max(np.abs(got.covariance - cov)) <= 1e-12 * np.max(np.abs(cov))
+    assert got.episodes == 1 and got.per_episode
+
+
+def test_zeroth_order_code_is_the_enumerated_formula(monkeypatch):
+    """Replayed batches and directions through the public :func:`zeroth_order` give
+    ``(1/M) sum_j (Ybar(x + mu u_j) - Ybar(x - mu u_j)) / (2 mu) u_j`` with the per-episode
+    return the enumeration uses."""
+    import exact_bilevel.estimators.zeroth_order as zo
+
+    problem, x = _problem("both", 0.6, 0.8, seed=5, S=3)
+    know = leader_knowledge(problem, x)
+    M, mu = moments_mod.ZO_DIRECTIONS, moments_mod.ZO_SMOOTHING
+    U = np.random.default_rng(2).normal(size=(M, x.size))
+    rng = np.random.default_rng(4)
+    points = [x + sgn * mu * u for u in U for sgn in (1.0, -1.0)]
+    states = [problem.follower_state(p) for p in points]
+    n = 3
+    batches = [Sampler(st.mdp, rng).episodes(st.solution.policy, n, know.beta)
+               for st in states]
+    queue = iter(batches)
+
+    class Replay(ReplaySampler):
+        def __init__(self, mdp, _rng):
+            super().__init__(mdp, next(queue))
+
+    monkeypatch.setattr(zo, "Sampler", Replay)
+    sampler = Sampler(know.state.mdp, np.random.default_rng(0))
+    sampler.rng = _Directions(U)
+    budget = 10**6
+    while zo.episodes_for_budget(budget, know.beta, groups=2 * M) > n:
+        budget = int(budget * 0.9)
+    while zo.episodes_for_budget(budget, know.beta, groups=2 * M) < n:
+        budget += 1
+    got = zo.zeroth_order(know, sampler, budget).gradient
+    Y = [_return_per_episode(problem, st, ep, know.beta).mean()
+         for st, ep in zip(states, batches, strict=True)]
+    want = sum((Y[2 * j] - Y[2 * j + 1]) / (2 * mu) * U[j] for j in range(M)) / M
+    assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
+
+
+def test_zeroth_order_over_directions_quadrature_converges():
+    """Over ``u ~ N(0, I)``: the mean is the smoothed gradient (the estimator's target,
+    :func:`smoothed_gradient`) and orders 8 and 12 agree to 1e-12 (geometric
+    convergence of Gauss-Hermite on the analytic integrand)."""
+    from exact_bilevel.estimators.zeroth_order import smoothed_gradient
+
+    problem, x = random_problem(3, 2, 2, seed=8, gamma=0.8, parameterize="both",
+                                objective="leader_return_own_gamma")
+    a = moments(problem, x, "zeroth-order", 400)
+    b = moments_mod.zeroth_order_moments(problem, x, 400, order=12)
+    assert a.episodes == b.episodes and a.episodes >= 1
+    assert np.max(np.abs(a.mean - smoothed_gradient(problem, x, moments_mod.ZO_SMOOTHING))) \
+        <= 1e-12 * np.max(np.abs(a.mean))
+    assert np.max(np.abs(a.mean - b.mean)) <= 1e-12 * np.max(np.abs(a.mean))
+    assert np.max(np.abs(a.covariance - b.covariance)) <= 1e-12 * np.max(a.covariance)
+
+
+def test_zeroth_order_matches_simulation():
+    problem, x = random_problem(2, 2, 2, seed=9, gamma=0.7, parameterize="both")
+    budget = 400
+    m = moments(problem, x, "zeroth-order", budget)
+    assert m.truncation_probability <= 1e-4
+    X, cost = replicates(problem, x, "zeroth-order", budget, 1500, seed=8)
+    zm, zc = z_scores(X, m.mean, m.covariance)
+    assert np.max(np.abs(zm)) < 5 and np.max(np.abs(zc)) < 5, (zm, zc)
+    assert abs(cost.mean() - m.expected_transitions) < 5 * np.sqrt(
+        2 * moments_mod.ZO_DIRECTIONS * m.episodes * m.beta / (1 - m.beta) ** 2 / 1500)
+
+
+# -- mpmath golden case --------------------------------------------------------------
+
+def _bchg_moments_mpmath(know, baseline: bool, dps: int = 50):
+    """The section-10 systems re-implemented with explicit sums in ``mpmath`` at ``dps``
+    digits, from the float64 inputs taken as exact (``pi, P, dr, dlogP, V, r_L, dr_L,
+    rho``); the leader's values are solved here too. Returns ``(mean[d], cov[d, d])``
+    as nested lists of ``mpf`` (``U`` part only; the regulariser is added by the caller)."""
+    import mpmath as mp
+
+    mp.mp.dps = dps
+    f = mp.mpf
+    S, A = know.pi.shape
+    d = know.dr.shape[-1]
+    pi = [[f(float(know.pi[s, a])) for a in range(A)] for s in range(S)]
+    P = np.asarray(know.state.mdp.transitions)
+    Pm = [[[f(float(P[s, a, t])) for t in range(S)] for a in range(A)] for s in range(S)]
+    g_, gL, tau = f(know.gamma), f(know.gamma_leader), f(know.tau)
+    beta = max(g_, gL)
+    rL = know.r_leader
+    Ppi = mp.matrix(S, S)
+    for s in range(S):
+        for t in range(S):
+            Ppi[s, t] = mp.fsum(pi[s][a] * Pm[s][a][t] for a in range(A))
+
+    def solve(c, rhs):  # rhs: list over s of mpf
+        M = mp.eye(S) - c * Ppi
+        return list(mp.lu_solve(M, mp.matrix(rhs)))
+
+    vL = solve(gL, [mp.fsum(pi[s][a] * f(float(rL[s, a])) for a in range(A)) for s in range(S)])
+    qL = [[f(float(rL[s, a])) + gL * mp.fsum(Pm[s][a][t] * vL[t] for t in range(S))
+           for a in range(A)] for s in range(S)]
+    c = [[(qL[s][a] - vL[s]) / tau for a in range(A)] for s in range(S)]
+    b = 1 if baseline else 0
+    v = [f(float(val)) for val in know.v]
+
+    def step(dr, val, disc, s, a, t, k):
+        out = f(float(dr[s, a, k]))
+        if know.score is not None:
+            out += disc * f(float(know.score[s, a, t, k])) * (val[t] - b * val[s])
+        return out
+
+    G = {(s, a, t, k): step(know.dr, v, g_, s, a, t, k)
+         for s in range(S) for a in range(A) for t in range(S) for k in range(d)}
+    Hh = {(s, a, t, k): step(know.dr_leader, vL, gL, s, a, t, k)
+          for s in range(S) for a in range(A) for t in range(S) for k in range(d)}
+    E = {key: Hh[key] + c[key[0]][key[1]] * G[key] for key in G}
+
+    def Es(fn, s):  # E over a ~ pi(.|s), s' ~ P(.|s, a)
+        return mp.fsum(pi[s][a] * Pm[s][a][t] * fn(a, t) for a in range(A) for t in range(S))
+
+    def vec_solve(cdisc, fn):  # fn(s, a, t, k) -> mpf; per k
+        return [solve(cdisc, [Es(lambda a, t, s=s, k=k: fn(s, a, t, k), s) for s in range(S)])
+                for k in range(d)]  # [k][s]
+
+    def mat_solve(cdisc, fn):
+        return [[solve(cdisc, [Es(lambda a, t, s=s, k=k, l=l: fn(s, a, t, k, l), s)
+                               for s in range(S)]) for l in range(d)] for k in range(d)]
+
+    mZ = vec_solve(g_, lambda s, a, t, k: G[s, a, t, k])
+    mU = vec_solve(gL, lambda s, a, t, k: E[s, a, t, k] + g_ * c[s][a] * mZ[k][t])
+    czz, cuz, cuu = g_ * g_ / beta, g_ * gL / beta, gL * gL / beta
+    MZZ = mat_solve(czz, lambda s, a, t, k, l: G[s, a, t, k] * G[s, a, t, l]
+                    + g_ * (G[s, a, t, k] * mZ[l][t] + mZ[k][t] * G[s, a, t, l]))
+    MUZ = mat_solve(cuz, lambda s, a, t, k, l: E[s, a, t, k] * G[s, a, t, l]
+                    + g_ * E[s, a, t, k] * mZ[l][t] + gL * mU[k][t] * G[s, a, t, l]
+                    + g_ * c[s][a] * mZ[k][t] * G[s, a, t, l]
+                    + czz * c[s][a] * MZZ[k][l][t])
+    MUU = mat_solve(cuu, lambda s, a, t, k, l: E[s, a, t, k] * E[s, a, t, l]
+                    + gL * (E[s, a, t, k] * mU[l][t] + mU[k][t] * E[s, a, t, l])
+                    + g_ * c[s][a] * (E[s, a, t, k] * mZ[l][t] + mZ[k][t] * E[s, a, t, l])
+                    + cuz * c[s][a] * (MUZ[k][l][t] + MUZ[l][k][t])
+                    + czz * c[s][a] ** 2 * MZZ[k][l][t])
+    rho = [f(float(r)) for r in know.problem.initial]
+    mean = [mp.fsum(rho[s] * mU[k][s] for s in range(S)) for k in range(d)]
+    cov = [[mp.fsum(rho[s] * MUU[k][l][s] for s in range(S)) - mean[k] * mean[l]
+            for l in range(d)] for k in range(d)]
+    return mean, cov
+
+
+@pytest.mark.parametrize("estimator", ["bc-hg", "bc-hg-baseline"])
+def test_golden_mpmath_50_digits(estimator):
+    """A 2-state, 2-action problem (reward and transition parameters, ``gamma_L !=
+    gamma``): the float64 moments agree with the 50-digit evaluation to 1e-13."""
+    problem, x = _problem("both", 0.9, 0.75, seed=12)
+    know = leader_knowledge(problem, x)
+    m = moments(problem, x, estimator, know=know)
+    mean, cov = _bchg_moments_mpmath(know, estimator == "bc-hg-baseline")
+    mean = np.array([float(v) for v in mean]) + know.reg_grad
+    cov = np.array([[float(v) for v in row] for row in cov])
+    assert np.max(np.abs(m.mean - mean)) <= 1e-13 * np.max(np.abs(mean))
+    assert np.max(np.abs(m.covariance - cov)) <= 1e-13 * np.max(np.abs(cov))
+
+
+def test_truncation_bound_covers_the_capped_mean():
+    """One planned episode at ``budget = L + 1`` is cut at ``L`` steps when ``T > L``
+    (probability ``beta^L``): the capped estimator's exact mean (all trajectories of
+    length ``<= L``, those of length ``L`` carrying ``Pr(T >= L)``) differs from the
+    untruncated mean by at most :attr:`truncation_bias_bound` (the capped law enumerated
+    exactly; a replay checks that the sampler cuts there)."""
+    problem, x = _problem("both", 0.5, 0.4, seed=3)
+    know = leader_knowledge(problem, x)
+    S, A = know.pi.shape
+    P = np.asarray(know.state.mdp.transitions)
+    L = 3
+    m = moments(problem, x, "bc-hg", L + 1, know=know)
+    assert m.episodes == 1
+    assert m.truncation_probability == pytest.approx(0.5 ** L, rel=1e-12)
+    capped = 0.0
+    for T in range(1, L + 1):
+        pT = _length_law(0.5, np.array(T)) if T < L else 0.5 ** (L - 1)
+        states, actions = _all_paths(S, A, T)
+        s, a, s1 = states[:, :-1], actions, states[:, 1:]
+        w = pT * problem.initial[states[:, 0]] * np.prod(know.pi[s, a] * P[s, a, s1], axis=1)
+        ep = Episodes(states=states, actions=actions, lengths=np.full(states.shape[0], T))
+        capped = capped + w @ _per_episode(know, ep, "bc-hg")
+        # the public estimator truncates exactly so: replay one capped path
+        if T == L:
+            long = Episodes(states=np.pad(states[:1], ((0, 0), (0, 2)), mode="edge"),
+                            actions=np.pad(actions[:1], ((0, 0), (0, 2)), mode="edge"),
+                            lengths=np.array([L + 2]))
+            sampler = Sampler(know.state.mdp, np.random.default_rng(0))
+            with sampler.capped(L + 1):
+                cut = sampler._fit(long.lengths)
+            assert cut[0] == L
+    gap = np.abs(capped - m.mean)
+    # a worst-case bound (no cancellation along the cut episode): valid, and loose
+    # (here ~1e3 times the gap)
+    assert np.all(gap <= m.truncation_bias_bound) and np.max(gap) > 0
+    assert moments(problem, x, "bc-hg", know=know).truncation_bias_bound is None
