@@ -55,7 +55,11 @@ import scipy.stats
 from ..core import _validate
 from ..core.hypergradient import hypergradient
 from ..core.problem import BilevelProblem
-from ..estimators._common import episodes_for_budget, leader_knowledge
+from ..estimators._common import (
+    TRUNCATION_PROBABILITY,
+    episodes_for_budget,
+    leader_knowledge,
+)
 from ..estimators.moments import moments
 from .acceptance import EXACT_RTOL, _alpha, covariance_spectrum
 from .convergence import MIN_EXPECTED_VISITS, rare_event_diagnostic
@@ -260,6 +264,32 @@ def _smallest_replicates(ok: Any, lo: int) -> int | None:
     return hi
 
 
+def truncation_probability(budget: int, episodes: int, beta: float) -> float:
+    """Probability that ``episodes`` discount-terminated episodes (continuation ``beta``)
+    cost more than ``budget`` transitions, ``P(2 n + NB(n, 1 - beta) > N)`` (one reset and
+    ``T_i >= 1`` steps each; ``T_i - 1`` geometric failures): the event in which the hard
+    budget cap truncates the batch and the exact moments no longer apply."""
+    if beta == 0.0:
+        return 0.0 if 2 * episodes <= budget else 1.0
+    return float(scipy.stats.nbinom.sf(budget - 2 * episodes, episodes, 1.0 - beta))
+
+
+def _check_untruncated(budget: int, n: int, beta: float) -> None:
+    """``ValueError`` naming the budget when its batch is truncated with probability above
+    :data:`~exact_bilevel.estimators._common.TRUNCATION_PROBABILITY` (budgets too small for
+    one episode to fit that reliably): the exact covariance would not be that of the
+    estimates."""
+    p = truncation_probability(budget, n, beta)
+    if p <= 2 * TRUNCATION_PROBABILITY:  # the planning rule's own tolerance, with margin
+        return
+    low = budget
+    while truncation_probability(low, 1, beta) > TRUNCATION_PROBABILITY:
+        low *= 2
+    raise ValueError(f"budget = {budget}: its batch of {n} episode(s) is truncated by the "
+                     f"budget cap with probability {p:.3g}, so the exact covariance does not "
+                     f"describe it; plan with budgets of at least ~{low} transitions")
+
+
 def _row(budget: int, n: int, delta1: float, rank: int, dim: int, power: float,
          alpha: float, need: float) -> PlanRow:
     per = n * delta1  # noncentrality of one estimate
@@ -333,6 +363,7 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str, bias: f
             raise ValueError(f"budgets[{i}] = {N!r}: must be a positive integer")
         try:
             n = episodes_for_budget(int(N), one.beta, estimator=estimator)
+            _check_untruncated(int(N), n, one.beta)
         except ValueError:
             if given:
                 raise
