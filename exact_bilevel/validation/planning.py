@@ -26,7 +26,9 @@ reference's noise; an estimator with other noise has another power:
 :func:`known_covariance_power_under`),
 and a bias with a component in the null space of ``Sigma`` is rejected outright
 (power 1). The plan at each budget is the smallest ``R`` whose power reaches the
-target (at least 2, as the tests take); only ``R n`` matters, so the cheapest budget is
+target (at least 2, as the tests take, and at least :data:`MIN_TOTAL_EPISODES` episodes
+in all, below which the Gaussian law of the mean is not to be trusted; the power is
+then above the target); only ``R n`` matters, so the cheapest budget is
 the one that wastes least to rounding ``R`` up.
 
 **The sample-covariance test** (:func:`~.acceptance.unbiasedness_test`, Hotelling
@@ -72,6 +74,10 @@ from .convergence import MIN_EXPECTED_VISITS, rare_event_diagnostic
 DEFAULT_BUDGETS = (1000, 4000, 16000, 64000, 256000)
 #: The fewest replicates a plan asks for (the acceptance tests take at least 2).
 MIN_REPLICATES = 2
+#: The fewest episodes a plan averages in all (``R n``): the chi-square law of the test
+#: rests on the mean of the ``R n`` episodes being near-Gaussian, which a handful of
+#: episodes is not (a large bias would otherwise be "detected" by 2 or 3 episodes).
+MIN_TOTAL_EPISODES = 100
 #: The most replicates a plan searches; beyond it the row says "not reachable".
 MAX_REPLICATES = 10**8
 
@@ -376,6 +382,8 @@ def _row(budget: int, n: int, delta1: float, rank: int, dim: int, power: float,
     else:
         R = _smallest_replicates(lambda r: known_covariance_power(r * per, rank, alpha)
                                  >= power, max(MIN_REPLICATES, int(need / per * (1 - 1e-9))))
+    if R is not None:
+        R = max(R, -(-MIN_TOTAL_EPISODES // n))
     pw = None if R is None else known_covariance_power(R * per, rank, alpha)
     if per == 0.0 or rank < dim:  # Hotelling needs a non-singular covariance
         Rs = None
