@@ -506,7 +506,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     if not ESTIMATORS[name].unbiased:
         print(f"  note: {name} itself is off by {plan.estimator_bias:.3g} |g| (exact)")
-    if plan.rarest_visits < 10:
+    if plan.to_dict()["rare_event_regime"]:
         print(f"  warning: the rarest (s, a) is expected {plan.rarest_visits:.3g} times in "
               "the cheapest plan's transitions (rare-event regime): the chi-square law "
               "is in doubt; plan more transitions")

@@ -324,7 +324,7 @@ class SamplePlan:
                 "rows": [r.__dict__ for r in self.rows],
                 "cheapest": None if best is None else best.__dict__,
                 "cheapest_sample_covariance": None if best_s is None else best_s.__dict__,
-                "rarest_visits": self.rarest_visits,
+                "rarest_visits": _finite(self.rarest_visits),
                 "rare_event_regime": self.rarest_visits < MIN_EXPECTED_VISITS}
 
     def table(self) -> str:
