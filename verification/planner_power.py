@@ -26,7 +26,7 @@ test's (Hotelling / Bonferroni-t) simulated power on the same replicates and its
 Gaussian prediction with ``Sigma_m`` (noncentral F) where ``R > 2 d``.
 
 Writes ``verification/planner_power.md``. Run: ``python verification/planner_power.py
-[--reps 200]`` (~25 min on one core).
+[--reps 200]`` (19 min wall on the shared 2-core machine).
 """
 
 from __future__ import annotations
