@@ -1,4 +1,4 @@
-"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check |
+"""Command line: ``exact-bilevel demo | solve | hypergradient | estimate | check | plan |
 estimators | sweep | report | reproduce``.
 
 Exit codes (documented in ``--help``):
@@ -460,6 +460,59 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """Transitions x replicates to detect a relative bias (``validation.planning``)."""
+    from .validation.planning import plan_sample_size
+
+    obj, x = _load(args.file)
+    if _is_game(obj) or _is_lqr(obj):
+        raise ValueError(f"{args.file}: plan needs a bilevel problem file (the exact "
+                         "covariance of Markov-game and soft-LQR estimators is not available)")
+    name = ESTIMATOR_ALIASES.get(args.estimator, args.estimator)
+    try:
+        plan = plan_sample_size(obj, x, name, args.bias, power=args.power, alpha=args.alpha,
+                                budgets=args.budget, direction=args.direction)
+    except ValueError as exc:  # name the option, not the function's argument
+        text = str(exc)
+        for field, option in (("estimator = ", "--estimator "), ("budget = ", "--budget "),
+                              ("budgets", "--budget"), ("power = ", "--power "),
+                              ("bias = ", "--bias ")):
+            if text.startswith(field):
+                text = option + text[len(field):]
+                break
+        raise ValueError(text) from None
+    if args.json:
+        _emit(args, plan.to_dict())
+        return 0
+    best, best_s = plan.cheapest, plan.cheapest_sample
+    where = ("the least detectable direction (top eigenvector of the exact covariance)"
+             if plan.direction == "worst" else "the direction of the exact gradient g")
+    print(f"exact-bilevel plan: {name} on {args.file}, d = {plan.dimension}: detect a bias "
+          f"of relative size {plan.bias:g} (|E X - g| = {plan.bias:g} |g|, |g| = "
+          f"{plan.gradient_norm:.4g}) along {where}")
+    print(f"  with power {plan.power:g} at alpha = {plan.alpha:g}; exact-covariance "
+          f"chi-square test (rank {plan.rank}); the sample-covariance column is Hotelling's "
+          "T^2 for Gaussian estimates (its best case)")
+    print(plan.table())
+    if best is None:
+        print("  exact-covariance test: not reachable within the replicate limit")
+    else:
+        print(f"  cheapest (exact covariance): {best.replicates} replicates x {best.budget} "
+              f"transitions = {best.total} transitions (power {best.power:.3f})")
+    if best_s is not None:
+        print(f"  cheapest (sample covariance): {best_s.sample_replicates} replicates x "
+              f"{best_s.budget} transitions = {best_s.sample_total} transitions")
+    from .estimators.registry import ESTIMATORS
+
+    if not ESTIMATORS[name].unbiased:
+        print(f"  note: {name} itself is off by {plan.estimator_bias:.3g} |g| (exact)")
+    if plan.to_dict()["rare_event_regime"]:
+        print(f"  warning: the rarest (s, a) is expected {plan.rarest_visits:.3g} times in "
+              "the cheapest plan's transitions (rare-event regime): the chi-square law "
+              "is in doubt; plan more transitions")
+    return 0
+
+
 def _finite_or_none(v: float) -> float | None:
     import math
 
@@ -663,6 +716,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     output(p)
     p.set_defaults(func=_cmd_check)
+    p = command("plan", "transitions per replicate x replicates that the exact-covariance "
+                        "test needs to detect a bias of relative size B")
+    p.description = (
+        "Plan a test: for each budget N (transitions per estimate) the fewest replicates R "
+        "with which the exact-covariance chi-square test detects a bias of relative size B "
+        "with the given power at level alpha, and the cheapest total R x N. Relative bias "
+        "B: the estimator's mean is g + b with |b| = B |g| (Euclidean, g the exact "
+        "hypergradient); by default b points along the least detectable direction (the top "
+        "eigenvector of the exact covariance), so the power holds for every bias of that "
+        "size. Power from the noncentral chi-square with the exact covariance (estimators "
+        "bc-hg, bc-hg-baseline, naive with the exact critic); beside it, what Hotelling's "
+        "sample-covariance test would need for Gaussian estimates (noncentral F).")
+    p.add_argument("file", help="problem or golden-vector file ('-': stdin)")
+    p.add_argument("--estimator", required=True,
+                   choices=sorted(set(ESTIMATOR_NAMES) | set(ESTIMATOR_ALIASES)),
+                   help="the estimator whose exact covariance is used (bc-hg, "
+                        "bc-hg-baseline, naive; the others have none and are refused "
+                        "with the reason)")
+    p.add_argument("--bias", type=_positive_float, required=True, metavar="B",
+                   help="relative size of the bias to detect: |E X - g| = B |g| (e.g. 0.05)")
+    p.add_argument("--power", type=_unit_interval, default=0.9,
+                   help="probability of detecting the bias")
+    p.add_argument("--alpha", type=_unit_interval, default=0.01,
+                   help="false-alarm rate of the test")
+    p.add_argument("--budget", type=_positive_int, nargs="+", default=None, metavar="N",
+                   help="budgets (transitions per estimate) to tabulate (default: 1000 "
+                        "4000 16000 64000 256000, those that fit one episode)")
+    p.add_argument("--direction", choices=["worst", "gradient"], default="worst",
+                   help="direction of the bias: least detectable (a guarantee) or along g "
+                        "(a scale error, E X = (1 + B) g)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    output(p)
+    p.set_defaults(func=_cmd_plan)
     p = command("estimators", "list the estimators: name, bias, critics, access")
     p.add_argument("--json", action="store_true", help="as JSON")
     output(p)

@@ -8,6 +8,17 @@ so any test that asks for ``bilevel_case`` runs once per case of
         bilevel_case.assert_passes(my_estimator)        # fn(problem, x, budget, seed)
 
 ``--bilevel-suite quick`` runs the first 3 cases instead of the standard 8.
+
+If your function implements a registered estimator with known exact moments, name it
+and the exact-covariance chi-square test decides (the sample-covariance test is
+reported beside it; :func:`exact_bilevel.testing.check_estimator`)::
+
+    def test_my_bchg(bilevel_case):
+        bilevel_case.assert_passes(my_bchg, reference="bc-hg")
+
+``--bilevel-reference NAME`` sets that reference for every ``assert_passes`` call that
+does not give one (e.g. to run a suite of BC-HG implementations against the exact
+covariance without editing the tests).
 """
 
 from __future__ import annotations
@@ -19,6 +30,11 @@ def pytest_addoption(parser: Any) -> None:
     parser.getgroup("exact_bilevel").addoption(
         "--bilevel-suite", default="standard", choices=("standard", "quick"),
         help="cases offered by the bilevel_case fixture (default: standard)")
+    parser.getgroup("exact_bilevel").addoption(
+        "--bilevel-reference", default=None,
+        choices=("bc-hg", "bc-hg-baseline", "naive"),
+        help="default reference of bilevel_case.assert_passes: the registered estimator "
+             "whose exact mean and covariance the exact-covariance test uses")
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
@@ -26,4 +42,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
         from .experiments.battery import suite
 
         cases = suite(metafunc.config.getoption("--bilevel-suite"))
+        reference = metafunc.config.getoption("--bilevel-reference")
+        if reference is not None:
+            for c in cases:
+                c.default_reference = reference
         metafunc.parametrize("bilevel_case", cases, ids=[c.name for c in cases])

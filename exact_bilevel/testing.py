@@ -17,7 +17,14 @@ The place other projects' test suites import from, like ``numpy.testing``::
 * :func:`check_estimator` — a certification battery for your own estimator
   ``fn(problem, x, budget, seed) -> gradient`` on a curated suite of exact problems;
   with pytest, the ``bilevel_case`` fixture of the bundled plugin runs the suite as
-  parametrised cases (``def test_mine(bilevel_case): bilevel_case.assert_passes(fn)``).
+  parametrised cases (``def test_mine(bilevel_case): bilevel_case.assert_passes(fn)``);
+  ``reference="bc-hg"`` (or ``"bc-hg-baseline"``, ``"naive"``) when ``fn`` implements a
+  registered estimator: its exact mean and covariance drive the exact-covariance test;
+* :func:`known_covariance_test` — ``H0: E X = g`` with the exact covariance of one
+  estimate (:func:`exact_bilevel.estimators.moments`), no sample covariance;
+* :func:`plan_sample_size` — transitions per replicate x replicates that the
+  exact-covariance test needs to detect a relative bias ``B`` (also ``exact-bilevel
+  plan``).
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
@@ -35,15 +42,18 @@ from .validation.acceptance import (
     bonferroni_test,
     consistency_test,
     hotelling_test,
+    known_covariance_test,
     tail_diagnostic,
     unbiasedness_test,
 )
+from .validation.planning import SamplePlan, plan_sample_size
 
 __all__ = [
     "EXACT_RTOL",
     "BatteryResult",
     "Case",
     "EstimateTailWarning",
+    "SamplePlan",
     "TestResult",
     "assert_bias_within",
     "assert_consistent",
@@ -54,6 +64,8 @@ __all__ = [
     "check_estimator",
     "consistency_test",
     "hotelling_test",
+    "known_covariance_test",
+    "plan_sample_size",
     "suite",
     "tail_diagnostic",
     "unbiasedness_test",

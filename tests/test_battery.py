@@ -24,8 +24,10 @@ def _mutant(name):
 
 
 def test_bilevel_case_fixture_runs_the_suite(bilevel_case):
-    """What a user's test file looks like (three lines), here with our BC-HG."""
-    bilevel_case.assert_passes(_registered("bc-hg-baseline"))
+    """What a user's test file looks like (three lines), here with our BC-HG, naming the
+    estimator it implements so that the exact-covariance test decides."""
+    res = bilevel_case.assert_passes(_registered("bc-hg-baseline"), reference="bc-hg-baseline")
+    assert res.name == "known-covariance" and "sample-covariance" in res.report
 
 
 def test_battery_passes_unbiased_and_consistent_estimators():
@@ -52,3 +54,61 @@ def test_suite_cases_are_non_degenerate():
         visits, _, _ = rare_event_diagnostic(leader_knowledge(c.problem, c.x), 100 * 8000)
         assert visits >= 10, c.name
     assert cases[-1].problem.follower_mdp(cases[-1].x).is_sparse
+
+
+def test_battery_with_a_reference_uses_the_exact_covariance():
+    """``reference=`` names the registered estimator fn implements: the exact-covariance
+    test decides on every case, the sample-covariance test is reported beside it; the
+    mutants are rejected, and so is bc-hg claiming to be bc-hg-baseline (its covariance
+    is larger on the transition-parameterised case: the exact test sees it, the sample
+    test cannot)."""
+    res = check_estimator(_registered("bc-hg"), "quick", reference="bc-hg")
+    assert res.passed, res.table()
+    assert all(r.name == "known-covariance" for _, r in res.results)
+    assert len(res.sample_results) == 3 and "sample-covariance p" in res.table()
+    assert not check_estimator(_mutant("sign-flip"), "quick", reference="bc-hg").passed
+    known, sample = suite("quick")[1].run_both(_registered("bc-hg"), reference="bc-hg-baseline")
+    assert known.reject and not sample.reject
+    assert suite("quick")[1].run(_registered("naive"), reference="naive").p_value > 0.01
+
+
+def test_battery_reference_refusals_and_non_finite_estimates():
+    import pytest
+
+    case = suite("quick")[0]
+    with pytest.raises(ValueError, match="reference = 'hpgd': out of scope for exact moments"):
+        case.run(_registered("bc-hg"), reference="hpgd")
+    with pytest.raises(ValueError, match="reference = 'nope': unknown"):
+        case.run(_registered("bc-hg"), reference="nope")
+    with pytest.raises(ValueError, match="do not combine it with unbiased=False"):
+        case.run(_registered("bc-hg"), reference="bc-hg", unbiased=False)
+    # estimates so large that the statistic overflows: never a pass
+    with np.errstate(all="ignore"):
+        huge = case.run(lambda p, x, b, s: np.full(x.size, 1e307) * (1 + s % 7),
+                        replicates=10, reference="bc-hg")
+    assert huge.reject
+    with pytest.raises(ValueError, match="samples"):  # NaN estimates: refused, not passed
+        case.run(lambda p, x, b, s: np.full(x.size, np.nan), replicates=4, reference="bc-hg")
+
+
+def test_plugin_option_sets_the_default_reference():
+    """``--bilevel-reference NAME`` gives every case a default reference (a call's own
+    ``reference=`` still wins)."""
+    from exact_bilevel import pytest_plugin
+
+    class Config:
+        def getoption(self, name):
+            return {"--bilevel-suite": "quick", "--bilevel-reference": "bc-hg"}[name]
+
+    class Metafunc:
+        fixturenames = ("bilevel_case",)
+        config = Config()
+
+        def parametrize(self, name, values, ids):
+            self.cases = values
+
+    meta = Metafunc()
+    pytest_plugin.pytest_generate_tests(meta)
+    assert len(meta.cases) == 3 and all(c.default_reference == "bc-hg" for c in meta.cases)
+    res = meta.cases[0].assert_passes(_registered("bc-hg"), replicates=20)
+    assert res.name == "known-covariance"

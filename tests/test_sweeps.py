@@ -124,6 +124,14 @@ def test_report_from_a_results_file(tmp_path):
     text = (out / "sweep_report.md").read_text()
     assert text.count("| random-") == 12 and "bc-hg[exact]" in text
     assert "| mutant:sign-flip[exact] | 4 | 4 | 1.000 |" in text      # power
+    # the exact-covariance test beside it (issue 25): a p-value where moments cover the
+    # cell (bc-hg; the mutant against bc-hg's covariance), '-' for hpgd
+    assert "exact-cov p |" in text and "exact-cov rejected |" in text
+    cells = [line for line in text.splitlines() if line.startswith("| random-")]
+    assert all(line.endswith("| - |") for line in cells if "hpgd[exact]" in line)
+    assert not any(line.endswith("| - |") for line in cells if "hpgd" not in line)
+    assert "| mutant:sign-flip[exact] | 4 | 4 | 1.000 | 4/4 = 1.000 | 4/4 = 1.000 |" in text
+    assert "| hpgd[exact] |" in text and text.count(" | - |\n") >= 5
     assert (out / "sweep_report.png").stat().st_size > 1000
     assert main(["report", "--db", db, "--out", str(out)]) == 2      # exists: refused
 
@@ -583,3 +591,27 @@ def test_names_with_colliding_crc32_are_refused(tmp_path, capsys):
                  "--quiet"]) == 2
     assert "'plumless' and 'buckeroo' have the same crc32" in capsys.readouterr().err
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_report_exact_covariance_needs_the_same_problem(tmp_path):
+    """A file problem is rebuilt beside the results file and used only if its content hash
+    is the stored one: after the file changes, its cells show '-' (never the covariance
+    of another problem)."""
+    from exact_bilevel.experiments.examples import random_problem
+    from exact_bilevel.io import save_problem
+
+    problem, x = random_problem(3, 2, 2, seed=4, gamma=0.7)
+    save_problem(tmp_path / "prob.json", problem, x)
+    spec = _write(tmp_path, {**SPEC, "problems": [{"path": "prob.json"}],
+                             "estimators": ["bc-hg"], "budgets": [500], "replicates": 5})
+    db = str(tmp_path / "f.sqlite")
+    assert main(["sweep", spec, "--db", db, "--quiet"]) == 0
+    assert main(["report", "--db", db, "--out", str(tmp_path / "a")]) == 0
+    line = next(x for x in (tmp_path / "a" / "sweep_report.md").read_text().splitlines()
+                if x.startswith("| prob | bc-hg[exact] | 500 |"))
+    assert not line.endswith("| - |")
+    save_problem(tmp_path / "prob.json", problem, x + 1.0)  # another problem, same name
+    assert main(["report", "--db", db, "--out", str(tmp_path / "b")]) == 0
+    line = next(x for x in (tmp_path / "b" / "sweep_report.md").read_text().splitlines()
+                if x.startswith("| prob | bc-hg[exact] | 500 |"))
+    assert line.endswith("| - |")

@@ -21,10 +21,22 @@ file is three lines::
 
 False alarms: each case is tested at ``alpha`` (default 1e-3), so a correct
 estimator fails one of the 8 standard cases with probability at most ``8 alpha``.
+
+**Known covariance.** When ``fn`` implements a registered estimator whose exact
+moments are known (``reference="bc-hg"``, ``"bc-hg-baseline"`` or ``"naive"``, exact
+critic; :func:`exact_bilevel.estimators.moments`), say so: each case then tests ``H0:
+E X = m`` with the reference's exact mean ``m`` (``= g`` for bc-hg and bc-hg-baseline)
+by the exact-covariance chi-square test
+(:func:`~exact_bilevel.validation.acceptance.known_covariance_test`, the covariance of
+one estimate at ``budget``), which decides; the sample-covariance test against the same
+``m`` is run beside it and reported (``BatteryResult.sample_results``, a column of the
+table). A wrong mean *or* a wrong variance moves the chi-square statistic, and no
+sample covariance can hide a rare event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +48,12 @@ from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_int_seed
-from ..validation.acceptance import TestResult, bias_bound_test, unbiasedness_test
+from ..validation.acceptance import (
+    TestResult,
+    bias_bound_test,
+    known_covariance_test,
+    unbiasedness_test,
+)
 from ..validation.convergence import bias_allowance
 from .examples import random_problem
 
@@ -52,6 +69,9 @@ class Case:
     problem: BilevelProblem
     x: np.ndarray
     _exact: np.ndarray | None = field(default=None, repr=False)
+    #: The ``reference`` of :meth:`assert_passes` when the call gives none (set by the
+    #: pytest plugin's ``--bilevel-reference``).
+    default_reference: str | None = field(default=None, repr=False)
 
     @property
     def exact(self) -> np.ndarray:
@@ -61,25 +81,70 @@ class Case:
 
     def run(self, fn: UserEstimator, *, budget: int = 8000, replicates: int = 100,
             seed: int = 0, unbiased: bool = True, alpha: float = 1e-3,
-            bias_constant: float = 30.0) -> TestResult:
+            bias_constant: float = 30.0, reference: str | None = None) -> TestResult:
         """Draw ``replicates`` estimates ``fn(problem, x, budget, seed_i)`` and test them
         against the exact hypergradient (see the module docstring). ``seed_i =
         replicate_int_seed(seed, i)`` (:mod:`exact_bilevel.core.streams`): 63-bit integers
         from ``SeedSequence(seed, spawn_key=(i,))``, so two runs with different ``seed``
-        share no replicate."""
+        share no replicate. ``reference`` names the registered estimator ``fn``
+        implements: the exact-covariance test decides (:meth:`run_both`)."""
+        return self.run_both(fn, budget=budget, replicates=replicates, seed=seed,
+                             unbiased=unbiased, alpha=alpha, bias_constant=bias_constant,
+                             reference=reference)[0]
+
+    def run_both(self, fn: UserEstimator, *, budget: int = 8000, replicates: int = 100,
+                 seed: int = 0, unbiased: bool = True, alpha: float = 1e-3,
+                 bias_constant: float = 30.0, reference: str | None = None
+                 ) -> tuple[TestResult, TestResult | None]:
+        """``(deciding test, sample-covariance test beside it or None)``: without
+        ``reference`` the test of :meth:`run` alone; with it the exact-covariance test of
+        ``H0: E X = m`` (the reference's exact mean and covariance at ``budget``) and the
+        sample-covariance unbiasedness test against the same ``m``."""
+        if reference is not None and not unbiased:
+            raise ValueError("reference: states the estimator's exact mean and covariance "
+                             "(those of the reference); do not combine it with "
+                             "unbiased=False")
+        target = cov = None
+        if reference is not None:
+            target, cov = self.reference_moments(reference, budget)
         X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
                                     replicate_int_seed(seed, i)),
                                  dtype=float) for i in range(replicates)])
         if X.shape != (replicates, self.x.size):
             raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "
                              f"{self.name!r}; expected ({self.x.size},)")
+        if target is not None:
+            sample = unbiasedness_test(X, target, alpha)
+            known = known_covariance_test(X, target, cov, alpha)
+            report = (f"{known.report} (exact mean and covariance of {reference} at budget "
+                      f"{budget}); the sample-covariance {sample.name} test beside it: p = "
+                      f"{sample.p_value:.3g}")
+            return dataclasses.replace(known, report=report), sample
         if unbiased:
-            return unbiasedness_test(X, self.exact, alpha)
+            return unbiasedness_test(X, self.exact, alpha), None
         return bias_bound_test(X, self.exact,
-                               bias_allowance(X, self.exact, budget, bias_constant), alpha)
+                               bias_allowance(X, self.exact, budget, bias_constant),
+                               alpha), None
+
+    def reference_moments(self, reference: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean[d], covariance[d, d])`` of one estimate of the registered estimator
+        ``reference`` at ``budget`` (:func:`exact_bilevel.estimators.moments`, exact
+        critic); ``ValueError`` naming ``reference`` for an estimator without them."""
+        from ..estimators.moments import SUPPORTED, moments
+
+        if reference not in SUPPORTED:
+            try:
+                moments(self.problem, self.x, reference)
+            except ValueError as exc:  # the reason, under the argument's own name
+                raise ValueError("reference" + str(exc)[len("estimator"):]) from None
+        m = moments(self.problem, self.x, reference, budget)
+        return m.mean, m.covariance
 
     def assert_passes(self, fn: UserEstimator, **options: object) -> TestResult:
-        """:meth:`run`, raising ``AssertionError`` with the report if the test rejects."""
+        """:meth:`run`, raising ``AssertionError`` with the report if the test rejects
+        (``reference="bc-hg"`` etc.: the exact-covariance test decides)."""
+        if self.default_reference is not None:
+            options.setdefault("reference", self.default_reference)
         res = self.run(fn, **options)  # type: ignore[arg-type]
         if res.reject:
             raise AssertionError(f"{self.name}: {res.report}")
@@ -130,27 +195,49 @@ def suite(name: str = "standard") -> list[Case]:
 
 @dataclass(frozen=True)
 class BatteryResult:
-    """Per-case verdicts of :func:`check_estimator`; ``passed`` if no case rejected."""
+    """Per-case verdicts of :func:`check_estimator`; ``passed`` if no case rejected.
+
+    ``results``: the deciding test per case; ``sample_results``: the sample-covariance
+    test run beside the exact-covariance one (only with a ``reference``; empty
+    otherwise)."""
 
     results: list[tuple[str, TestResult]]
+    sample_results: list[tuple[str, TestResult]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
+        """No case rejected (a NaN p-value rejects: ``TestResult.reject``)."""
         return not any(r.reject for _, r in self.results)
 
     def table(self) -> str:
-        """A markdown table: case, test, p-value, verdict."""
-        rows = ["| case | test | p-value | verdict |", "| --- | --- | --- | --- |"]
+        """A markdown table: case, test, p-value, verdict (and the sample-covariance
+        p-value beside an exact-covariance test)."""
+        beside = dict(self.sample_results)
+        extra = " sample-covariance p |" if beside else ""
+        rows = ["| case | test | p-value |" + extra + " verdict |",
+                "| --- | --- | --- |" + (" --- |" if beside else "") + " --- |"]
         for name, r in self.results:
-            rows.append(f"| {name} | {r.name} | {r.p_value:.3g} | "
+            side = f" {beside[name].p_value:.3g} |" if name in beside else ""
+            rows.append(f"| {name} | {r.name} | {r.p_value:.3g} |{side} "
                         f"{'REJECT' if r.reject else 'pass'} |")
         return "\n".join(rows)
 
 
 def check_estimator(fn: UserEstimator, suite_name: str = "standard", *,
                     unbiased: bool = True, budget: int = 8000, replicates: int = 100,
-                    alpha: float = 1e-3, seed: int = 0) -> BatteryResult:
-    """Run ``fn`` through every case of :func:`suite` (see the module docstring)."""
-    return BatteryResult([(c.name, c.run(fn, budget=budget, replicates=replicates,
-                                         seed=seed, unbiased=unbiased, alpha=alpha))
-                          for c in suite(suite_name)])
+                    alpha: float = 1e-3, seed: int = 0,
+                    reference: str | None = None) -> BatteryResult:
+    """Run ``fn`` through every case of :func:`suite` (see the module docstring).
+
+    ``reference``: the registered estimator ``fn`` implements (``"bc-hg"``,
+    ``"bc-hg-baseline"``, ``"naive"``; exact critic), whose exact mean and covariance
+    at ``budget`` the exact-covariance test uses; it decides, and the sample-covariance
+    test is reported beside it. ``None``: the sample-covariance test alone."""
+    results, beside = [], []
+    for c in suite(suite_name):
+        decide, sample = c.run_both(fn, budget=budget, replicates=replicates, seed=seed,
+                                    unbiased=unbiased, alpha=alpha, reference=reference)
+        results.append((c.name, decide))
+        if sample is not None:
+            beside.append((c.name, sample))
+    return BatteryResult(results, beside)

@@ -4,8 +4,16 @@ Per problem, estimator and budget: ``R`` replicates, the relative error of their
 ``|mean - g| / |g|``, the cosine of the mean with ``g``, the mean relative error of a
 single replicate, the largest per-coordinate ``|z|`` of the bias, and the verdict of
 the unbiasedness test at ``alpha`` (for an estimator that is not unbiased the verdict
-says whether its bias is visible at that ``R``). A PNG shows the relative error of a
-single replicate against the budget, per problem.
+says whether its bias is visible at that ``R``). Beside it, where the exact covariance
+of one estimate is known (bc-hg, bc-hg-baseline and naive with the exact critic, and
+the BC-HG mutants of :data:`~exact_bilevel.validation.mutants.BCHG_FAMILY` tested
+against their base estimator's covariance: the claim under test is "this is bc-hg"),
+the p-value of the exact-covariance chi-square test
+(:func:`~exact_bilevel.validation.acceptance.known_covariance_test`) of ``E X = g``,
+and its rejection count per estimator. The problems are rebuilt from the stored spec
+(random problems always; file problems from paths relative to the results file's
+directory) and used only when their content hash equals the stored one. A PNG shows
+the relative error of a single replicate against the budget, per problem.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..core._files import atomic_write, check_output, ensure_directory
-from ..validation.acceptance import unbiasedness_test
+from ..validation.acceptance import known_covariance_test, unbiasedness_test
 from ..validation.convergence import MIN_EXPECTED_VISITS
 from . import store
 from .provenance import describe
@@ -77,13 +85,21 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
              f"likely (s, a) in all replicates of the cell; below {MIN_EXPECTED_VISITS:g} "
              "the cell is in the rare-event regime and its verdict says little about the "
              "estimator (marked 'rare').", "",
+             "'exact-cov p': the p-value of the exact-covariance chi-square test of E X = g "
+             "(the covariance of one estimate from exact_bilevel.estimators.moments, no "
+             "sample covariance: not fooled by replicates that missed a rare event); a "
+             "mutant of bc-hg(-baseline) is tested against its base estimator's covariance; "
+             "'-' where no exact covariance is known.", "",
              "| problem | estimator | budget | R | failed | rarest visits | rel. error of mean "
-             "| cosine | rel. error of one [95% band] | bias 95% CI | max abs z | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| cosine | rel. error of one [95% band] | bias 95% CI | max abs z | verdict "
+             "| exact-cov p |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     boot = np.random.default_rng(0)
     curves: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     verdicts: dict[str, list[bool]] = defaultdict(list)
     regular: dict[str, list[bool]] = defaultdict(list)
+    known_rejects: dict[str, list[bool]] = defaultdict(list)
+    covariance = _ExactCovariances(spec_text, prov, pathlib.Path(db).resolve().parent)
     for key in sorted(set(groups) | set(failed)):
         p, e, b = key
         rows = groups.get(key, [])
@@ -92,7 +108,8 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
         rare = v is not None and v < MIN_EXPECTED_VISITS
         vtxt = "-" if v is None else f"{v:.3g}"
         if not rows:
-            lines.append(f"| {p} | {e} | {b} | 0 | {nf} | {vtxt} | - | - | - | - | - | - |")
+            lines.append(f"| {p} | {e} | {b} | 0 | {nf} | {vtxt} | - | - | - | - | - | - "
+                         "| - |")
             continue
         X, g = np.array(rows), exact[p]
         norm = max(float(np.linalg.norm(g)), 1e-300)
@@ -110,9 +127,15 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
         if rare and res is not None:
             verdict += " (rare)"
         zmax = "-" if res is None else f"{float(np.max(np.abs(res.z))):.3g}"
+        cov = covariance(p, e, b) if len(rows) >= 2 else None
+        known = "-"
+        if cov is not None:
+            kres = known_covariance_test(X, g, cov, alpha)
+            known = f"{kres.p_value:.3g}" + (" REJECT" if kres.reject else "")
+            known_rejects[e].append(kres.reject)
         lines.append(f"| {p} | {e} | {b} | {len(rows)} | {nf} | {vtxt} | "
                      f"{np.linalg.norm(m - g) / norm:.3g} "
-                     f"| {cos:.4f} | {band} | {ci} | {zmax} | {verdict} |")
+                     f"| {cos:.4f} | {band} | {ci} | {zmax} | {verdict} | {known} |")
         curves[p, e].append((b, single))
         if res is not None:
             verdicts[e].append(res.reject)
@@ -121,15 +144,18 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
     lines += ["", "Rejection rate per estimator over its (problem, budget) groups: the "
               "false-alarm rate of an unbiased estimator, the power against a mutant "
               "(`mutant:NAME`); for a consistent estimator, how often its bias is visible.", "",
-              "| estimator | rejected | groups | rate | rate outside the rare-event regime |",
-              "| --- | --- | --- | --- | --- |"]
+              "| estimator | rejected | groups | rate | rate outside the rare-event regime "
+              "| exact-cov rejected |",
+              "| --- | --- | --- | --- | --- | --- |"]
     if not groups and not failed:
         lines += ["", "No replicates are stored yet (the sweep has not computed any): "
                   "every table above is empty.", ""]
     for e, v in sorted(verdicts.items()):
         r = regular[e]
         outside = f"{sum(r)}/{len(r)} = {np.mean(r):.3f}" if r else "-"
-        lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} | {outside} |")
+        k = known_rejects.get(e)
+        kt = f"{sum(k)}/{len(k)} = {np.mean(k):.3f}" if k else "-"
+        lines.append(f"| {e} | {sum(v)} | {len(v)} | {np.mean(v):.3f} | {outside} | {kt} |")
     if failed:
         lines += ["", "## Failed replicates", "",
                   "| problem | estimator | budget | failed | first message |",
@@ -141,6 +167,80 @@ def report(db: str, out: str, *, alpha: float = 0.01, force: bool = False) -> st
     _plot(curves, targets[1], inputs=[db])
     atomic_write(targets[0], text, option="--out", inputs=[db])
     return text
+
+
+class _ExactCovariances:
+    """``(problem, estimator label, budget) -> covariance[d, d]`` of one estimate, or
+    ``None`` where it is not known (see the module docstring): the problem is rebuilt
+    from the stored spec and used only if its content hash is the stored one."""
+
+    def __init__(self, spec_text: str, prov: dict, base: pathlib.Path) -> None:
+        self._spec_text, self._hashes, self._base = spec_text, prov.get("problems", {}), base
+        self._problems: dict[str, object] | None = None
+        self._cache: dict[tuple[str, str, int], np.ndarray | None] = {}
+
+    def _rebuild(self) -> dict[str, object]:
+        from .provenance import problem_hash
+        from .run import build
+        from .spec import parse_spec
+
+        out: dict[str, object] = {}
+        try:
+            spec = parse_spec(json.loads(self._spec_text), self._base)
+        except (ValueError, OSError):
+            return out
+        for p in spec.problems:
+            try:
+                problem, x = build(p)
+            except (ValueError, OSError):
+                continue  # a file problem not found beside the results file
+            if problem_hash(problem, x) == self._hashes.get(p.name):
+                out[p.name] = (problem, x)
+        return out
+
+    @staticmethod
+    def base_estimator(label: str) -> str | None:
+        """The estimator whose exact covariance a results label (``name[critic]``,
+        ``mutant:NAME[critic,baseline]``) is tested against, or ``None``."""
+        from ..estimators.moments import SUPPORTED
+        from ..validation.mutants import BCHG_FAMILY
+
+        name, _, rest = label.partition("[")
+        parts = rest.rstrip("]").split(",")
+        if parts[0] != "exact":
+            return None
+        if name in SUPPORTED:
+            return name
+        if name.startswith("mutant:") and name[len("mutant:"):] in BCHG_FAMILY:
+            return "bc-hg-baseline" if "baseline" in parts[1:] else "bc-hg"
+        return None
+
+    def __call__(self, problem: str, label: str, budget: int) -> np.ndarray | None:
+        key = (problem, label, budget)
+        if key not in self._cache:
+            self._cache[key] = self._compute(problem, label, budget)
+        return self._cache[key]
+
+    def _compute(self, problem: str, label: str, budget: int) -> np.ndarray | None:
+        from ..core.objectives import LeaderReturn
+        from ..estimators.moments import moments
+        from ..validation.planning import TRUNCATION_PROBABILITY, truncation_probability
+
+        base = self.base_estimator(label)
+        if base is None:
+            return None
+        if self._problems is None:
+            self._problems = self._rebuild()
+        built = self._problems.get(problem)
+        if built is None:
+            return None
+        prob, x = built
+        if not isinstance(prob.objective, LeaderReturn):
+            return None
+        m = moments(prob, x, base, budget)
+        if truncation_probability(budget, m.episodes, m.beta) > 2 * TRUNCATION_PROBABILITY:
+            return None  # the budget cap truncates the batch: not the estimates' covariance
+        return m.covariance
 
 
 def _bias_ci(X: np.ndarray, g: np.ndarray) -> str:

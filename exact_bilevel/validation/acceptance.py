@@ -320,13 +320,7 @@ def known_covariance_test(samples: object, exact: object, covariance: object,
     alpha = _alpha(alpha)
     R, d = X.shape
     S = _validate.real_array("covariance", covariance, shape=(d, d))
-    if not np.allclose(S, S.T, rtol=1e-10, atol=0.0):
-        raise ValueError("covariance: must be symmetric")
-    lam, V = np.linalg.eigh(0.5 * (S + S.T))
-    if lam.min(initial=0.0) < -1e-10 * max(lam.max(initial=0.0), 0.0) - 1e-300:
-        raise ValueError(f"covariance: must be positive semi-definite (smallest eigenvalue "
-                         f"{lam.min():.3g})")
-    keep = lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
+    lam, V, keep = covariance_spectrum(S)
     proj = V.T @ (X.mean(axis=0) - g)
     scale = max(float(np.max(np.abs(g), initial=0.0)), float(np.max(np.abs(X))), 1e-300)
     if np.any(np.abs(proj[~keep]) > EXACT_RTOL * scale):
@@ -341,6 +335,22 @@ def known_covariance_test(samples: object, exact: object, covariance: object,
               f"{'REJECT' if _decide(p, alpha) else 'accept'}; largest |z| (exact s.e.) = "
               f"{float(np.max(np.abs(z))):.3g}")
     return TestResult("known-covariance", stat, p, alpha, _decide(p, alpha), z, report)
+
+
+def covariance_spectrum(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lam[d], V[d, d], keep[d])``: the eigen-decomposition ``Sigma = V diag(lam) V^T``
+    of a symmetric positive semi-definite ``covariance[d, d]`` and its range ``keep = lam
+    > 1e-12 max lam`` (the rest is the null space), as :func:`known_covariance_test` uses
+    it; ``ValueError`` if the matrix is not symmetric (1e-10 relative) or has an
+    eigenvalue below ``-1e-10 max lam``."""
+    S = np.asarray(covariance, dtype=float)
+    if not np.allclose(S, S.T, rtol=1e-10, atol=0.0):
+        raise ValueError("covariance: must be symmetric")
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    if lam.min(initial=0.0) < -1e-10 * max(lam.max(initial=0.0), 0.0) - 1e-300:
+        raise ValueError(f"covariance: must be positive semi-definite (smallest eigenvalue "
+                         f"{lam.min():.3g})")
+    return lam, V, lam > 1e-12 * max(lam.max(initial=0.0), 0.0)
 
 
 def resolution_known(covariance: object, n_replicates: int, exact: object,

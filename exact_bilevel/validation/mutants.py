@@ -109,6 +109,8 @@ def _indirect(know: LeaderKnowledge, ep: Episodes, *, adv_table: np.ndarray,
 
 def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "correct",
             scale: str = "1/tau") -> Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]:
+    """A BC-HG variant; the options (``adv``, ``outer``, ``z``, ``scale``; the defaults
+    are the correct estimator) are those of :func:`bchg_family_mean`."""
     def estimator(know: LeaderKnowledge, sampler: Sampler, budget: int,
                   baseline: bool = False) -> Estimate:
         start = sampler.transitions
@@ -153,6 +155,10 @@ class Mutant:
     mutates: str
     critic: str
     bug: str
+    #: For the BC-HG family with the exact critic: the options of :func:`_mutant` that
+    #: make it (``(key, value)`` pairs), so that :func:`mutant_mean` gives its exact
+    #: mean; ``None`` for the others.
+    options: tuple[tuple[str, str], ...] | None = None
 
     @property
     def accepts_baseline(self) -> bool:
@@ -169,7 +175,7 @@ def _bchg_family(name: str, bug: str, **kwargs: str) -> Mutant:
             baseline: bool = False) -> Estimate:
         return fn(know, sampler, budget, baseline)
 
-    return Mutant(run, "bc-hg", "exact", bug)
+    return Mutant(run, "bc-hg", "exact", bug, tuple(sorted(kwargs.items())))
 
 
 def _bchg_with_critic(critic_fn: Callable[[LeaderKnowledge, Episodes], Critic], name: str
@@ -291,6 +297,84 @@ MUTANTS: dict[str, Mutant] = {
     "zeroth-order-no-factor-2": Mutant(_zeroth_order_no_factor_2, "zeroth-order", "exact",
                                        "(F+ - F-) / mu instead of / (2 mu)"),
 }
+
+
+#: Effective per-step discounts of the outer weights (``(gamma_L/beta)^t`` times the
+#: survival ``beta^t``, ...) and of the forward sum, per option of :func:`_mutant`.
+def _effective_discounts(know: LeaderKnowledge, outer: str, z: str) -> tuple[float, float]:
+    gamma, gL, beta = know.gamma, know.gamma_leader, know.beta
+    outer_eff = {"correct": gL, "no-survival": gL * beta, "gamma": gamma}[outer]
+    inner = {"correct": gamma, "from-t+1": gamma, "from-start": gamma, "g-only": 0.0,
+             "no-survival": gamma * beta}[z]
+    return outer_eff * (gamma if z == "from-start" else 1.0), inner
+
+
+def bchg_family_mean(know: LeaderKnowledge, *, adv: str = "A", outer: str = "correct",
+                     z: str = "correct", scale: str = "1/tau") -> np.ndarray:
+    r"""Exact mean ``[d]`` of one estimate of the BC-HG variant of :func:`_mutant` with
+    these options (the defaults give the correct ``bc-hg``; ``bc-hg-baseline`` has the
+    same mean), at any budget (an average of i.i.d. episodes; the hard budget cap's
+    truncation, probability ``<= 1e-4``, neglected as in
+    :func:`exact_bilevel.estimators.moments`).
+
+    By occupancy measures rather than the backward recursions of ``moments`` (an
+    independent route, checked against it to 1e-12 for the defaults):
+
+    .. math::
+
+        E X = E X_{\mathrm{naive}} + s \sum_{s} d_w(s) \sum_a \pi(a|s)\, c(s, a)\, m(s, a),
+        \qquad d_w = (I - w P_\pi^T)^{-1} \rho,\quad
+        m = \bar g + u\, P\, (I - u P_\pi)^{-1} \bar g_\pi,
+
+    with ``g-bar(s, a) = dr(s, a) + gamma sum_s' P(s'|s, a) dlogP(s'|s, a) V(s')`` (so
+    ``m = dQ`` for ``u = gamma``), ``c`` = ``A_L`` (``adv="A"``), ``-A_L`` or ``Q_L``,
+    ``s`` = ``1/tau`` or ``tau``, and the effective discounts (outer weight times the
+    survival ``beta^t``): ``w = gamma_L`` (correct), ``gamma_L beta`` (no survival
+    weights), ``gamma`` (``gamma`` for ``gamma_L``), times ``gamma`` when the forward sum
+    is weighted ``gamma^t`` from the episode start; ``u = gamma`` (correct, from the
+    start, from ``t+1`` where ``m - g-bar`` is used), ``gamma beta`` (no survival
+    weights), 0 (``g_t`` alone). ``E X_naive`` (the direct term and ``grad reg``) is
+    :func:`~exact_bilevel.estimators.moments` of ``naive``.
+    """
+    from ..core.linalg import factorize
+    from ..estimators.moments import moments
+
+    mdp, pi = know.state.mdp, know.pi
+    w, u = _effective_discounts(know, outer, z)
+    gbar = np.array(know.dr, dtype=float)
+    if know.problem.transitions.depends_on_x:
+        gbar += know.gamma * np.einsum("sat,satk,t->sak", np.asarray(mdp.transitions),
+                                       know.score, know.v)
+    P_pi = mdp.P_pi(pi)
+    v_g = np.asarray(factorize(P_pi, u).solve(np.einsum("sa,sak->sk", pi, gbar)))
+    m = gbar + u * mdp.expect(v_g)
+    if z == "from-t+1":
+        m = m - gbar
+    rho = np.asarray(know.problem.initial, dtype=float)
+    occ = np.asarray(factorize(P_pi, w).solve_transpose(rho))
+    crit = exact_critic(know)
+    c = {"A": crit.advantage, "-A": -crit.advantage, "Q": crit.q}[adv]
+    s = {"1/tau": 1.0 / know.tau, "tau": know.tau}[scale]
+    naive = moments(know.problem, know.state.x, "naive", know=know).mean
+    return naive + s * np.einsum("s,sa,sak->k", occ, pi * c, m)
+
+
+def mutant_mean(name: str, know: LeaderKnowledge) -> np.ndarray:
+    """Exact mean ``[d]`` of one estimate of mutant ``name`` (a BC-HG family mutant with
+    the exact critic; with or without the baseline, which leaves the mean unchanged), by
+    :func:`bchg_family_mean`; ``ValueError`` for the others (their bias needs
+    simulation)."""
+    m = MUTANTS.get(name)
+    if m is None:
+        raise ValueError(f"name = {name!r}: not a mutant; one of {sorted(MUTANTS)}")
+    if m.options is None:
+        raise ValueError(f"name = {name!r}: no exact mean (only the BC-HG family mutants "
+                         f"with the exact critic: {sorted(BCHG_FAMILY)})")
+    return bchg_family_mean(know, **dict(m.options))
+
+
+#: The BC-HG family mutants with the exact critic (those :func:`mutant_mean` covers).
+BCHG_FAMILY = tuple(n for n, m in MUTANTS.items() if m.options is not None)
 
 
 def mutant_replicates(name: str, know: LeaderKnowledge, budget: int, n_replicates: int,

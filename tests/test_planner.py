@@ -1,0 +1,233 @@
+"""The sample-size planner (issue 25, item 4) and the exact means of the BC-HG mutants.
+
+Independent routes: the mutants' exact means (occupancy measures) against
+``moments`` (backward recursions) to 1e-12 and against simulation; Imhof's quadratic-form
+tail against ``scipy.stats.ncx2`` and Monte Carlo; the planner's predicted power against
+the real test's rejection rate (fixed seeds, 200 repetitions, +-0.1).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from exact_bilevel.cli import main
+from exact_bilevel.estimators import leader_knowledge, moments, replicates
+from exact_bilevel.experiments.examples import random_problem
+from exact_bilevel.io import save_problem
+from exact_bilevel.validation.acceptance import known_covariance_test
+from exact_bilevel.validation.mutants import (
+    BCHG_FAMILY,
+    MUTANTS,
+    bchg_family_mean,
+    mutant_mean,
+    mutant_replicates,
+)
+from exact_bilevel.validation.planning import (
+    MIN_TOTAL_EPISODES,
+    known_covariance_power,
+    known_covariance_power_under,
+    noncentrality,
+    plan_sample_size,
+    quadratic_form_sf,
+)
+
+OWN_GAMMA = dict(n_states=4, n_actions=3, n_params=2, seed=3, gamma=0.8, tau=0.5,
+                 parameterize="reward", objective="leader_return_own_gamma")
+
+
+@pytest.mark.parametrize("parameterize,objective", [
+    ("reward", "leader_return"), ("transitions", "leader_return_own_gamma"),
+    ("both", "leader_return_far_sighted")])
+def test_mutant_means_agree_with_moments_and_exact_identities(parameterize, objective):
+    """The occupancy route with the correct options is moments' bc-hg mean (backward
+    recursions) to 1e-12; sign-flip and tau-not-inverse are exact combinations of bc-hg
+    and naive (indirect term times -1, tau^2)."""
+    problem, x = random_problem(4, 3, 2, seed=11, gamma=0.7, tau=0.6,
+                                parameterize=parameterize, objective=objective)
+    know = leader_knowledge(problem, x)
+    bchg = moments(problem, x, "bc-hg", know=know).mean
+    naive = moments(problem, x, "naive", know=know).mean
+    scale = np.max(np.abs(bchg)) + np.max(np.abs(naive))
+    np.testing.assert_allclose(bchg_family_mean(know), bchg, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(mutant_mean("sign-flip", know), 2 * naive - bchg, rtol=0,
+                               atol=1e-12 * scale)
+    np.testing.assert_allclose(mutant_mean("tau-not-inverse", know),
+                               naive + problem.tau**2 * (bchg - naive), rtol=0,
+                               atol=1e-12 * scale)
+
+
+def test_mutant_means_agree_with_simulation():
+    """Each BC-HG mutant's exact mean against the mean of 40 of its estimates (budget
+    5000): |z| below the two-sided Bonferroni quantile at 1e-4 over 16 coordinates; the
+    same check rejects a mutant's replicates against another mutant's mean (power)."""
+    problem, x = random_problem(**OWN_GAMMA)
+    know = leader_knowledge(problem, x)
+    crit = scipy.stats.norm.isf(1e-4 / (2 * 2 * len(BCHG_FAMILY)))
+    means, sims = {}, {}
+    for k, name in enumerate(BCHG_FAMILY):
+        X = mutant_replicates(name, know, 5000, 40, seed=100 + k)
+        means[name], sims[name] = mutant_mean(name, know), X
+        z = (X.mean(axis=0) - means[name]) / (X.std(axis=0, ddof=1) / np.sqrt(40))
+        assert np.max(np.abs(z)) < crit, (name, z)
+    X = sims["sum-from-t+1"]
+    z = (X.mean(axis=0) - means["grad-r-for-dQ"]) / (X.std(axis=0, ddof=1) / np.sqrt(40))
+    assert np.max(np.abs(z)) > crit
+    with pytest.raises(ValueError, match="no exact mean"):
+        mutant_mean("sobirl-no-centring", know)
+    assert MUTANTS["sign-flip"].options is not None and MUTANTS["hpgd-dq-from-t+1"].options is None
+
+
+def test_quadratic_form_tail_against_ncx2_and_monte_carlo():
+    for d, nc, thr in [(1, 0.0, 3.8), (2, 5.0, 9.21), (3, 0.1, 11.3), (4, 10.0, 13.3)]:
+        want = scipy.stats.ncx2.sf(thr, d, nc) if nc > 0 else scipy.stats.chi2.sf(thr, d)
+        got = quadratic_form_sf(thr, np.ones(d), np.r_[nc, np.zeros(d - 1)])
+        assert abs(got - want) < 1e-7
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((200_000, 3))
+    for w, nc, thr in [([0.3, 2.0], [1.0, 4.0], 6.0), ([5.0, 0.2], [30.0, 0.1], 9.2),
+                       ([0.5, 1.0, 2.0], [1.0, 0.0, 3.0], 8.0)]:
+        w, nc = np.array(w), np.array(nc)
+        mc = np.mean(np.sum(w * (y[:, :w.size] + np.sqrt(nc)) ** 2, axis=1) > thr)
+        assert abs(quadratic_form_sf(thr, w, nc) - mc) < 5 * np.sqrt(mc * (1 - mc) / y.shape[0])
+    S = np.array([[2.0, 0.5], [0.5, 1.0]])
+    b = np.array([0.3, -0.2])
+    same = known_covariance_power_under(S, b, S, 30, 0.01)
+    assert abs(same - known_covariance_power(30 * noncentrality(S, b)[0], 2, 0.01)) < 1e-7
+    assert abs(known_covariance_power(0.0, 2, 0.01) - 0.01) < 1e-12
+
+
+def test_plan_is_the_smallest_R_and_states_its_terms():
+    problem, x = random_problem(**OWN_GAMMA)
+    plan = plan_sample_size(problem, x, "bc-hg", 0.1, power=0.8, alpha=0.01,
+                            budgets=[500, 4000])
+    one = moments(problem, x, "bc-hg")
+    lam = np.linalg.eigvalsh(one.covariance)
+    g = one.mean
+    # the worst direction: |b|^2 / lambda_max per episode
+    assert plan.noncentrality_per_episode == pytest.approx(
+        (0.1 * np.linalg.norm(g)) ** 2 / lam.max(), rel=1e-10)
+    assert np.linalg.norm(plan.bias_vector) == pytest.approx(0.1 * np.linalg.norm(g))
+    for r in plan.rows:
+        per = r.episodes * plan.noncentrality_per_episode
+        assert r.power == known_covariance_power(r.replicates * per, 2, 0.01) >= 0.8
+        assert (known_covariance_power((r.replicates - 1) * per, 2, 0.01) < 0.8
+                or r.replicates * r.episodes <= MIN_TOTAL_EPISODES + r.episodes)
+        assert r.total == r.replicates * r.budget
+        assert r.sample_replicates >= r.replicates and r.sample_replicates > 4
+    assert plan.cheapest.total == min(r.total for r in plan.rows)
+    along_g = plan_sample_size(problem, x, "bc-hg", 0.1, power=0.8, budgets=[4000],
+                               direction="gradient")
+    assert along_g.noncentrality_per_episode >= plan.noncentrality_per_episode
+    assert plan_sample_size(problem, x, "naive", 0.1, budgets=[4000]).estimator_bias > 0.1
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(bias=0.0), "bias = 0.0: must be a finite number > 0"),
+    (dict(bias=-1.0), "bias = -1.0"),
+    (dict(power=1.0), "power = 1.0: must satisfy 0 < power < 1"),
+    (dict(alpha=0.0), "alpha = 0.0"),
+    (dict(power=0.005), "must exceed alpha"),
+    (dict(estimator="hpgd"), "estimator = 'hpgd': out of scope for exact moments: it divides"),
+    (dict(estimator="nope"), "estimator = 'nope': unknown"),
+    (dict(budgets=[2]), "budget = 2: its batch of 1 episode"),
+    (dict(budgets=[0]), "budgets\\[0\\] = 0"),
+    (dict(direction="up"), "direction = 'up'"),
+])
+def test_plan_bad_input_names_the_field(kwargs, message):
+    problem, x = random_problem(**OWN_GAMMA)
+    args = dict(estimator="bc-hg", bias=0.1) | kwargs
+    with pytest.raises(ValueError, match=message):
+        plan_sample_size(problem, x, args.pop("estimator"), args.pop("bias"), **args)
+
+
+def test_planned_power_matches_the_real_test():
+    """Fixed seeds, 200 repetitions of the real exact-covariance test at the planned
+    (N, R), +-0.1: (a) bc-hg shifted by the planned bias b (exactly the planner's
+    alternative: mean g + b, bc-hg's covariance); (b) the mutant sum-from-t+1, whose
+    exact bias is planned and whose own covariance (1000 independent estimates) enters
+    known_covariance_power_under."""
+    problem, x = random_problem(**OWN_GAMMA)
+    know = leader_knowledge(problem, x)
+    N, reps = 1024, 200
+    cov = moments(problem, x, "bc-hg", N, know=know).covariance
+    g = moments(problem, x, "bc-hg", know=know).mean
+    plan = plan_sample_size(problem, x, "bc-hg", 0.6, power=0.7, budgets=[N])
+    R = plan.rows[0].replicates
+    X, _ = replicates(problem, x, "bc-hg", N, reps * R, seed=1)
+    X = X + plan.bias_vector
+    rate = np.mean([known_covariance_test(X[j * R:(j + 1) * R], g, cov).reject
+                    for j in range(reps)])
+    assert abs(rate - plan.rows[0].power) <= 0.1, (rate, plan.rows[0].power)
+    N = 256
+    cov = moments(problem, x, "bc-hg", N, know=know).covariance
+    b = mutant_mean("sum-from-t+1", know) - g
+    plan = plan_sample_size(problem, x, "bc-hg", float(np.linalg.norm(b) / np.linalg.norm(g)),
+                            power=0.7, budgets=[N], direction=b)
+    R = plan.rows[0].replicates
+    X = mutant_replicates("sum-from-t+1", know, N, reps * R, seed=2)
+    cov_m = np.cov(mutant_replicates("sum-from-t+1", know, N, 1000, seed=3), rowvar=False)
+    predicted = known_covariance_power_under(cov, b, cov_m, R, 0.01)
+    rate = np.mean([known_covariance_test(X[j * R:(j + 1) * R], g, cov).reject
+                    for j in range(reps)])
+    assert abs(rate - predicted) <= 0.1, (rate, predicted)
+
+
+def _problem_file(tmp_path):
+    problem, x = random_problem(**OWN_GAMMA)
+    path = tmp_path / "p.json"
+    save_problem(path, problem, x)
+    return str(path)
+
+
+def test_cli_plan_text_and_json(tmp_path, capsys):
+    path = _problem_file(tmp_path)
+    assert main(["plan", path, "--estimator", "bc-hg", "--bias", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "cheapest (exact covariance)" in out and "R (sample cov.)" in out
+    assert "least detectable direction" in out
+    assert main(["plan", path, "--estimator", "direct-only", "--bias", "0.2", "--budget",
+                 "1000", "4000", "--power", "0.8", "--direction", "gradient", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["estimator"] == "naive" and [r["budget"] for r in data["rows"]] == [1000, 4000]
+    assert data["cheapest"]["total"] == min(r["total"] for r in data["rows"])
+    assert data["estimator_bias"] > 0.2 and data["direction"] == "gradient"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bias", "0"], "argument --bias: 0.0 must be a finite number > 0"),
+    (["--bias", "0.1", "--power", "1.5"], "argument --power: 1.5 must lie in (0, 1)"),
+    (["--bias", "0.1", "--alpha", "0"], "argument --alpha: 0.0 must lie in (0, 1)"),
+    (["--bias", "0.1", "--estimator", "nope"], "argument --estimator: invalid choice"),
+])
+def test_cli_plan_bad_options_exit_2(tmp_path, capsys, argv, message):
+    path = _problem_file(tmp_path)
+    args = ["plan", path, "--estimator", "bc-hg", *argv]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--estimator", "hpgd", "--bias", "0.1"], "--estimator 'hpgd': out of scope"),
+    (["--estimator", "bc-hg", "--bias", "0.1", "--budget", "2"], "--budget 2: its batch"),
+    (["--estimator", "bc-hg", "--bias", "0.1", "--power", "0.005"], "--power 0.005: must "
+     "exceed alpha"),
+])
+def test_cli_plan_refusals_exit_2(tmp_path, capsys, argv, message):
+    path = _problem_file(tmp_path)
+    assert main(["plan", path, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_plan_refuses_a_markov_game(tmp_path, capsys):
+    from exact_bilevel import games as mg
+    from exact_bilevel.io import game_to_dict
+
+    game = mg.discrete_toy(5)
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(game_to_dict(game, np.zeros(game.n_params))))
+    assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1"]) == 2
+    assert "plan needs a bilevel problem file" in capsys.readouterr().err
