@@ -129,7 +129,7 @@ def test_plan_is_the_smallest_R_and_states_its_terms():
     (dict(power=1.0), "power = 1.0: must satisfy 0 < power < 1"),
     (dict(alpha=0.0), "alpha = 0.0"),
     (dict(power=0.005), "must exceed alpha"),
-    (dict(estimator="hpgd"), "estimator = 'hpgd': out of scope for exact moments: it divides"),
+    (dict(estimator="hpgd"), "estimator = 'hpgd': out of scope for exact moments: its dQ_hat"),
     (dict(estimator="nope"), "estimator = 'nope': unknown"),
     (dict(budgets=[2]), "budget = 2: its batch of 1 episode"),
     (dict(budgets=[0]), "budgets\\[0\\] = 0"),
