@@ -17,12 +17,14 @@ The place other projects' test suites import from, like ``numpy.testing``::
 * :func:`check_estimator` — a certification battery for your own estimator
   ``fn(problem, x, budget, seed) -> gradient`` on a curated suite of exact problems;
   with pytest, the ``bilevel_case`` fixture of the bundled plugin runs the suite as
-  parametrised cases (``def test_mine(bilevel_case): bilevel_case.assert_passes(fn)``).
+  parametrised cases (``def test_mine(bilevel_case): bilevel_case.assert_passes(fn)``);
+  :func:`registered` wraps one of the package's estimators so that the battery draws its
+  replicates together.
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
 
-from .experiments.battery import BatteryResult, Case, check_estimator, suite
+from .experiments.battery import BatteryResult, Case, Registered, check_estimator, registered, suite
 from .validation.acceptance import (
     EXACT_RTOL,
     EstimateTailWarning,
@@ -44,6 +46,7 @@ __all__ = [
     "BatteryResult",
     "Case",
     "EstimateTailWarning",
+    "Registered",
     "TestResult",
     "assert_bias_within",
     "assert_consistent",
@@ -54,6 +57,7 @@ __all__ = [
     "check_estimator",
     "consistency_test",
     "hotelling_test",
+    "registered",
     "suite",
     "tail_diagnostic",
     "unbiasedness_test",

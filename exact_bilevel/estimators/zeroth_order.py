@@ -20,27 +20,47 @@ from ._common import (
     Estimate,
     LeaderKnowledge,
     episodes_for_budget,
+    finish,
     ratio,
     require_leader_return,
-    step_weights,
+    step_weights_at,
 )
-from .sampling import Sampler
+from .sampling import Sampler, Uniforms
 
 
-def _return_estimate(know: LeaderKnowledge, x: np.ndarray, sampler: Sampler, n: int,
+def _return_estimate(know: LeaderKnowledge, x: np.ndarray, uniforms: Uniforms, n: int,
                      cap: int) -> tuple[float, int, int]:
     problem = know.problem
     obj = problem.objective
     state = problem.follower_state(x)
-    env = Sampler(state.mdp, sampler.rng)
+    env = Sampler(state.mdp, uniforms)
     with env.capped(cap):
-        ep = env.episodes(state.solution.policy, n, know.beta)
-    rL = obj.leader_reward.value(x)[ep.states[:, :-1], ep.actions]
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    value = float(np.mean(np.where(ep.mask, rL, 0.0) @ w))
+        batch = env.episode_batch(state.solution.policy, n, know.beta)
+    rL = obj.leader_reward.value(x)[batch.s, batch.a]
+    w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
+    value = float(np.mean(np.bincount(batch.episode, weights=rL * w, minlength=n)))
     if obj.regularizer is not None:
         value += float(obj.regularizer(x)[0])
-    return value, env.steps, env.resets
+    return value, int(env.steps[0]), int(env.resets[0])
+
+
+def _one(know: LeaderKnowledge, uniforms: Uniforms, budget: int, n: int, directions: int,
+         smoothing: float) -> tuple[np.ndarray, int, int]:
+    """One replicate's estimate and its steps and resets (``uniforms``: its stream)."""
+    x = know.state.x
+    k = 2 * directions
+    grad = np.zeros_like(x)
+    steps = resets = 0
+    for j in range(directions):
+        u = Sampler(know.state.mdp, uniforms).normal(x.size)[0]
+        fs = []
+        for sign, later in ((1.0, k - 2 * j - 1), (-1.0, k - 2 * j - 2)):
+            cap = budget - steps - resets - 2 * n * later
+            f, s1, r1 = _return_estimate(know, x + sign * smoothing * u, uniforms, n, cap)
+            fs.append(f)
+            steps, resets = steps + s1, resets + r1
+        grad += (fs[0] - fs[1]) / (2 * smoothing) * u
+    return grad / directions, steps, resets
 
 
 def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -50,30 +70,27 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``smoothing``; ``n`` episodes for each of the ``2 * directions`` evaluations, planned
     and capped as in :mod:`.bchg`, so the bill never exceeds ``budget`` (at least ``4 *
     directions`` transitions: one reset and one step per evaluation). ``critic`` is
-    unused."""
+    unused. Each replicate deploys its own perturbed ``x`` (a follower solve each), so the
+    replicates run one after another, each on its own stream (:meth:`Uniforms.row`)."""
     require_leader_return(know, "zeroth-order")
-    x = know.state.x
+    start, resets0 = sampler.transitions, sampler.resets
     # The same number n of episodes for each of the 2 * directions evaluations, planned
     # together (episodes_for_budget with 2 * directions groups), under one cap: each
     # evaluation may use what is left minus one reset and one step per later episode.
-    k = 2 * directions
-    n = episodes_for_budget(budget, know.beta, groups=k, estimator="zeroth-order")
-    grad = np.zeros_like(x)
-    steps = resets = 0
-    for j in range(directions):
-        u = sampler.rng.normal(size=x.size)
-        fs = []
-        for sign, later in ((1.0, k - 2 * j - 1), (-1.0, k - 2 * j - 2)):
-            cap = budget - steps - resets - 2 * n * later
-            f, s1, r1 = _return_estimate(know, x + sign * smoothing * u, sampler, n, cap)
-            fs.append(f)
-            steps, resets = steps + s1, resets + r1
-        grad += (fs[0] - fs[1]) / (2 * smoothing) * u
+    n = episodes_for_budget(budget, know.beta, groups=2 * directions,
+                            estimator="zeroth-order")
+    R = sampler.n_replicates
+    grad = np.empty((R, know.state.x.size))
+    steps = np.empty(R, dtype=np.int64)
+    resets = np.empty(R, dtype=np.int64)
+    for r in range(R):
+        row = sampler.uniforms.row(r)
+        grad[r], steps[r], resets[r] = _one(know, row, budget, n, directions, smoothing)
+        row.sync()
     sampler._charge("zeroth-order's episodes", steps + resets)
-    sampler.steps += steps
-    sampler.resets += resets
-    return Estimate(gradient=grad / directions, transitions=steps + resets, resets=resets,
-                    estimator="zeroth-order")
+    sampler.steps = sampler.steps + steps
+    sampler.resets = sampler.resets + resets
+    return finish(sampler, grad, start, resets0, "zeroth-order")
 
 
 def smoothed_gradient(problem: BilevelProblem, x: object, smoothing: float = 0.05,

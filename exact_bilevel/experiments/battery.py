@@ -36,12 +36,41 @@ from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_int_seed
+from ..estimators.registry import estimate, replicates
 from ..validation.acceptance import TestResult, bias_bound_test, unbiasedness_test
 from ..validation.convergence import bias_allowance
 from .examples import random_problem
 
 UserEstimator = Callable[[BilevelProblem, np.ndarray, int, int], np.ndarray]
 """``fn(problem, x, budget, seed) -> gradient[d]``."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One of the package's estimators as a :data:`UserEstimator`: called with an integer
+    seed, one estimate from ``numpy.random.default_rng(seed)``; in :meth:`Case.run`, all
+    replicates drawn together (:func:`exact_bilevel.estimators.replicates`, stream rule
+    ``cell-block/3`` of the run's seed) instead of one call per seed."""
+
+    estimator: str
+    critic: str | None = None
+
+    def __call__(self, problem: BilevelProblem, x: np.ndarray, budget: int,
+                 seed: int) -> np.ndarray:
+        return estimate(problem, x, self.estimator, budget, np.random.default_rng(seed),
+                        self.critic).gradient
+
+    def batch(self, problem: BilevelProblem, x: np.ndarray, budget: int, n_replicates: int,
+              seed: int) -> np.ndarray:
+        """``[R, d]`` estimates, drawn together."""
+        return replicates(problem, x, self.estimator, budget, n_replicates, seed,
+                          self.critic)[0]
+
+
+def registered(estimator: str, critic: str | None = None) -> Registered:
+    """The registered ``estimator`` (with ``critic``) as a :data:`UserEstimator` that the
+    battery runs batched (:class:`Registered`)."""
+    return Registered(estimator, critic)
 
 
 @dataclass
@@ -66,10 +95,14 @@ class Case:
         against the exact hypergradient (see the module docstring). ``seed_i =
         replicate_int_seed(seed, i)`` (:mod:`exact_bilevel.core.streams`): 63-bit integers
         from ``SeedSequence(seed, spawn_key=(i,))``, so two runs with different ``seed``
-        share no replicate."""
-        X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
-                                    replicate_int_seed(seed, i)),
-                                 dtype=float) for i in range(replicates)])
+        share no replicate. A :class:`Registered` estimator of the package draws its
+        replicates together instead (:meth:`Registered.batch`)."""
+        if isinstance(fn, Registered):
+            X = fn.batch(self.problem, self.x.copy(), budget, replicates, seed)
+        else:
+            X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
+                                        replicate_int_seed(seed, i)),
+                                     dtype=float) for i in range(replicates)])
         if X.shape != (replicates, self.x.size):
             raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "
                              f"{self.name!r}; expected ({self.x.size},)")
