@@ -364,14 +364,13 @@ def contract_batch(know: LeaderKnowledge, batch: EpisodeBatch, weights: np.ndarr
     return out
 
 
-def sensitivity_steps(know: LeaderKnowledge, batch: EpisodeBatch, k: int | None = None,
-                      baseline: bool = False) -> np.ndarray:
+def sensitivity_steps(know: LeaderKnowledge, batch: EpisodeBatch,
+                      cols: slice = slice(None), baseline: bool = False) -> np.ndarray:
     """``g_t = dr(s_t, a_t) + gamma dlogP(s_{t+1}|s_t, a_t) (V(s_{t+1}) - b_t)`` at every
-    step, ``[N, d]`` (or its column ``k``, ``[N]``); ``b_t = V(s_t)`` if ``baseline``."""
-    cols = slice(None) if k is None else k
+    step, ``[N, k]`` for the parameter columns ``cols`` (all by default); ``b_t = V(s_t)``
+    if ``baseline``."""
     g = know.dr[batch.s, batch.a, cols]
     if know.problem.transitions.depends_on_x:
         level = know.v[batch.s1] - know.v[batch.s] if baseline else know.v[batch.s1]
-        sc = know.score[batch.s, batch.a, batch.s1, cols]
-        g = g + know.gamma * sc * (level if k is not None else level[:, None])
+        g = g + know.gamma * know.score[batch.s, batch.a, batch.s1, cols] * level[:, None]
     return g

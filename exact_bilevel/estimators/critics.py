@@ -136,12 +136,15 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
     than 1 (unvisited pairs continue to nothing)."""
     single = P_hat.ndim == 3
     P = P_hat[None] if single else P_hat
-    R, S = P.shape[0], P.shape[1]
+    R, S, A = P.shape[0], P.shape[1], P.shape[2]
     rew = reward[None] if single else reward
-    M = np.eye(S) - gamma * np.einsum("sa,rsat->rst", pi, P)
-    rhs = np.einsum("sa,rsa...->rs...", pi, rew)
-    v = np.linalg.solve(M, rhs.reshape(R, S, -1)).reshape(rhs.shape)
-    q = rew + gamma * np.einsum("rsat,rt...->rsa...", P, v)
+    flat = rew.reshape(R, S, A, -1)
+    # stacked products, one per (replicate, state): a row never depends on the others
+    M = np.eye(S) - gamma * np.matmul(pi[None, :, None, :], P)[:, :, 0, :]
+    rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
+    v = np.linalg.solve(M, rhs)
+    q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
+    q = q.reshape(rew.shape)
     return q[0] if single else q
 
 

@@ -72,7 +72,7 @@ from scipy.special import ndtri
 
 from ..core import _validate
 from ..core._budget import check_allocation
-from ..core._transitions import inverse_cdf
+from ..core._transitions import inverse_cdf, searchsorted_rows
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
 
@@ -701,6 +701,42 @@ class Sampler:
             out[r, k + 1:] = 1
             self.truncated[r] += int(np.count_nonzero(out[r] != lengths[r]))
         return out
+
+
+class _BlockTransitions:
+    """Sampling access to ``M`` MDPs side by side (state ``m S + s`` of block ``m``): the
+    ``sample_next`` / ``next_state`` of :mod:`exact_bilevel.core._transitions` on the
+    stacked row CDFs ``cdf[M S A, S]``, each draw the inverse CDF of its own block's row
+    (so a block's draws do not depend on the others). Sampling only."""
+
+    def __init__(self, cdf: np.ndarray, n_states: int, n_actions: int) -> None:
+        self._cdf = cdf
+        self._S = n_states
+        self.n_actions = n_actions
+        self.n_states = cdf.shape[0] // n_actions
+
+    def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        local = searchsorted_rows(self._cdf, rows, np.asarray(u))
+        return (rows // (self._S * self.n_actions)) * self._S + local
+
+    def next_state(self, row: int, u: float) -> int:
+        cdf = self._cdf[row].tolist()
+        return (row // (self._S * self.n_actions)) * self._S + bisect_right(cdf, u * cdf[-1])
+
+
+def stacked_mdp(mdps: list[FiniteMDP]) -> FiniteMDP:
+    """The MDPs ``mdps`` (same ``S``, ``A``) side by side, for sampling only: state ``m S +
+    s`` is state ``s`` of ``mdps[m]`` and never leaves its block; ``initial`` is the
+    average of the blocks' (start episodes in a block with ``start=``)."""
+    S, A = mdps[0].n_states, mdps[0].n_actions
+    check_allocation(f"{len(mdps)} stacked MDPs: row CDFs [M S A, S]", (len(mdps) * S * A, S))
+    P = np.stack([np.asarray(m.transitions, dtype=float).reshape(S * A, S) for m in mdps])
+    op = _BlockTransitions(np.cumsum(P, axis=-1).reshape(-1, S), S, A)
+    mdp = FiniteMDP.__new__(FiniteMDP)
+    rho = np.concatenate([m.initial for m in mdps]) / len(mdps)
+    mdp._init_op(op, np.zeros((len(mdps) * S, A)), mdps[0].gamma, rho)
+    return mdp
 
 
 def _validate_count(name: str, n: object) -> int:

@@ -25,9 +25,9 @@ from .sampling import EpisodeBatch, Episodes, as_batch
 
 DQ_METHODS = ("monte-carlo", "td")
 
-#: Largest ``[N]`` work array of Monte Carlo ``dQ`` per column (kept for the memory
-#: prediction); about :data:`DQ_CHUNK_ARRAYS` arrays of ``N`` steps are live at once
-#: (checked against the memory budget before the first column).
+#: Largest ``[N, k]`` block of Monte Carlo ``dQ`` work (``k`` parameter columns at once,
+#: at least one); about :data:`DQ_CHUNK_ARRAYS` such arrays are live at once (checked
+#: against the memory budget before the first block).
 DQ_CHUNK_ENTRIES = 4_000_000
 DQ_CHUNK_ARRAYS = 5
 
@@ -40,9 +40,10 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
                    *more: EpisodeBatch, discount: float | None = None,
                    skip_first: bool = False) -> np.ndarray:
     """Every-visit Monte Carlo ``dQ_hat[R, S, A, d]`` per replicate (``[S, A, d]`` for
-    padded episodes), one parameter column at a time (memory ``O(N)``): per column ``k``
-    the forward sums ``Z_t`` of ``g_k`` (:meth:`EpisodeBatch.suffix_sums`) summed per
-    replicate and pair (segment sums), divided by the visit counts; ``dr`` where
+    padded episodes), in blocks of parameter columns (at most :data:`DQ_CHUNK_ENTRIES`
+    entries ``[N, k]``, at least one column): the forward sums ``Z_t`` of ``g``
+    (:meth:`EpisodeBatch.suffix_sums`) summed per replicate and pair (segment sums),
+    divided by the visit counts; ``dr`` where
     unvisited. Further batches ``more`` (same replicates) add their sums and counts.
 
     ``discount`` (default: the follower's ``gamma``, the right one) and ``skip_first``
@@ -54,17 +55,18 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
     d = know.dr.shape[-1]
     sums = counts = 0.0
     for b in (as_batch(ep), *more):
-        check_allocation(f"Monte Carlo dQ: {DQ_CHUNK_ARRAYS} arrays of {b.n_steps} steps",
-                         (DQ_CHUNK_ARRAYS, b.n_steps))
-        idx = b.s * A + b.a
-        counts = counts + b.replicate_table(idx, S * A).astype(float)
+        width = max(1, min(d, DQ_CHUNK_ENTRIES // max(1, b.n_steps)))  # columns at once
+        check_allocation(f"Monte Carlo dQ: {DQ_CHUNK_ARRAYS} arrays of {b.n_steps} steps "
+                         f"x {width} columns", (DQ_CHUNK_ARRAYS, b.n_steps * width))
+        counts = counts + b.pair_table(A, S * A).astype(float)
         part = np.empty((b.n_replicates, S * A, d))
-        for k in range(d):
-            g = sensitivity_steps(know, b, k)
+        for k0 in range(0, d, width):
+            g = sensitivity_steps(know, b, slice(k0, k0 + width))
             Z = b.suffix_sums(g, ratio(discount, know.beta))
             if skip_first:
                 Z = Z - g
-            part[:, :, k] = b.replicate_table(idx, S * A, Z)
+            for k in range(Z.shape[1]):
+                part[:, :, k0 + k] = b.pair_table(A, S * A, Z[:, k])
         sums = sums + part
     mean = sums / np.maximum(counts, 1.0)[..., None]
     dq = np.where((counts > 0)[..., None], mean, know.dr.reshape(S * A, d))
@@ -77,8 +79,8 @@ def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndar
     ``P_hat[..., S, A, S]``."""
     if not know.problem.transitions.depends_on_x:
         return np.broadcast_to(know.dr, (*P_hat.shape[:-3], *know.dr.shape))
-    return know.dr + know.gamma * np.einsum("...sat,satk,t->...sak", P_hat, know.score,
-                                            know.v)
+    W = know.score * know.v[None, None, :, None]  # [S, A, S, d]
+    return know.dr + know.gamma * np.matmul(P_hat[..., None, :], W)[..., 0, :]
 
 
 def dq_td(know: LeaderKnowledge, ep: Episodes | EpisodeBatch) -> np.ndarray:
