@@ -369,8 +369,12 @@ def sensitivity_steps(know: LeaderKnowledge, batch: EpisodeBatch,
     """``g_t = dr(s_t, a_t) + gamma dlogP(s_{t+1}|s_t, a_t) (V(s_{t+1}) - b_t)`` at every
     step, ``[N, k]`` for the parameter columns ``cols`` (all by default); ``b_t = V(s_t)``
     if ``baseline``."""
-    g = know.dr[batch.s, batch.a, cols]
+    S, A, d = know.dr.shape
+    pairs = batch.s * A + batch.a
+    g = np.take(know.dr.reshape(S * A, d)[:, cols], pairs, axis=0)
     if know.problem.transitions.depends_on_x:
         level = know.v[batch.s1] - know.v[batch.s] if baseline else know.v[batch.s1]
-        g = g + know.gamma * know.score[batch.s, batch.a, batch.s1, cols] * level[:, None]
+        score = np.take(know.score.reshape(S * A * S, d)[:, cols], pairs * S + batch.s1,
+                        axis=0)
+        g = g + know.gamma * score * level[:, None]
     return g

@@ -117,11 +117,41 @@ def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
     b = as_batch(ep)
     check_allocation("per-replicate empirical transitions [R, S, A, S]",
                      (b.n_replicates, n_states * n_actions * n_states))
-    counts = b.replicate_table((b.s * n_actions + b.a) * n_states + b.s1,
-                               n_states * n_actions * n_states).astype(float)
-    counts = counts.reshape(-1, n_states, n_actions, n_states)
-    P = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
+    SA = n_states * n_actions
+    counts = b.replicate_table((b.s * n_actions + b.a) * n_states + b.s1, SA * n_states,
+                               np.ones(b.n_steps))  # float counts
+    visits = b.pair_table(n_actions, SA, np.ones(b.n_steps))  # N(s, a)
+    P = (counts.reshape(-1, SA, n_states) / np.maximum(visits, 1.0)[:, :, None]
+         ).reshape(-1, n_states, n_actions, n_states)
     return P[0] if isinstance(ep, Episodes) else P
+
+
+#: Largest ``S`` for which :func:`stacked_solve` eliminates in numpy across the stack;
+#: larger systems go to LAPACK one matrix at a time (``numpy.linalg.solve``).
+ELIMINATION_STATES = 32
+
+
+def stacked_solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``x[r] = M[r]^{-1} b[r]`` for a stack ``M[R, S, S]`` of row-diagonally dominant
+    matrices (``I - gamma P_pi`` with sub-stochastic ``P_pi``, ``gamma < 1``), ``b[R, S,
+    k]``: Gaussian elimination without pivoting, vectorised across the stack (stable for
+    diagonally dominant matrices: growth factor at most 2) for ``S <=``
+    :data:`ELIMINATION_STATES`, else LAPACK ``gesv`` per matrix. Either way each
+    replicate's solution is computed by the same operations whatever ``R``."""
+    S = M.shape[-1]
+    if S > ELIMINATION_STATES:
+        return np.linalg.solve(M, b)
+    A = np.array(M, dtype=float)
+    x = np.array(b, dtype=float)
+    for j in range(S - 1):  # forward elimination of column j
+        f = A[:, j + 1:, j] / A[:, j, j][:, None]
+        A[:, j + 1:, j + 1:] -= f[:, :, None] * A[:, j, None, j + 1:]
+        x[:, j + 1:] -= f[:, :, None] * x[:, j, None, :]
+    for j in range(S - 1, -1, -1):  # back substitution
+        if j < S - 1:
+            x[:, j] -= np.matmul(A[:, j, None, j + 1:], x[:, j + 1:])[:, 0, :]
+        x[:, j] /= A[:, j, j][:, None]
+    return x
 
 
 def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
@@ -131,9 +161,8 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
 
     ``P_hat[S, A, S]`` with ``reward[S, A, ...]`` (scalar or vector rewards), or one per
     replicate: ``P_hat[R, S, A, S]`` with ``reward[R, S, A, ...]``. One LU solve of ``I - gamma
-    P_hat_pi`` per replicate (``numpy.linalg.solve`` on the stack: LAPACK ``gesv`` per
-    matrix, so a replicate's row does not depend on the others); its rows may sum to less
-    than 1 (unvisited pairs continue to nothing)."""
+    P_hat_pi`` per replicate (:func:`stacked_solve`: a replicate's row does not depend on
+    the others); its rows may sum to less than 1 (unvisited pairs continue to nothing)."""
     single = P_hat.ndim == 3
     P = P_hat[None] if single else P_hat
     R, S, A = P.shape[0], P.shape[1], P.shape[2]
@@ -142,7 +171,7 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
     # stacked products, one per (replicate, state): a row never depends on the others
     M = np.eye(S) - gamma * np.matmul(pi[None, :, None, :], P)[:, :, 0, :]
     rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
-    v = np.linalg.solve(M, rhs)
+    v = stacked_solve(M, rhs)
     q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
     q = q.reshape(rew.shape)
     return q[0] if single else q

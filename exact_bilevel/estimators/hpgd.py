@@ -44,13 +44,13 @@ def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarra
     scalar weights; shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``, ``dq[S, A, d]`` or
     ``[R, S, A, d]``)."""
     S, A = know.pi.shape
-    centred = dq - np.einsum("sa,...sak->...sk", know.pi, dq)[..., None, :]
+    centred = dq - np.matmul(know.pi[:, None, :], dq)  # [..., S, 1, d]: E_pi dQ(s, .)
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
     weights = per_step(adv, batch, batch.s, batch.a) * w
     table = batch.replicate_table(batch.s * A + batch.a, S * A, weights)
     flat = centred.reshape(*centred.shape[:-3], S * A, -1)
     total = (contract(table, flat) if flat.ndim == 2
-             else np.einsum("rm,rmk->rk", table, flat))
+             else np.matmul(table[:, None, :], flat)[:, 0, :])  # one product per replicate
     return total / (know.tau * batch.n_episodes)
 
 

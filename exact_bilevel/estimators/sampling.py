@@ -152,7 +152,6 @@ def concatenate(*batches: Episodes) -> Episodes:
                     lengths=np.concatenate([b.lengths for b in batches]))
 
 
-
 class Uniforms:
     """The uniforms of ``R`` replicates, each read in order from its own stream.
 
@@ -163,7 +162,6 @@ class Uniforms:
     """
 
     def __init__(self, source: np.random.Generator | np.ndarray) -> None:
-        self.parent: tuple[Uniforms, int] | None = None
         if isinstance(source, np.random.Generator):
             self.rng: np.random.Generator | None = source
             self.matrix = None
@@ -176,22 +174,6 @@ class Uniforms:
             self.matrix = np.ascontiguousarray(U)
             self.n_replicates = U.shape[0]
         self.cursor = np.zeros(self.n_replicates, dtype=np.int64)
-
-    def row(self, r: int) -> Uniforms:
-        """Replicate ``r`` alone, reading on from where it is (give it back with
-        :meth:`sync`)."""
-        if self.rng is not None:
-            return self
-        view = Uniforms(self.matrix[r:r + 1])
-        view.cursor[:] = self.cursor[r]
-        view.parent = (self, r)
-        return view
-
-    def sync(self) -> None:
-        """Carry a :meth:`row` view's position back to its parent."""
-        if self.parent is not None:
-            parent, r = self.parent
-            parent.cursor[r] = self.cursor[0]
 
     def fixed(self, k: int) -> np.ndarray:
         """The next ``k`` uniforms of every replicate, ``[R, k]``."""

@@ -35,7 +35,9 @@ def _policy_term(know: LeaderKnowledge, dlogpi: np.ndarray) -> np.ndarray:
     """``partial_x f + sum_{s,a} (df/dpi pi)(s, a) dlogpi[..., s, a, :]``, shape
     ``[..., d]``."""
     terms = know.objective_terms
-    return terms.direct + np.einsum("sa,...sak->...k", terms.df_dpi * know.pi, dlogpi)
+    w = (terms.df_dpi * know.pi).reshape(1, -1)
+    flat = dlogpi.reshape(*dlogpi.shape[:-3], -1, dlogpi.shape[-1])  # [..., S A, d]
+    return terms.direct + np.matmul(w, flat)[..., 0, :]
 
 
 def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,

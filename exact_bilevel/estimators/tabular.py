@@ -107,4 +107,4 @@ def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
 
 def dlogpi_from_dq(pi: np.ndarray, dq: np.ndarray, tau: float) -> np.ndarray:
     """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[..., S, A, d]`` (Boltzmann policy)."""
-    return (dq - np.einsum("sa,...sak->...sk", pi, dq)[..., None, :]) / tau
+    return (dq - np.matmul(pi[:, None, :], dq)) / tau  # E_pi dQ(s, .): [..., S, 1, d]
