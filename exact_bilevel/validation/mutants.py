@@ -79,12 +79,11 @@ from ..core.errors import ConvergenceError
 from ..estimators._common import (
     Estimate,
     LeaderKnowledge,
+    contract_batch,
     episodes_for_budget,
     finish,
-    per_replicate_sum,
     per_step,
     ratio,
-    sensitivity_steps,
     vectorised,
 )
 from ..estimators.bchg import bchg_indirect_sum, direct_sum
@@ -104,16 +103,14 @@ from ..games.model import (
 )
 
 
-def _indirect(know: LeaderKnowledge, batch: EpisodeBatch, *, adv_table: np.ndarray,
-              outer_ratio: float, z: np.ndarray, scale: float) -> np.ndarray:
-    """Per replicate, ``scale`` times the mean over episodes of ``sum_t outer_ratio^t
-    adv_table(s_t, a_t) z_t`` (``z[N, d]`` per step), shape ``[R, d]``."""
-    w = per_step(adv_table, batch, batch.s, batch.a) * batch.step_weights(outer_ratio)
-    return scale * per_replicate_sum(batch, w[:, None] * z) / batch.n_episodes
-
-
 def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "correct",
             scale: str = "1/tau") -> Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]:
+    """A BC-HG with one bug, summed in the dual order of :func:`.bchg.bchg_indirect_sum`:
+    ``sum_t c_t Z_t = sum_k g_k Y_k`` with the scalar ``Y_k = sum_{t<=k} r^(k-t) c_t``,
+    ``c_t = outer^t table(s_t, a_t)``; the wrong forward sums ``Z`` become wrong ``Y``:
+    ``from-t+1`` drops ``g_t`` from ``Z_t`` (``Y - c``), ``from-start`` multiplies ``Z_t``
+    by ``gamma^t`` (``c_t gamma^t``), ``g-only`` keeps ``g_t`` alone (``Y = c``),
+    ``no-survival`` discounts by ``gamma`` without the ``1/beta`` reweighting."""
     def estimator(know: LeaderKnowledge, sampler: Sampler, budget: int,
                   baseline: bool = False) -> Estimate:
         start, resets0 = sampler.transitions, sampler.resets
@@ -121,25 +118,20 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
         with sampler.capped(budget):
             batch = sampler.episode_batch(know.pi, n, know.beta)
         c = exact_critic(know)
-        g = sensitivity_steps(know, batch, baseline=baseline)
-        inner = ratio(know.gamma, know.beta)
-        if z == "correct":
-            Z = batch.suffix_sums(g, inner)
-        elif z == "from-t+1":
-            Z = batch.suffix_sums(g, inner) - g
-        elif z == "from-start":
-            Z = batch.suffix_sums(g, inner) * batch.step_weights(know.gamma)[:, None]
-        elif z == "g-only":
-            Z = g
-        elif z == "no-survival":
-            Z = batch.suffix_sums(g, know.gamma)
         table = {"A": c.advantage, "-A": -c.advantage, "Q": c.q}[adv]
         outer_ratio = {"correct": ratio(know.gamma_leader, know.beta),
                        "no-survival": know.gamma_leader,
                        "gamma": ratio(know.gamma, know.beta)}[outer]
+        weights = per_step(table, batch, batch.s, batch.a) * batch.step_weights(outer_ratio)
+        inner = know.gamma if z == "no-survival" else ratio(know.gamma, know.beta)
+        if z == "from-start":
+            weights = weights * batch.step_weights(know.gamma)
+        Y = weights if z == "g-only" else batch.prefix_sums(weights, inner)
+        if z == "from-t+1":
+            Y = Y - weights
         s = {"1/tau": 1.0 / know.tau, "tau": know.tau}[scale]
-        indirect = _indirect(know, batch, adv_table=table, outer_ratio=outer_ratio, z=Z,
-                             scale=s)
+        indirect = s * contract_batch(know, batch, Y, know.dr, know.v, know.gamma,
+                                      baseline) / batch.n_episodes
         return finish(sampler, direct_sum(know, batch, c, baseline) + indirect, start,
                       resets0, name)
     estimator.__name__ = name.replace("-", "_").replace("+", "plus")
