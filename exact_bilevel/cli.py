@@ -227,7 +227,12 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
     from .core._budget import check_allocation
     from .core.streams import replicate_rng
-    from .estimators.registry import ESTIMATORS, check_sample_buffers, estimate, leader_knowledge
+    from .estimators.registry import (
+        ESTIMATORS,
+        check_sample_buffers,
+        leader_knowledge,
+        run_replicates,
+    )
 
     obj, x = _load(args.file)
     check_allocation(f"--replicates {args.replicates}: the estimates [R, d]",
@@ -250,17 +255,24 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
                              f"{sorted(ESTIMATORS)} or an alias {ESTIMATOR_ALIASES}")
         info = ESTIMATORS[name]
         critic = args.critic or info.default_critic
+        if critic not in info.critics:
+            raise ValueError(f"critic = {critic!r}: estimator {name!r} accepts {info.critics}")
         know = leader_knowledge(obj, x)
+        check_sample_buffers(args.transitions, know.beta, x.size)
     X, cost = [], []
     bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
     try:
-        for i in range(args.replicates):
-            rng = replicate_rng(args.seed, i)
-            e = (mg.estimate(obj, x, args.estimator, args.transitions, rng, critic) if game
-                 else estimate(obj, x, name, args.transitions, rng, critic, know))
-            X.append(e.gradient.tolist())
-            cost.append(int(e.transitions))
-            bar.update(1)
+        if game:  # one generator per replicate (exact_bilevel.core.streams, spawn-key/2)
+            for i in range(args.replicates):
+                e = mg.estimate(obj, x, args.estimator, args.transitions,
+                                replicate_rng(args.seed, i), critic)
+                X.append(e.gradient.tolist())
+                cost.append(int(e.transitions))
+                bar.update(1)
+        else:  # all replicates together, block i of the seed's cell (cell-block/3)
+            G, C = run_replicates(info.fn, know, args.transitions, args.replicates,
+                                  args.seed, critic, progress=bar.update)
+            X, cost = G.tolist(), [int(c) for c in C]
     finally:
         bar.close()
     payload: dict[str, Any] = {"estimator": args.estimator, "budget": args.transitions,

@@ -25,11 +25,13 @@ The place other projects' test suites import from, like ``numpy.testing``::
 * :func:`plan_sample_size` — transitions per replicate x replicates that the
   exact-covariance test needs to detect a relative bias ``B`` (also ``exact-bilevel
   plan``).
+  :func:`registered` wraps one of the package's estimators so that the battery draws its
+  replicates together.
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
 
-from .experiments.battery import BatteryResult, Case, check_estimator, suite
+from .experiments.battery import BatteryResult, Case, Registered, check_estimator, registered, suite
 from .validation.acceptance import (
     EXACT_RTOL,
     EstimateTailWarning,
@@ -53,6 +55,7 @@ __all__ = [
     "BatteryResult",
     "Case",
     "EstimateTailWarning",
+    "Registered",
     "SamplePlan",
     "TestResult",
     "assert_bias_within",
@@ -66,6 +69,7 @@ __all__ = [
     "hotelling_test",
     "known_covariance_test",
     "plan_sample_size",
+    "registered",
     "suite",
     "tail_diagnostic",
     "unbiasedness_test",

@@ -1,13 +1,17 @@
-"""Estimates pinned to the values of the unoptimised code (commit f8df3bb, issue 27).
+"""Estimates pinned to the values of the batched engine (stream rule ``cell-block/3``).
 
 Speed work on the estimators must not change a single estimate: same streams, same
 draws, same order of random calls. ``tests/estimator_pins.json`` holds, for every
 estimator and critic on two problems (reward parameterisation with ``gamma_L = gamma``;
 transitions and reward parameterised with the leader's own ``gamma_L``) at budgets 100
 and 2000, two replicates of ``replicates(..., seed=11)`` (gradients and costs), and a
-carried SARSA critic over three calls, computed by the code before the speed-up::
+carried SARSA critic over three calls. History: first pinned by the unoptimised code
+(commit f8df3bb, stream rule ``spawn-key/2``); regenerated when the replicates were
+batched (issue 27: stream rule ``cell-block/3``, ``NUMERICS_VERSION`` 3; the new numbers
+are statistically, not bitwise, equal to the old ones, as the streams changed), by the
+batched code itself::
 
-    PYTHONPATH=<checkout of f8df3bb> python tests/test_estimator_pins.py > tests/estimator_pins.json
+    PYTHONPATH=<checkout> python tests/test_estimator_pins.py > tests/estimator_pins.json
 
 Tolerance: ``1e-12`` relative to the largest entry of each pinned gradient (the
 vectorised sums may add in a different order; the draws are identical).

@@ -1,7 +1,7 @@
 """Sample-based estimators against the exact hypergradient.
 
-Statistical tests use fixed seeds (replicate i of a run uses
-``default_rng([seed, i])``) and state their false-alarm rate:
+Statistical tests use fixed seeds (replicate i of a run reads block i of its seed's
+uniforms, :mod:`exact_bilevel.core.streams`) and state their false-alarm rate:
 
 * the property-based convergence of every estimator on drawn non-degenerate
   problems lives in ``tests/test_convergence.py``; here, fixed problems:
@@ -160,12 +160,58 @@ def test_dual_order_sums_equal_the_literal_per_episode_form(case):
     """BC-HG's table contraction equals the paper's per-episode double sum (to 1e-12)."""
     from exact_bilevel.estimators.bchg import bchg_indirect_sum, bchg_per_episode, direct_sum
     from exact_bilevel.estimators.critics import td_critic
-    from exact_bilevel.estimators.sampling import Sampler
+    from exact_bilevel.estimators.sampling import Sampler, as_batch
 
     know = leader_knowledge(case.problem, case.x)
     ep = Sampler(know.state.mdp, np.random.default_rng(0)).episodes(know.pi, 40, know.beta)
+    batch = as_batch(ep)
     c = td_critic(know, ep)
     for baseline in (False, True):
         literal = bchg_per_episode(know, ep, c, baseline).mean(axis=0)
-        fast = direct_sum(know, ep, c, baseline) + bchg_indirect_sum(know, ep, c, baseline)
+        fast = (direct_sum(know, batch, c, baseline)
+                + bchg_indirect_sum(know, batch, c, baseline))[0]
         assert np.max(np.abs(fast - literal)) <= 1e-12 * max(1.0, np.max(np.abs(literal)))
+
+
+ALONE_PROBLEMS = {"reward": ("reward", "leader_return_own_gamma"),
+                  "both": ("both", "leader_return_own_gamma")}
+
+
+@pytest.mark.parametrize("key", sorted(ALONE_PROBLEMS))
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_a_replicate_alone_equals_its_row_of_the_batch_bit_for_bit(name, key):
+    """One sampling code path: ``estimate(..., block_rng(seed, i, B))`` is replicate ``i``
+    of ``replicates(..., seed)`` exactly (every critic; budgets 60 and 700, where
+    episodes are truncated at the cap and where they are not)."""
+    from exact_bilevel.core.streams import block_rng
+    from exact_bilevel.estimators.sampling import block_size
+
+    parameterize, objective = ALONE_PROBLEMS[key]
+    p, x = random_problem(5, 3, 3, seed=4, gamma=0.85, parameterize=parameterize,
+                          objective=objective)
+    for critic in ESTIMATORS[name].critics:
+        for budget in (60, 700):
+            G, C = replicates(p, x, name, budget, 6, seed=21, critic=critic)
+            for i in (0, 2, 5):
+                e = estimate(p, x, name, budget, block_rng(21, i, block_size(budget, 3)),
+                             critic)
+                assert np.array_equal(e.gradient, G[i]), (critic, budget, i)
+                assert e.transitions == C[i]
+
+
+def test_mutants_alone_equal_their_rows_of_the_batch():
+    """The same for every mutant of :mod:`exact_bilevel.mutants` (and the baseline ones)."""
+    from exact_bilevel.core.streams import block_rng
+    from exact_bilevel.estimators.sampling import Sampler, block_size
+
+    p, x = random_problem(4, 3, 2, seed=5, gamma=0.8, parameterize="both",
+                          objective="leader_return_own_gamma")
+    know = leader_knowledge(p, x)
+    for name, m in MUTANTS.items():
+        for baseline in ((False, True) if m.accepts_baseline else (False,)):
+            X = mutant_replicates(name, know, 300, 3, seed=2, baseline=baseline)
+            for i in range(3):
+                smp = Sampler(know.state.mdp, block_rng(2, i, block_size(300, 2)))
+                e = (m.fn(know, smp, 300, m.critic, True) if baseline
+                     else m.fn(know, smp, 300, m.critic))
+                assert np.array_equal(e.gradient, X[i]), (name, baseline, i)

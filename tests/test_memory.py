@@ -7,7 +7,7 @@ reports its buffers to it) and records every size the code checks with
 statistical verdict). For each run the traced peak must be at most
 
 * the **checked** bound: the largest sample-buffer check of any one sampler
-  (``SLOT_ENTRIES`` entries per padded episode slot, or ``DRAW_ENTRIES`` per
+  (``STEP_ENTRIES`` entries per step or episode of a flat batch, or ``DRAW_ENTRIES`` per
   generative-model draw, made before the batch is allocated) plus the largest Monte
   Carlo ``dQ`` chunk check, and
 * the **predicted** bound of ``check_sample_buffers`` at the problem's ``beta`` (what
@@ -83,16 +83,16 @@ def test_peak_memory_is_within_the_checked_and_predicted_bounds(measured, name, 
     assert r["peak"] <= r["checked"], mib
 
 
-def test_ten_million_transitions_are_refused_under_the_default_budget(monkeypatch):
-    """Measured before this check: 5.1 GiB peak, predicted 3.8 GiB, passed the 4 GiB
-    check. Now predicted at 7.7 GiB (worst case over beta; measured peak/transition
-    <= 545 B at 1e6 and 516 B at 3e6, about 5 GiB at 1e7) and refused."""
+def test_a_hundred_million_transitions_are_refused_under_the_default_budget(monkeypatch):
+    """The flat batches (issue 27) need 82-154 B per transition at 1e5-1e6 (measured above; the
+    padded episodes needed ~545 B): 1e7 is predicted at 1.7 GiB and allowed, 1e8 at 17 GiB
+    and refused."""
     from exact_bilevel.estimators.registry import check_sample_buffers
 
     monkeypatch.delenv("EXACT_BILEVEL_MAX_BYTES", raising=False)
-    with pytest.raises(ValueError, match=r"budget = 10000000: episode buffers.*memory budget"):
-        check_sample_buffers(10**7)
-    check_sample_buffers(10**6)
+    with pytest.raises(ValueError, match=r"budget = 100000000: episode buffers.*memory budget"):
+        check_sample_buffers(10**8)
+    check_sample_buffers(10**7)
 
 
 def test_the_sampler_checks_each_batch_before_allocating(monkeypatch):
@@ -106,7 +106,7 @@ def test_the_sampler_checks_each_batch_before_allocating(monkeypatch):
     know = leader_knowledge(problem, x)
     monkeypatch.setenv("EXACT_BILEVEL_MAX_BYTES", "100000")
     smp = Sampler(know.state.mdp, np.random.default_rng(0))
-    with pytest.raises(ValueError, match=r"episodes padded to .* sample buffers"):
+    with pytest.raises(ValueError, match=r"episodes .* sample buffers"):
         smp.episodes(know.pi, 5000, 0.9)
     assert smp.transitions == 0  # refused before any draw
     with pytest.raises(ValueError, match="generative-model draws per pair"):

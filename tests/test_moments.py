@@ -45,7 +45,7 @@ from exact_bilevel.estimators.bchg import bchg, bchg_per_episode, naive
 from exact_bilevel.estimators.critics import Critic, exact_critic
 from exact_bilevel.estimators.moments import moments
 from exact_bilevel.estimators.registry import ESTIMATORS, replicates
-from exact_bilevel.estimators.sampling import Episodes, Sampler
+from exact_bilevel.estimators.sampling import Episodes, Sampler, as_batch
 from exact_bilevel.experiments.examples import random_problem
 
 # the package exports the function ``moments``, which shadows the submodule's name
@@ -206,11 +206,11 @@ class ReplaySampler(Sampler):
         super().__init__(mdp, np.random.default_rng(0))
         self._batch = episodes
 
-    def episodes(self, pi, n, beta, start=None, first_action=None) -> Episodes:
+    def episode_batch(self, pi, n, beta, start=None, first_action=None):
         assert n == self._batch.lengths.size, (n, self._batch.lengths.size)
-        self.resets += n
-        self.steps += self._batch.n_steps
-        return self._batch
+        self.resets = self.resets + n
+        self.steps = self.steps + self._batch.n_steps
+        return as_batch(self._batch)
 
 
 @pytest.mark.parametrize("parameterize", ["reward", "transitions", "both"])

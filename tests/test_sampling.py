@@ -127,3 +127,17 @@ def test_dense_draws_are_identical_to_the_gathered_inverse_cdf():
         got = searchsorted_rows(cdf, rows, u)
         assert np.array_equal(got, inverse_cdf(cdf[rows], u))
         assert np.all(P[rows, got] > 0)
+
+
+def test_a_replicate_never_reads_past_its_block():
+    """Batched replicates own fixed blocks of uniforms: a draw that would read past one is
+    a ValueError naming the replicate, before any step is taken."""
+    from exact_bilevel.estimators.sampling import Uniforms
+
+    mdp = _mdp()
+    pi = np.full((5, 3), 1 / 3)
+    smp = Sampler(mdp, Uniforms(np.random.default_rng(0).random((2, 12))))
+    with pytest.raises(ValueError, match=r"uniforms: replicate \d needs \d+ uniforms, its "
+                                         r"block has 12"):
+        smp.episode_batch(pi, 4, 0.9)
+    assert np.all(smp.steps == 0)

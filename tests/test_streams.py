@@ -1,5 +1,10 @@
 """One rule for replicate streams (exact_bilevel.core.streams): replicates of one run
 differ, two seeds share no stream; the old rules ship as mutants the same checks reject.
+
+The cell-block rule (version 3): the replicates of a cell read consecutive blocks of one
+generator; the checks below find any uniform shared by two replicates (of one cell, of
+two cells, of two seeds), and reject a rule that ignores the replicate index or lets
+the blocks overlap.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from hypothesis import strategies as st
 from exact_bilevel.cli import main
 from exact_bilevel.core.streams import (
     STREAM_RULE,
+    block_rng,
+    cell_sequence,
+    cell_uniforms,
     replicate_int_seed,
     replicate_rng,
     replicate_sequence,
 )
 from exact_bilevel.estimators import estimate, replicates
+from exact_bilevel.estimators.sampling import block_size
 from exact_bilevel.experiments.battery import suite
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import save_problem
@@ -118,7 +127,7 @@ def test_replicates_differ_within_and_across_seeds() -> None:
     rows = [tuple(r) for r in np.vstack([a, b])]
     assert len(set(rows)) == len(rows)
     # replicate i reproducible alone, from the documented rule
-    e = estimate(problem, x, "bc-hg", 200, replicate_rng(1, 3))
+    e = estimate(problem, x, "bc-hg", 200, block_rng(1, 3, block_size(200, x.size)))
     np.testing.assert_array_equal(e.gradient, b[3])
 
 
@@ -152,4 +161,68 @@ def test_cli_estimate_streams(tmp_path, capsys) -> None:
 
 
 def test_rule_is_named() -> None:
-    assert STREAM_RULE == "spawn-key/2"
+    assert STREAM_RULE == "cell-block/3"
+
+
+# --- the cell-block rule (version 3) ---------------------------------------------------
+BlockRule = Callable[[int, int, int, tuple], np.random.Generator]
+BLOCK = 64
+
+
+def shared_uniforms(rule: BlockRule, seeds: tuple[int, ...], keys: tuple[tuple, ...],
+                    n_replicates: int) -> list[tuple[tuple, tuple]]:
+    """Pairs of distinct (seed, key, replicate) whose blocks of ``BLOCK`` uniforms share a
+    value (distinct streams share one with probability ~1e-9 here)."""
+    seen: dict[float, tuple] = {}
+    clashes = []
+    for s in seeds:
+        for k in keys:
+            for i in range(n_replicates):
+                for u in rule(s, i, BLOCK, k).random(BLOCK).tolist():
+                    if u in seen and seen[u] != (s, k, i):
+                        clashes.append((seen[u], (s, k, i)))
+                    seen[u] = (s, k, i)
+    return clashes
+
+
+KEYS = ((), (0,), (1,), (0, 0), (7, 7, 100))
+IGNORES_BLOCK_INDEX: BlockRule = lambda s, i, B, k: block_rng(s, 0, B, k)  # noqa: E731
+OVERLAPPING_BLOCKS: BlockRule = lambda s, i, B, k: block_rng(s, i, B - 1, k)  # noqa: E731
+
+
+def test_blocks_share_no_uniform_across_replicates_keys_and_seeds() -> None:
+    assert shared_uniforms(block_rng, BOUNDARY_SEEDS, KEYS, 4) == []
+
+
+@pytest.mark.parametrize("rule", [IGNORES_BLOCK_INDEX, OVERLAPPING_BLOCKS],
+                         ids=["ignores-index", "overlapping-blocks"])
+def test_block_rule_mutants_are_caught_by_the_same_check(rule: BlockRule) -> None:
+    clashes = shared_uniforms(rule, (0,), ((),), 4)
+    assert clashes and all(a[:2] == b[:2] for a, b in clashes)  # within one cell
+
+
+def test_a_cell_is_one_call_and_each_replicate_its_block_alone() -> None:
+    U = cell_uniforms(5, 6, 10, (3, 4))
+    for i in range(6):
+        np.testing.assert_array_equal(block_rng(5, i, 10, (3, 4)).random(10), U[i])
+    np.testing.assert_array_equal(cell_uniforms(5, 2, 10, (3, 4), first=4), U[4:])
+
+
+def test_cell_keys_are_prefix_free_and_tagged() -> None:
+    """``(BATCH, len(key), *key)``: a cell is never a plain replicate stream or another
+    cell whose key is a prefix of its own."""
+    seqs = {tuple(cell_sequence(0, k).spawn_key) for k in KEYS}
+    assert len(seqs) == len(KEYS)
+    assert tuple(cell_sequence(0, ()).spawn_key) == (4, 0)
+    plain = {tuple(replicate_sequence(0, i).spawn_key) for i in range(8)}
+    assert not seqs & plain
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(seed=0, replicate=0, block=0), "block"),
+    (dict(seed=0, replicate=-1, block=3), "replicate"),
+    (dict(seed=0, replicate=0, block=3, key=(2**32,)), "key[0]"),
+])
+def test_bad_block_coordinates_name_the_field(bad: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field.replace('[', '.').replace(']', '.')} ="):
+        block_rng(**bad)

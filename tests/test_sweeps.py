@@ -169,7 +169,7 @@ def test_baseline_mutant_rows_are_the_mutated_baseline_estimator(tmp_path):
     """The sweep's baseline-mutant replicate equals mutant_replicates(..., baseline=True)
     with the same generator, and differs from the plain mutant."""
     from exact_bilevel.estimators.registry import leader_knowledge
-    from exact_bilevel.estimators.sampling import Sampler
+    from exact_bilevel.estimators.sampling import Sampler, block_size
     from exact_bilevel.sweeps.run import build, replicate_seed
     from exact_bilevel.validation.mutants import MUTANTS
 
@@ -184,9 +184,12 @@ def test_baseline_mutant_rows_are_the_mutated_baseline_estimator(tmp_path):
     problem, x = build(spec.problems[0])
     know = leader_knowledge(problem, x)
     fn = MUTANTS["sign-flip"].fn
-    want = fn(know, Sampler(know.state.mdp, replicate_seed(7, pname, label, budget, rep)),
+    block = block_size(budget, problem.n_params)
+    want = fn(know, Sampler(know.state.mdp,
+                            replicate_seed(7, pname, label, budget, rep, block)),
               budget, "exact", True).gradient
-    plain = fn(know, Sampler(know.state.mdp, replicate_seed(7, pname, label, budget, rep)),
+    plain = fn(know, Sampler(know.state.mdp,
+                             replicate_seed(7, pname, label, budget, rep, block)),
                budget, "exact").gradient
     assert json.loads(grad) == want.tolist()
     assert want.tolist() != plain.tolist()
@@ -548,18 +551,24 @@ def test_replicates_of_a_cell_differ_and_a_seed_rule_dropping_the_index_is_caugh
     good = str(tmp_path / "g.sqlite")
     assert run_sweep(parse_spec(d, tmp_path), good, progress=False) == 40
     assert _cells_with_repeated_replicates(good) == []
-    original = run.replicate_seed
-    monkeypatch.setattr(run, "replicate_seed",
-                        lambda seed, p, e, b, i: original(seed, p, e, b, 0))   # the mutant
+    original = run.replicate_uniforms
+
+    def first_block_only(seed, p, e, b, first, count, block):  # the mutant: index dropped
+        import numpy as np
+
+        return np.repeat(original(seed, p, e, b, 0, 1, block), count, axis=0)
+
+    monkeypatch.setattr(run, "replicate_uniforms", first_block_only)
     bad = str(tmp_path / "b.sqlite")
     assert run_sweep(parse_spec(d, tmp_path), bad, progress=False) == 40
     assert len(_cells_with_repeated_replicates(bad)) == 8      # every cell: caught
 
 
 def test_two_sweep_seeds_share_no_stream():
-    """Every replicate's SeedSequence is (seed, spawn key = its four coordinates, each
-    below 2**32): the (entropy, key) sets of two seeds are disjoint, distinct coordinates
-    give distinct keys, and the streams themselves differ."""
+    """Every cell's generator is SeedSequence(seed, spawn key = (4, 3, its three
+    coordinates), each below 2**32) and its replicates read consecutive blocks: the
+    (entropy, key) sets of two seeds are disjoint, distinct cells give distinct keys,
+    and the replicates' streams themselves differ."""
     from exact_bilevel.sweeps.run import replicate_seed
 
     def entropies(seed):
@@ -568,16 +577,16 @@ def test_two_sweep_seeds_share_no_stream():
             for e in ("bc-hg[exact]", "hpgd[monte-carlo]"):
                 for b in (1, 1000, 10**9):
                     for i in (0, 1, 999_999):
-                        rng = replicate_seed(seed, p, e, b, i)
+                        rng = replicate_seed(seed, p, e, b, i, 16)
                         seq = rng.bit_generator.seed_seq
-                        assert seq.entropy == seed and len(seq.spawn_key) == 4
+                        assert seq.entropy == seed and len(seq.spawn_key) == 5
                         out.add((seq.entropy, seq.spawn_key))
                         draws.add(tuple(rng.integers(0, 2**63, 2).tolist()))
-        assert len(draws) == len(out)
+        assert len(draws) == 3 * len(out)
         return out
 
     a, b, c = entropies(0), entropies(1), entropies(2**31)
-    assert len(a) == len(b) == 2 * 2 * 3 * 3
+    assert len(a) == len(b) == 2 * 2 * 3
     assert not a & b and not a & c and not b & c
 
 

@@ -1,14 +1,36 @@
 r"""Random streams of independent replicates: one rule for the whole package.
 
-**The rule** (:data:`STREAM_RULE`). Replicate ``i`` of a run seeded ``s`` draws from
+**The rule** (:data:`STREAM_RULE`, version 3: ``"cell-block/3"``). The replicates of one
+*cell* (a plain list of replicates, or one ``(problem, estimator, budget)`` cell of a
+sweep) share one PCG64 generator and own disjoint, consecutive blocks of its output.
+The cell ``key`` (a tuple of non-negative integers, empty for a plain list) of a run
+seeded ``s`` has the generator
 
 .. code-block:: text
 
-    numpy.random.SeedSequence(s, spawn_key=(*key, i))
+    numpy.random.PCG64(numpy.random.SeedSequence(s, spawn_key=(BATCH, len(key), *key)))
 
-where ``key`` is a tuple of non-negative integers naming the cell the replicate
-belongs to (empty for a plain list of replicates; a sweep uses ``(problem hash,
-estimator hash, budget)``). With an empty key, replicate ``i`` is the ``i``-th child of
+and replicate ``i`` owns its uniforms ``i B, ..., i B + B - 1`` (``B`` the block size of
+the estimate, fixed before sampling from the budget: :func:`exact_bilevel.estimators.
+sampling.block_size`), i.e. row ``i`` of ``Generator(PCG64).random((R, B))``. One call
+draws the uniforms of ``R`` replicates at once (:func:`cell_uniforms`; creating ``R``
+generators would cost ~15 us each); replicate ``i`` alone is the same generator advanced
+by ``i B`` draws (:func:`block_rng`: ``PCG64.advance``, one 64-bit output per float64
+uniform), so every replicate is reproducible alone, bit for bit. An estimator consumes
+its block in a fixed documented order (:mod:`exact_bilevel.estimators.sampling`) and
+never reads past it (a ``ValueError`` if it would).
+
+**Why the tag and the length.** ``BATCH`` (4) follows the purpose tags of a leader run
+(:data:`INITIAL_POINT`, :data:`LEADER_STEP`, :data:`PROBE`) and ``len(key)`` makes the
+spawn key prefix-free, so a cell's generator is never the sequence of another cell, of a
+purpose, or of a per-replicate stream of :func:`replicate_sequence` (the rule before
+version 3, still used where one generator per replicate is needed: integer seeds for user
+functions, the game and LQR estimators) of a different shape. Within a cell the blocks
+are disjoint by construction: two replicates never share a uniform.
+
+**The per-replicate sequences** (:func:`replicate_sequence`, rule ``spawn-key/2``).
+Replicate ``i`` of the cell ``key`` draws from ``SeedSequence(s, spawn_key=(*key, i))``.
+With an empty key, replicate ``i`` is the ``i``-th child of
 ``numpy.random.SeedSequence(s).spawn(R)``: numpy's own mechanism for independent
 streams. A function that takes an *integer* seed (the certification battery's
 ``fn(problem, x, budget, seed)``) gets :func:`replicate_int_seed`, 63 bits drawn from
@@ -26,12 +48,13 @@ the key cannot run into each other), so two different ``(s, key, i)`` with
 must be below ``2**32``: numpy splits a larger integer into 32-bit words, so a key
 ``(2**32,)`` would be the key ``(0, 1)``. The functions here refuse such entries.)
 
-**What is guaranteed.** Distinct ``(s, key, i)`` give distinct ``SeedSequence``
-inputs, hence (up to a collision of numpy's 128-bit entropy pool hash, probability
-``~2^-128`` per pair) non-overlapping streams; the integer seeds of
-:func:`replicate_int_seed` are 63-bit hashes of those sequences, distinct with
+**What is guaranteed.** Distinct ``(s, key)`` give distinct ``SeedSequence`` inputs,
+hence (up to a collision of numpy's 128-bit entropy pool hash, probability ``~2^-128``
+per pair) generators whose streams do not overlap within ``2^64`` draws (PCG64 streams
+of distinct seeds); the blocks of one cell are disjoint. The integer seeds of
+:func:`replicate_int_seed` are 63-bit hashes of their sequences, distinct with
 probability ``1 - m^2 / 2^64`` among ``m`` replicates (``< 1e-9`` for ``m = 10^5``).
-``tests/test_streams.py`` checks both properties and ships the old rules as mutants
+``tests/test_streams.py`` checks these properties and ships the old rules as mutants
 that the same checks reject.
 """
 
@@ -40,7 +63,7 @@ from __future__ import annotations
 import numpy as np
 
 #: Name and version of the rule; stored in sweep provenance and printed in reports.
-STREAM_RULE = "spawn-key/2"
+STREAM_RULE = "cell-block/3"
 
 _MAX_SEED = 2**128
 
@@ -92,6 +115,8 @@ def replicate_int_seed(seed: int, replicate: int, key: tuple[int, ...] = ()) -> 
 #: point, its leader steps and its probes never share a stream with one another or with
 #: a plain replicate (whose key ``(i,)`` has one entry; a purpose key has two or more).
 INITIAL_POINT, LEADER_STEP, PROBE = 1, 2, 3
+#: Spawn-key tag of a cell generator (:func:`cell_sequence`).
+BATCH = 4
 
 
 def purpose_sequence(seed: int, purpose: int, *index: int) -> np.random.SeedSequence:
@@ -106,3 +131,38 @@ def purpose_sequence(seed: int, purpose: int, *index: int) -> np.random.SeedSequ
 def purpose_rng(seed: int, purpose: int, *index: int) -> np.random.Generator:
     """``numpy.random.default_rng`` of :func:`purpose_sequence`."""
     return np.random.default_rng(purpose_sequence(seed, purpose, *index))
+
+
+def cell_sequence(seed: int, key: tuple[int, ...] = ()) -> np.random.SeedSequence:
+    """The ``SeedSequence`` of the cell ``key`` of a run seeded ``seed``:
+    ``SeedSequence(seed, spawn_key=(BATCH, len(key), *key))`` (module docstring)."""
+    s = _entry("seed", seed, _MAX_SEED)
+    k = tuple(_entry(f"key[{j}]", v, 2**32) for j, v in enumerate(key))
+    return np.random.SeedSequence(s, spawn_key=(BATCH, len(k), *k))
+
+
+def _block(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} = {value!r}: must be a positive integer")
+    return int(value)
+
+
+def block_rng(seed: int, replicate: int, block: int, key: tuple[int, ...] = ()
+              ) -> np.random.Generator:
+    """Replicate ``replicate``'s stream alone: the cell generator of :func:`cell_sequence`
+    advanced by ``replicate * block`` outputs; its first ``block`` uniforms are row
+    ``replicate`` of :func:`cell_uniforms` (``block``: uniforms per replicate)."""
+    i = _entry("replicate", replicate, 2**32)
+    bg = np.random.PCG64(cell_sequence(seed, key))
+    bg.advance(i * _block("block", block))
+    return np.random.Generator(bg)
+
+
+def cell_uniforms(seed: int, n_replicates: int, block: int, key: tuple[int, ...] = (),
+                  first: int = 0) -> np.ndarray:
+    """Uniforms ``U[R, block]`` of replicates ``first, ..., first + R - 1`` of a cell,
+    in one call: row ``j`` is replicate ``first + j``'s block (module docstring)."""
+    R = _block("n_replicates", n_replicates)
+    if _entry("first", first, 2**32) + R > 2**32:
+        raise ValueError(f"first + n_replicates = {first + R}: must be at most 2^32")
+    return block_rng(seed, first, block, key).random((R, _block("block", block)))

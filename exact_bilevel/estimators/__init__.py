@@ -24,6 +24,14 @@ naive              on-policy episodes                         biased (no indirec
 zeroth-order       deploy perturbed x; on-policy episodes     biased O(mu^2)
 ================== ========================================== ======================
 
+Replicates are batched: a :class:`~.sampling.Sampler` serves ``R`` replicates at once
+(each reading its own block of uniforms, stream rule ``cell-block/3`` of
+:mod:`exact_bilevel.core.streams`), the episodes of all of them are walked in one
+vectorised pass (a flat, time-major :class:`~.sampling.EpisodeBatch`) and every sum is
+taken per replicate (segment sums), so :func:`replicates` returns ``[R, d]`` from one
+call of the estimator, and replicate ``i`` run alone by :func:`estimate` (with
+:func:`exact_bilevel.core.streams.block_rng`) gives the same numbers bit for bit.
+
 Inside, the layers follow the access an estimator has: :mod:`.sampling` (the
 ``Sampler``, the only access to the environment; it counts transitions) ->
 :mod:`._common` (the sample-free ``LeaderKnowledge`` at ``x``) -> :mod:`.critics`

@@ -19,18 +19,21 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import betainc
 
+from ..core._budget import check_allocation
 from ..core.follower import FollowerState
 from ..core.objectives import LeaderReturn
 from ..core.problem import BilevelProblem
-from .sampling import Episodes
+from .sampling import EpisodeBatch, Episodes, Sampler
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """One hypergradient estimate and what it cost.
+    """One hypergradient estimate and what it cost, or ``R`` of them.
 
     ``transitions`` counts environment steps plus resets (see
     :mod:`exact_bilevel.estimators.sampling`); ``resets`` is the part spent on resets.
+    From a single-estimate sampler: ``gradient[d]`` and ints; from a sampler of ``R``
+    replicates: ``gradient[R, d]``, ``transitions[R]``, ``resets[R]``.
     """
 
     gradient: np.ndarray
@@ -264,3 +267,114 @@ def sensitivity_samples(know: LeaderKnowledge, ep: Episodes,
 def ratio(num: float, beta: float) -> float:
     """``num / beta`` with ``0 / 0 = 0`` (``beta = 0``: one-step episodes)."""
     return num / beta if beta > 0 else 0.0
+
+
+# --- batched sums over the flat episodes of R replicates ----------------------------
+def vectorised(fn: object) -> object:
+    """Mark ``fn`` (registry signature) as serving a sampler of ``R`` replicates in one call
+    (returning ``[R, d]``); unmarked functions (yours) get one replicate at a time."""
+    fn.vectorised = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_vectorised(fn: object) -> bool:
+    """Whether :func:`vectorised` marked ``fn``."""
+    return bool(getattr(fn, "vectorised", False))
+
+
+def finish(sampler: Sampler, gradient: np.ndarray, start: np.ndarray, resets0: np.ndarray,
+           name: str) -> Estimate:
+    """The :class:`Estimate` of ``gradient[R, d]`` with the bill since ``start`` (the
+    sampler's ``transitions`` then) and ``resets0``; without the replicate axis for a
+    single-estimate sampler."""
+    cost = sampler.transitions - start
+    resets = sampler.resets - resets0
+    if sampler.single:
+        return Estimate(gradient=gradient[0], transitions=int(cost[0]),
+                        resets=int(resets[0]), estimator=name)
+    return Estimate(gradient=gradient, transitions=cost, resets=resets, estimator=name)
+
+
+def contract(table: np.ndarray, mat: np.ndarray) -> np.ndarray:
+    """``out[r, k] = sum_m table[r, m] mat[m, k]``, ``[R, M] x [M, d] -> [R, d]``.
+
+    One ``[1, M] x [M, d]`` product per row (a stacked ``matmul``): each row is computed
+    by the same call whatever ``R``, so a replicate's estimate alone equals its row of a
+    batch bit for bit (a single ``[R, M]`` product is blocked differently for different
+    ``R``)."""
+    return np.matmul(table[:, None, :], mat)[:, 0, :]
+
+
+def per_step(table: np.ndarray, batch: EpisodeBatch, *index: np.ndarray) -> np.ndarray:
+    """``table[index]`` at every step, for a shared table (``ndim == len(index)``) or one
+    per replicate (a leading ``[R]`` axis)."""
+    if table.ndim == len(index):
+        return table[index]
+    return table[(batch.replicate, *index)]
+
+
+def step_weights_at(batch: EpisodeBatch, ratio: float) -> np.ndarray:
+    """``ratio^t`` at every step (``0^0 = 1``), shape ``[N]``."""
+    return batch.step_weights(ratio)
+
+
+#: Largest ``S * A * S`` for which :func:`contract_batch` accumulates the score weights
+#: in a per-replicate ``[R, S A S]`` table; larger models contract step by step.
+SCORE_TABLE_ENTRIES = 4096
+
+
+def per_replicate_sum(batch: EpisodeBatch, rows: np.ndarray) -> np.ndarray:
+    """``out[r] = sum over replicate r's steps of rows[step]``, ``rows[N, d] -> [R, d]``
+    (one ``bincount`` per column: each sum in step order)."""
+    R = batch.n_replicates
+    return np.stack([np.bincount(batch.replicate, weights=rows[:, k], minlength=R)
+                     for k in range(rows.shape[1])], axis=1)
+
+
+def contract_batch(know: LeaderKnowledge, batch: EpisodeBatch, weights: np.ndarray,
+                   dr: np.ndarray, v_next: np.ndarray, gamma_next: float,
+                   baseline: bool = False) -> np.ndarray:
+    """Per replicate ``r``: ``sum_{steps of r} weights (dr[s_t, a_t] + gamma_next
+    dlogP(s_{t+1}|s_t, a_t) (v_next[s_{t+1}] - b_t))``, shape ``[R, d]``, with ``b_t =
+    v_next[s_t]`` if ``baseline`` else 0 (``weights[N]`` per step; ``v_next[S]`` or per
+    replicate ``[R, S]``).
+
+    Any ``b_t`` fixed given ``(s_t, a_t)`` leaves the expectation unchanged
+    (``E_{s'} dlogP(s'|s, a) = 0``); ``v_next[s_t]`` removes the common level of
+    ``V``, which otherwise dominates the variance of the score-function term.
+    Accumulates the scalar weights into per-replicate ``[S, A]`` and ``[S, A, S]`` tables
+    (segment sums, :meth:`EpisodeBatch.replicate_table`), then contracts them with
+    ``dr`` and the score (:func:`contract`)."""
+    S, A = know.pi.shape
+    out = contract(batch.pair_table(A, S * A, weights), dr.reshape(S * A, -1))
+    if know.problem.transitions.depends_on_x:
+        sa = batch.s * A + batch.a
+        vn = per_step(v_next, batch, batch.s1)
+        level = vn - per_step(v_next, batch, batch.s) if baseline else vn
+        w = weights * level
+        if S * A * S <= SCORE_TABLE_ENTRIES:
+            check_allocation("per-replicate score tables [R, S A S]",
+                             (batch.n_replicates, S * A * S))
+            score = know.score.reshape(S * A * S, -1)
+            out = out + gamma_next * contract(
+                batch.replicate_table(sa * S + batch.s1, S * A * S, w), score)
+        else:
+            rows = know.score[batch.s, batch.a, batch.s1] * w[:, None]
+            out = out + gamma_next * per_replicate_sum(batch, rows)
+    return out
+
+
+def sensitivity_steps(know: LeaderKnowledge, batch: EpisodeBatch,
+                      cols: slice = slice(None), baseline: bool = False) -> np.ndarray:
+    """``g_t = dr(s_t, a_t) + gamma dlogP(s_{t+1}|s_t, a_t) (V(s_{t+1}) - b_t)`` at every
+    step, ``[N, k]`` for the parameter columns ``cols`` (all by default); ``b_t = V(s_t)``
+    if ``baseline``."""
+    S, A, d = know.dr.shape
+    pairs = batch.s * A + batch.a
+    g = np.take(know.dr.reshape(S * A, d)[:, cols], pairs, axis=0)
+    if know.problem.transitions.depends_on_x:
+        level = know.v[batch.s1] - know.v[batch.s] if baseline else know.v[batch.s1]
+        score = np.take(know.score.reshape(S * A * S, d)[:, cols], pairs * S + batch.s1,
+                        axis=0)
+        g = g + know.gamma * score * level[:, None]
+    return g

@@ -36,48 +36,51 @@ import numpy as np
 from ._common import (
     Estimate,
     LeaderKnowledge,
-    contract_steps,
+    contract_batch,
     episodes_for_budget,
-    prefix_sums,
+    finish,
+    per_step,
     ratio,
     require_leader_return,
     sensitivity_samples,
     step_weights,
+    step_weights_at,
     suffix_sums,
 )
 from .critics import Critic, CriticFn, leader_critic
-from .sampling import Episodes, Sampler
+from .sampling import EpisodeBatch, Episodes, Sampler
 
 
-def direct_sum(know: LeaderKnowledge, ep: Episodes, critic: Critic,
+def direct_sum(know: LeaderKnowledge, batch: EpisodeBatch, critic: Critic,
                baseline: bool = False) -> np.ndarray:
-    """Mean over episodes of ``sum_t (gamma_L/beta)^t [dr_L(s_t, a_t) + gamma_L
-    dlogP(s_{t+1}|s_t, a_t) V_L(s_{t+1})]``, plus ``grad reg``; shape ``[d]``.
-    ``baseline`` subtracts ``V_L(s_t)`` in the score term (see :func:`contract_steps`)."""
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    weights = np.broadcast_to(w, ep.actions.shape)
-    total = contract_steps(know, ep, weights, know.dr_leader, critic.v, know.gamma_leader,
+    """Per replicate, the mean over its episodes of ``sum_t (gamma_L/beta)^t [dr_L(s_t,
+    a_t) + gamma_L dlogP(s_{t+1}|s_t, a_t) V_L(s_{t+1})]``, plus ``grad reg``; shape
+    ``[R, d]``. ``baseline`` subtracts ``V_L(s_t)`` in the score term (see
+    :func:`._common.contract_batch`)."""
+    w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
+    total = contract_batch(know, batch, w, know.dr_leader, critic.v, know.gamma_leader,
                            baseline)
-    return total / ep.lengths.size + know.reg_grad
+    return total / batch.n_episodes + know.reg_grad
 
 
-def bchg_indirect_sum(know: LeaderKnowledge, ep: Episodes, critic: Critic,
+def bchg_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, critic: Critic,
                       baseline: bool = False) -> np.ndarray:
-    """Mean over episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L(s_t, a_t) Z_t``,
-    ``Z_t = sum_{k>=t} (gamma/beta)^(k-t) g_k``, computed in the dual order
-    ``sum_k Y_k g_k`` with the scalar ``Y_k = sum_{t<=k} (gamma/beta)^(k-t)
-    (gamma_L/beta)^t A_L(s_t, a_t)`` (:func:`prefix_sums`); shape ``[d]``.
+    """Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t
+    A_L(s_t, a_t) Z_t``, ``Z_t = sum_{k>=t} (gamma/beta)^(k-t) g_k``, computed in the dual
+    order ``sum_k Y_k g_k`` with the scalar ``Y_k = sum_{t<=k} (gamma/beta)^(k-t)
+    (gamma_L/beta)^t A_L(s_t, a_t)`` (:meth:`EpisodeBatch.prefix_sums`); shape ``[R, d]``.
     ``baseline`` uses ``V(s_{k+1}) - V(s_k)`` in the score term of ``g_k``."""
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    adv = critic.advantage[ep.states[:, :-1], ep.actions] * w[None, :]
-    Y = prefix_sums(adv, ep.mask, ratio(know.gamma, know.beta))
-    total = contract_steps(know, ep, Y, know.dr, know.v, know.gamma, baseline)
-    return total / (know.tau * ep.lengths.size)
+    w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
+    adv = per_step(critic.advantage, batch, batch.s, batch.a) * w
+    Y = batch.prefix_sums(adv, ratio(know.gamma, know.beta))
+    total = contract_batch(know, batch, Y, know.dr, know.v, know.gamma, baseline)
+    return total / (know.tau * batch.n_episodes)
 
 
 def bchg_per_episode(know: LeaderKnowledge, ep: Episodes, critic: Critic,
                      baseline: bool = False) -> np.ndarray:
-    """The literal per-episode form of the whole estimate, ``[n, d]`` (memory ``O(n L d)``).
+    """The literal per-episode form of the whole estimate, ``[n, d]`` (memory ``O(n L d)``),
+    on one replicate's padded episodes (``critic`` without a replicate axis).
 
     Reference for :func:`direct_sum` + :func:`bchg_indirect_sum` (tests check that
     its mean equals them).
@@ -98,19 +101,21 @@ def bchg_per_episode(know: LeaderKnowledge, ep: Episodes, critic: Critic,
 
 def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
          critic: str | CriticFn = "exact", *, baseline: bool = False) -> Estimate:
-    """BC-HG estimate of ``grad F`` from at most ``budget`` transitions.
+    """BC-HG estimate of ``grad F`` from at most ``budget`` transitions, for each of the
+    sampler's replicates (one vectorised pass).
 
     Parameters
     ----------
     know : LeaderKnowledge
         Sample-free information (see :mod:`._common`).
     sampler : Sampler
-        Environment access; only :meth:`Sampler.episodes` from ``rho`` is used.
+        Environment access; only :meth:`Sampler.episode_batch` from ``rho`` is used.
     budget : int
-        Most transitions (steps + episode starts) to bill: a hard cap. The number of
-        episodes is planned so that their total cost crosses it with probability
-        ``<= 1e-4`` (:func:`._common.episodes_for_budget`); such a rare overflow
-        truncates the batch (:meth:`Sampler.capped`). At least 2 (one reset, one step).
+        Most transitions (steps + episode starts) to bill per replicate: a hard cap. The
+        number of episodes is planned so that their total cost crosses it with
+        probability ``<= 1e-4`` (:func:`._common.episodes_for_budget`); such a rare
+        overflow truncates the batch (:meth:`Sampler.capped`). At least 2 (one reset,
+        one step).
     critic : {"exact", "monte-carlo", "td"}
         Source of ``A_L`` and ``V_L``.
     baseline : bool
@@ -122,18 +127,19 @@ def bchg(know: LeaderKnowledge, sampler: Sampler, budget: int,
     Returns
     -------
     Estimate
-        ``gradient[d]`` (mean over episodes) and the transitions consumed.
+        ``gradient[d]`` (mean over episodes) and the transitions consumed (``[R, d]`` and
+        ``[R]`` for a sampler of ``R`` replicates).
     """
     name = "bc-hg-baseline" if baseline else "bc-hg"
     require_leader_return(know, name)
-    start = sampler.transitions
+    start, resets0 = sampler.transitions, sampler.resets
     n = episodes_for_budget(budget, know.beta, estimator=name)
     with sampler.capped(budget):
-        ep = sampler.episodes(know.pi, n, know.beta)
-    c = leader_critic(critic, know, ep)
-    return Estimate(gradient=(direct_sum(know, ep, c, baseline)
-                              + bchg_indirect_sum(know, ep, c, baseline)),
-                    transitions=sampler.transitions - start, resets=n, estimator=name)
+        batch = sampler.episode_batch(know.pi, n, know.beta)
+    c = leader_critic(critic, know, batch)
+    gradient = direct_sum(know, batch, c, baseline) + bchg_indirect_sum(know, batch, c,
+                                                                         baseline)
+    return finish(sampler, gradient, start, resets0, name)
 
 
 def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -141,10 +147,9 @@ def naive(know: LeaderKnowledge, sampler: Sampler, budget: int,
     """Direct term only (ignores the follower's response): biased by the whole
     indirect term ``(1/tau) sum_s occ Cov_pi(Q_L, dQ)``. Same sampling as :func:`bchg`."""
     require_leader_return(know, "naive")
-    start = sampler.transitions
+    start, resets0 = sampler.transitions, sampler.resets
     n = episodes_for_budget(budget, know.beta, estimator="naive")
     with sampler.capped(budget):
-        ep = sampler.episodes(know.pi, n, know.beta)
-    c = leader_critic(critic, know, ep)
-    return Estimate(gradient=direct_sum(know, ep, c),
-                    transitions=sampler.transitions - start, resets=n, estimator="naive")
+        batch = sampler.episode_batch(know.pi, n, know.beta)
+    c = leader_critic(critic, know, batch)
+    return finish(sampler, direct_sum(know, batch, c), start, resets0, "naive")

@@ -21,23 +21,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.linalg import factorize
-from ._common import LeaderKnowledge, ratio, suffix_sums
-from .sampling import Episodes
+from ..core._budget import check_allocation
+from ._common import LeaderKnowledge, ratio
+from .sampling import EpisodeBatch, Episodes, as_batch
 
 CRITICS = ("exact", "monte-carlo", "td")
 
 
 @dataclass(frozen=True)
 class Critic:
-    """``q[S, A]`` and ``v[S] = sum_a pi q``; ``advantage = q - v``."""
+    """``q[S, A]`` and ``v[S] = sum_a pi q``; ``advantage = q - v`` (a sampled critic of
+    ``R`` replicates: ``q[R, S, A]``, ``v[R, S]``, one table per replicate)."""
 
     q: np.ndarray
     v: np.ndarray
 
     @property
     def advantage(self) -> np.ndarray:
-        return self.q - self.v[:, None]
+        return self.q - self.v[..., None]
+
+    def replicate(self, r: int) -> Critic:
+        """Replicate ``r``'s tables (the shared ones unchanged)."""
+        return self if self.q.ndim == 2 else Critic(q=self.q[r], v=self.v[r])
 
 
 def _from_q(q: np.ndarray, pi: np.ndarray) -> Critic:
@@ -50,76 +55,140 @@ def exact_critic(know: LeaderKnowledge) -> Critic:
     return Critic(q=lv.q, v=lv.v)
 
 
-def visit_counts(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
-    """``N[s, a]``: number of steps taken at ``(s, a)``."""
-    s, a, _ = ep.transitions()
-    return np.bincount(s * n_actions + a, minlength=n_states * n_actions).reshape(
-        n_states, n_actions).astype(float)
+def visit_counts(ep: Episodes | EpisodeBatch, n_states: int, n_actions: int) -> np.ndarray:
+    """``N[r, s, a]``: number of steps taken at ``(s, a)`` per replicate (``[S, A]`` for
+    padded episodes)."""
+    b = as_batch(ep)
+    n = b.replicate_table(b.s * n_actions + b.a, n_states * n_actions).astype(float)
+    n = n.reshape(-1, n_states, n_actions)
+    return n[0] if isinstance(ep, Episodes) else n
 
 
-def tabular_mean(ep: Episodes, values: np.ndarray, n_states: int, n_actions: int,
+def tabular_mean(batch: EpisodeBatch, values: np.ndarray, n_states: int, n_actions: int,
                  fill: np.ndarray) -> np.ndarray:
-    """Every-visit average of the scalars ``values[n, L]`` per ``(s_t, a_t)``, shape
-    ``[S, A]``; ``fill[S, A]`` where unvisited."""
-    s, a, _ = ep.transitions()
-    idx = s * n_actions + a
+    """Per replicate, the every-visit average of the per-step scalars ``values[N]`` per
+    ``(s_t, a_t)``, shape ``[R, S, A]``; ``fill[S, A]`` where unvisited."""
+    idx = batch.s * n_actions + batch.a
     size = n_states * n_actions
-    sums = np.bincount(idx, weights=values[ep.mask], minlength=size)
-    counts = np.bincount(idx, minlength=size)
-    mean = (sums / np.maximum(counts, 1)).reshape(n_states, n_actions)
-    return np.where(counts.reshape(n_states, n_actions) > 0, mean, fill)
+    sums = batch.replicate_table(idx, size, values)
+    counts = batch.replicate_table(idx, size)
+    mean = (sums / np.maximum(counts, 1)).reshape(-1, n_states, n_actions)
+    return np.where(counts.reshape(mean.shape) > 0, mean, fill)
 
 
-def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes, *,
+def _squeeze(critic: Critic, ep: Episodes | EpisodeBatch) -> Critic:
+    return critic.replicate(0) if isinstance(ep, Episodes) else critic
+
+
+def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes | EpisodeBatch, *,
                        discount: float | None = None) -> Critic:
-    """Every-visit Monte Carlo estimate of ``Q_L`` from discount-terminated episodes.
+    """Every-visit Monte Carlo estimate of ``Q_L`` from discount-terminated episodes, per
+    replicate (``q[R, S, A]``; ``[S, A]`` for padded episodes).
 
     ``discount`` defaults to ``gamma_L`` (the right one; another value is for the
     wrong variants of :mod:`exact_bilevel.mutants`)."""
     S, A = know.pi.shape
+    b = as_batch(ep)
     discount = know.gamma_leader if discount is None else discount
-    rewards = know.r_leader[ep.states[:, :-1], ep.actions]
-    G = suffix_sums(rewards, ep.mask, ratio(discount, know.beta))
-    return _from_q(tabular_mean(ep, G, S, A, know.r_leader), know.pi)
+    G = b.suffix_sums(know.r_leader[b.s, b.a], ratio(discount, know.beta))
+    return _squeeze(_from_q(tabular_mean(b, G, S, A, know.r_leader), know.pi), ep)
 
 
 def transition_frequencies(s: np.ndarray, a: np.ndarray, s1: np.ndarray, n_states: int,
                            n_actions: int) -> np.ndarray:
-    """``P_hat[s, a, s'] = N(s, a, s') / N(s, a)`` from observed steps; rows of unvisited
-    pairs are 0."""
-    counts = np.bincount((s * n_actions + a) * n_states + s1,
-                         minlength=n_states * n_actions * n_states).astype(float)
-    counts = counts.reshape(n_states, n_actions, n_states)
+    """``P_hat[..., s, a, s'] = N(s, a, s') / N(s, a)`` from observed steps ``s1[..., m]``
+    (a leading axis: one estimate per row, ``s`` and ``a`` shared or of the same shape);
+    rows of unvisited pairs are 0."""
+    s1 = np.asarray(s1)
+    lead = s1.shape[:-1]
+    size = n_states * n_actions * n_states
+    idx = np.broadcast_to((s * n_actions + a) * n_states, s1.shape) + s1
+    rows = int(np.prod(lead))
+    idx = idx.reshape(rows, -1) + size * np.arange(rows)[:, None]
+    counts = np.bincount(idx.ravel(), minlength=rows * size).astype(float)
+    counts = counts.reshape((*lead, n_states, n_actions, n_states))
     return counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0)
 
 
-def empirical_transitions(ep: Episodes, n_states: int, n_actions: int) -> np.ndarray:
-    """:func:`transition_frequencies` of every step taken in ``ep``."""
-    return transition_frequencies(*ep.transitions(), n_states, n_actions)
+def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
+                          n_actions: int) -> np.ndarray:
+    """Per replicate, :func:`transition_frequencies` of every step taken,
+    ``[R, S, A, S]`` (``[S, A, S]`` for padded episodes)."""
+    b = as_batch(ep)
+    check_allocation("per-replicate empirical transitions [R, S, A, S]",
+                     (b.n_replicates, n_states * n_actions * n_states))
+    SA = n_states * n_actions
+    counts = b.replicate_table((b.s * n_actions + b.a) * n_states + b.s1, SA * n_states,
+                               np.ones(b.n_steps))  # float counts
+    visits = b.pair_table(n_actions, SA, np.ones(b.n_steps))  # N(s, a)
+    P = (counts.reshape(-1, SA, n_states) / np.maximum(visits, 1.0)[:, :, None]
+         ).reshape(-1, n_states, n_actions, n_states)
+    return P[0] if isinstance(ep, Episodes) else P
+
+
+#: Largest ``S`` for which :func:`stacked_solve` eliminates in numpy across the stack;
+#: larger systems go to LAPACK one matrix at a time (``numpy.linalg.solve``).
+ELIMINATION_STATES = 32
+
+
+def stacked_solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``x[r] = M[r]^{-1} b[r]`` for a stack ``M[R, S, S]`` of row-diagonally dominant
+    matrices (``I - gamma P_pi`` with sub-stochastic ``P_pi``, ``gamma < 1``), ``b[R, S,
+    k]``: Gaussian elimination without pivoting, vectorised across the stack (stable for
+    diagonally dominant matrices: growth factor at most 2) for ``S <=``
+    :data:`ELIMINATION_STATES`, else LAPACK ``gesv`` per matrix. Either way each
+    replicate's solution is computed by the same operations whatever ``R``."""
+    S = M.shape[-1]
+    if S > ELIMINATION_STATES:
+        return np.linalg.solve(M, b)
+    A = np.array(M, dtype=float)
+    x = np.array(b, dtype=float)
+    for j in range(S - 1):  # forward elimination of column j
+        f = A[:, j + 1:, j] / A[:, j, j][:, None]
+        A[:, j + 1:, j + 1:] -= f[:, :, None] * A[:, j, None, j + 1:]
+        x[:, j + 1:] -= f[:, :, None] * x[:, j, None, :]
+    for j in range(S - 1, -1, -1):  # back substitution
+        if j < S - 1:
+            x[:, j] -= np.matmul(A[:, j, None, j + 1:], x[:, j + 1:])[:, 0, :]
+        x[:, j] /= A[:, j, j][:, None]
+    return x
 
 
 def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
              reward: np.ndarray) -> np.ndarray:
     """Fixed point of expected-SARSA TD(0) on a batch: ``Q = reward + gamma P_hat (pi Q)``,
-    i.e. ``V = (I - gamma P_hat_pi)^{-1} sum_a pi reward``, ``Q = reward + gamma P_hat V``;
-    ``reward[S, A, ...]`` (scalar or vector rewards), one LU of ``I - gamma P_hat_pi``
-    (its rows may sum to less than 1: unvisited pairs continue to nothing)."""
-    v = factorize(np.einsum("sa,sat->st", pi, P_hat), gamma).solve(
-        np.einsum("sa,sa...->s...", pi, reward))
-    return reward + gamma * np.tensordot(P_hat, v, axes=(2, 0))
+    i.e. ``V = (I - gamma P_hat_pi)^{-1} sum_a pi reward``, ``Q = reward + gamma P_hat V``.
+
+    ``P_hat[S, A, S]`` with ``reward[S, A, ...]`` (scalar or vector rewards), or one per
+    replicate: ``P_hat[R, S, A, S]`` with ``reward[R, S, A, ...]``. One LU solve of ``I - gamma
+    P_hat_pi`` per replicate (:func:`stacked_solve`: a replicate's row does not depend on
+    the others); its rows may sum to less than 1 (unvisited pairs continue to nothing)."""
+    single = P_hat.ndim == 3
+    P = P_hat[None] if single else P_hat
+    R, S, A = P.shape[0], P.shape[1], P.shape[2]
+    rew = reward[None] if single else reward
+    flat = rew.reshape(R, S, A, -1)
+    # stacked products, one per (replicate, state): a row never depends on the others
+    M = np.eye(S) - gamma * np.matmul(pi[None, :, None, :], P)[:, :, 0, :]
+    rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
+    v = stacked_solve(M, rhs)
+    q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
+    q = q.reshape(rew.shape)
+    return q[0] if single else q
 
 
-def td_critic(know: LeaderKnowledge, ep: Episodes, *,
+def td_critic(know: LeaderKnowledge, ep: Episodes | EpisodeBatch, *,
               discount: float | None = None) -> Critic:
-    """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``; ``discount``
-    defaults to ``gamma_L`` (another value is for :mod:`exact_bilevel.mutants`)."""
+    """Batch fixed point of expected-SARSA TD(0) (tabular LSTD) for ``Q_L``, per replicate;
+    ``discount`` defaults to ``gamma_L`` (another value is for :mod:`exact_bilevel.mutants`)."""
     S, A = know.pi.shape
     discount = know.gamma_leader if discount is None else discount
-    return _from_q(batch_td(empirical_transitions(ep, S, A), know.pi, discount,
-                            know.r_leader), know.pi)
+    P_hat = empirical_transitions(as_batch(ep), S, A)
+    reward = np.broadcast_to(know.r_leader, (P_hat.shape[0], S, A))
+    return _squeeze(_from_q(batch_td(P_hat, know.pi, discount, reward), know.pi), ep)
 
 
-CriticFn = Callable[[LeaderKnowledge, Episodes], Critic]
+CriticFn = Callable[[LeaderKnowledge, EpisodeBatch], Critic]
 """``(know, episodes) -> Critic``: a critic built from the estimator's own episodes."""
 
 
@@ -144,7 +213,12 @@ class CarriedSarsaCritic:
         self.q = np.zeros((n_states, n_actions))
         self.step_size = step_size
 
-    def __call__(self, know: LeaderKnowledge, ep: Episodes) -> Critic:
+    def __call__(self, know: LeaderKnowledge, ep: Episodes | EpisodeBatch) -> Critic:
+        if isinstance(ep, EpisodeBatch):
+            if ep.n_replicates != 1:
+                raise ValueError("critic: a carried SARSA table serves one replicate at a "
+                                 f"time, not {ep.n_replicates}")
+            ep = ep.episodes(0)
         q, pi, r, gL, alpha = self.q, know.pi, know.r_leader, know.gamma_leader, self.step_size
         for i in range(ep.lengths.size):
             states, actions = ep.states[i], ep.actions[i]
@@ -154,7 +228,8 @@ class CarriedSarsaCritic:
         return _from_q(q.copy(), pi)
 
 
-def leader_critic(name: str | CriticFn, know: LeaderKnowledge, ep: Episodes) -> Critic:
+def leader_critic(name: str | CriticFn, know: LeaderKnowledge,
+                  ep: Episodes | EpisodeBatch) -> Critic:
     """Dispatch on ``name`` in :data:`CRITICS`, or call a :data:`CriticFn` (e.g. a
     :class:`CarriedSarsaCritic`) on the episodes."""
     if callable(name):

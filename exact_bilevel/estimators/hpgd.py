@@ -23,28 +23,35 @@ import numpy as np
 from ._common import (
     Estimate,
     LeaderKnowledge,
+    contract,
     episodes_for_budget,
+    finish,
+    per_step,
     ratio,
     require_leader_return,
-    step_weights,
+    step_weights_at,
 )
 from .bchg import direct_sum
 from .critics import CriticFn, leader_critic
-from .sampling import Episodes, Sampler, concatenate
+from .sampling import EpisodeBatch, Sampler
 from .tabular import estimate_dq
 
 
-def hpgd_indirect_sum(know: LeaderKnowledge, ep: Episodes, adv: np.ndarray,
+def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray,
                       dq: np.ndarray) -> np.ndarray:
-    """Mean over episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L (dQ_hat - E_pi dQ_hat)(s_t,
-    a_t)``, accumulated as a ``[S, A]`` table of scalar weights; shape ``[d]``."""
+    """Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L
+    (dQ_hat - E_pi dQ_hat)(s_t, a_t)``, accumulated as a per-replicate ``[S, A]`` table of
+    scalar weights; shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``, ``dq[S, A, d]`` or
+    ``[R, S, A, d]``)."""
     S, A = know.pi.shape
-    centred = dq - np.einsum("sa,sak->sk", know.pi, dq)[:, None, :]
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    s, a, _ = ep.transitions()
-    weights = (adv[ep.states[:, :-1], ep.actions] * w[None, :])[ep.mask]
-    table = np.bincount(s * A + a, weights=weights, minlength=S * A)
-    return table @ centred.reshape(S * A, -1) / (know.tau * ep.lengths.size)
+    centred = dq - np.matmul(know.pi[:, None, :], dq)  # [..., S, 1, d]: E_pi dQ(s, .)
+    w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
+    weights = per_step(adv, batch, batch.s, batch.a) * w
+    table = batch.replicate_table(batch.s * A + batch.a, S * A, weights)
+    flat = centred.reshape(*centred.shape[:-3], S * A, -1)
+    total = (contract(table, flat) if flat.ndim == 2
+             else np.matmul(table[:, None, :], flat)[:, 0, :])  # one product per replicate
+    return total / (know.tau * batch.n_episodes)
 
 
 def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | CriticFn,
@@ -55,19 +62,17 @@ def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | Cr
     S, A = know.pi.shape
     n = episodes_for_budget(budget, know.beta, groups=2 if oracle else 1, estimator=name)
     with sampler.capped(budget - (2 * n if oracle else 0)):  # keep 2 n for the resets
-        ep = sampler.episodes(know.pi, n, know.beta)
-    data = ep
+        ep = sampler.episode_batch(know.pi, n, know.beta)
+    extra = ()
     if oracle:
         with sampler.capped(budget - (sampler.transitions - start)):
-            extra = sampler.episodes(know.pi, n, know.beta,
-                                     start=sampler.rng.integers(S, size=n),
-                                     first_action=sampler.rng.integers(A, size=n))
-        data = concatenate(ep, extra)
+            s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
+            extra = (sampler.episode_batch(know.pi, n, know.beta, start=s0,
+                                           first_action=a0),)
     c = leader_critic(critic, know, ep)
-    dq = estimate_dq(dq_method, know, data)
+    dq = estimate_dq(dq_method, know, ep, *extra)
     gradient = direct_sum(know, ep, c) + hpgd_indirect_sum(know, ep, c.advantage, dq)
-    return Estimate(gradient=gradient, transitions=sampler.transitions - start,
-                    resets=sampler.resets - resets0, estimator=name)
+    return finish(sampler, gradient, start, resets0, name)
 
 
 def hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int,

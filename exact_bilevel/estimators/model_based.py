@@ -18,7 +18,7 @@ import numpy as np
 from ..core.hypergradient import hypergradient
 from ..core.parameterizations import FixedTransitions, SoftmaxTransitions, TransitionModel
 from ..core.problem import BilevelProblem
-from ._common import Estimate, LeaderKnowledge, check_budget
+from ._common import Estimate, LeaderKnowledge, check_budget, finish
 from .critics import transition_frequencies
 from .sampling import Sampler
 
@@ -44,15 +44,17 @@ def empirical_model(problem: BilevelProblem, x: np.ndarray, P_hat: np.ndarray
 
 def model_based(know: LeaderKnowledge, sampler: Sampler, budget: int,
                 critic: str = "exact") -> Estimate:
-    """Exact hypergradient of the empirical model from ``budget // (S*A)`` draws per pair.
-    ``critic`` is unused (the model gives every value)."""
-    start = sampler.transitions
+    """Exact hypergradient of the empirical model from ``budget // (S*A)`` draws per pair,
+    per replicate (one empirical model and follower solve each). ``critic`` is unused
+    (the model gives every value)."""
+    start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
     check_budget(budget, S * A, "model-based", "one generative-model draw per pair",
                  f"S*A = {S * A}")
     with sampler.capped(budget):
-        P_hat = transition_frequencies(*sampler.sweep(budget // (S * A)), S, A)
+        s, a, s1 = sampler.sweep(budget // (S * A))
+    P_hat = transition_frequencies(s, a, s1.reshape(sampler.n_replicates, -1), S, A)
     x = know.state.x
-    h = hypergradient(empirical_model(know.problem, x, P_hat), x)
-    return Estimate(gradient=h.gradient, transitions=sampler.transitions - start, resets=0,
-                    estimator="model-based")
+    gradient = np.array([hypergradient(empirical_model(know.problem, x, P), x).gradient
+                         for P in P_hat])
+    return finish(sampler, gradient, start, resets0, "model-based")

@@ -3,12 +3,11 @@ r"""The estimator registry: name -> function, access, critics, bias.
 :data:`ESTIMATORS` records, for each estimator of the literature, the access to
 the environment it needs, the critics it accepts and whether it is unbiased;
 :func:`estimate` runs one by name, :func:`replicates` runs independent copies
-with per-replicate seeds.
+in one vectorised pass (:func:`run_replicates` for a cell of a sweep).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +15,14 @@ import numpy as np
 
 from ..core._budget import check_allocation
 from ..core.problem import BilevelProblem
-from ..core.streams import replicate_rng
-from ._common import Estimate, LeaderKnowledge, episodes_for_budget, leader_knowledge
+from ..core.streams import cell_uniforms
+from ._common import (
+    Estimate,
+    LeaderKnowledge,
+    is_vectorised,
+    leader_knowledge,
+    vectorised,
+)
 from .bchg import bchg as _bchg
 from .bchg import naive as _naive
 from .critics import CRITICS
@@ -25,10 +30,10 @@ from .hpgd import hpgd as _hpgd
 from .hpgd import hpgd_oracle as _hpgd_oracle
 from .hpgd import hpgd_td as _hpgd_td
 from .model_based import model_based as _model_based
-from .sampling import SLOT_ENTRIES, Sampler
+from .sampling import STEP_ENTRIES, Sampler, Uniforms, block_size
 from .sobirl import sobirl as _sobirl
 from .sobirl import sobirl_simplified as _sobirl_simplified
-from .tabular import DQ_CHUNK_ARRAYS, DQ_CHUNK_ENTRIES, DQ_METHODS
+from .tabular import DQ_CHUNK_ARRAYS, DQ_METHODS
 from .zeroth_order import zeroth_order as _zeroth_order
 
 
@@ -74,6 +79,8 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
     "zeroth-order": EstimatorInfo(_zeroth_order, "deploy perturbed x; on-policy episodes",
                                   ("exact",), "exact", False, "Gaussian smoothing"),
 }
+for _info in ESTIMATORS.values():  # every registered estimator serves R replicates at once
+    vectorised(_info.fn)
 
 
 def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
@@ -98,56 +105,98 @@ def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
     return info.fn(know, Sampler(know.state.mdp, rng), budget, critic)
 
 
-#: Continuation probabilities over which :func:`check_sample_buffers` takes the worst
-#: case when the problem's ``beta`` is not given.
-BETA_GRID = (0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
-
-
 def sample_buffer_entries(budget: int, beta: float | None = None, n_params: int = 1) -> int:
-    """Predicted float64 entries one estimate holds at its peak: :data:`SLOT_ENTRIES` per
-    padded slot of the planned episodes (``n`` from :func:`episodes_for_budget`, padded
-    to the expected longest, ``1 + (ln n + 0.5772) / -ln beta``), plus the chunked Monte
-    Carlo ``dQ`` work (``[n, L, n_params]`` chunks); the worst case over
-    :data:`BETA_GRID` when ``beta`` is ``None``.
+    """Predicted float64 entries one estimate holds at its peak: :data:`STEP_ENTRIES` per
+    step or episode of its flat batch (at most ``budget`` of them: each episode bills its
+    reset), the ``2 budget`` uniforms of a single estimate's block, and the Monte Carlo
+    ``dQ`` work (``DQ_CHUNK_ARRAYS`` arrays of at most ``budget`` steps). ``beta`` and
+    ``n_params`` are accepted for the callers' sake; the flat layout does not depend on
+    them (``dQ`` works one parameter column at a time).
 
     A prediction: the sampler checks the exact size of every batch it draws before
-    allocating it (:meth:`Sampler._run`), so a longer longest episode than expected is
-    still refused in time. Measured peaks: ``tests/test_memory.py``."""
-    slots = 0
-    for b in (BETA_GRID if beta is None else (beta,)):
-        n = episodes_for_budget(budget, b)
-        longest = 1.0 if b == 0 else 1.0 + (math.log(n) + 0.5772) / -math.log(b)
-        slots = max(slots, math.ceil(n * (longest + 1.0)))
-    return SLOT_ENTRIES * slots + DQ_CHUNK_ARRAYS * min(DQ_CHUNK_ENTRIES, slots * n_params)
+    allocating it (:meth:`Sampler._run`). Measured peaks: ``tests/test_memory.py``."""
+    del beta, n_params
+    return (STEP_ENTRIES + 2 + DQ_CHUNK_ARRAYS) * int(budget)
 
 
 def check_sample_buffers(budget: int, beta: float | None = None, n_params: int = 1) -> None:
     """Raise ``ValueError`` before sampling if one estimate's buffers would exceed the
     memory budget (:mod:`exact_bilevel.core._budget`), by the prediction of
-    :func:`sample_buffer_entries` (the worst case over ``beta`` when not given)."""
+    :func:`sample_buffer_entries`."""
     if isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget > 1:
         check_allocation(f"budget = {budget}: episode buffers of one estimate",
                          (sample_buffer_entries(int(budget), beta, n_params),))
 
 
+#: Most uniforms (``R x block``) drawn at once by :func:`run_replicates`; more
+#: replicates are run in consecutive chunks (same numbers: each owns its block).
+CHUNK_UNIFORMS = 4_000_000
+
+
+def run_replicates(fn: EstimatorFn, know: LeaderKnowledge, budget: int, n_replicates: int,
+                   seed: int, critic: str, key: tuple[int, ...] = (), first: int = 0, *,
+                   uniforms: np.ndarray | None = None,
+                   progress: Callable[[int], object] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Replicates ``first, ..., first + R - 1`` of the cell ``key`` of a run seeded
+    ``seed``: estimates ``[R, d]`` of ``fn`` (registry signature) and their costs
+    ``[R]``, replicate ``i`` reading block ``i`` of the cell's uniforms
+    (:func:`exact_bilevel.core.streams.cell_uniforms`, block
+    :func:`.sampling.block_size` ``(budget, d)``; or the rows of ``uniforms[R, B]`` when
+    given), in chunks of at most :data:`CHUNK_UNIFORMS` uniforms, each chunk one
+    vectorised call of ``fn`` (:func:`._common.vectorised`). A function not marked
+    vectorised (yours) is called once per replicate with a single-estimate sampler on
+    the same block: the numbers of a vectorised function are the same either way.
+    ``progress(k)`` is called after each ``k`` replicates done."""
+    B = block_size(budget, know.dr.shape[-1]) if uniforms is None else uniforms.shape[1]
+    per = max(1, CHUNK_UNIFORMS // B)
+    out, cost = [], []
+    for lo in range(0, n_replicates, per):
+        R = min(per, n_replicates - lo)
+        if uniforms is None:
+            check_allocation(f"{R} replicates x {B} uniforms: the uniforms of one chunk",
+                             (R, B))
+            U = cell_uniforms(seed, R, B, key, first + lo)
+        else:
+            U = uniforms[lo:lo + R]
+        if is_vectorised(fn):
+            e = fn(know, Sampler(know.state.mdp, Uniforms(U)), budget, critic)
+            out.append(np.asarray(e.gradient, dtype=float).reshape(R, -1))
+            cost.append(np.asarray(e.transitions).reshape(R))
+            if progress is not None:
+                progress(R)
+            continue
+        for i in range(R):
+            e = fn(know, Sampler(know.state.mdp, Uniforms(U[i:i + 1]), single=True), budget,
+                   critic)
+            out.append(np.asarray(e.gradient, dtype=float).reshape(1, -1))
+            cost.append(np.asarray(e.transitions).reshape(1))
+            if progress is not None:
+                progress(1)
+    return np.concatenate(out), np.concatenate(cost)
+
+
 def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
                n_replicates: int, seed: int, critic: str | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """``n_replicates`` independent estimates (``[R, d]``) and their costs (``[R]``).
+    """``n_replicates`` independent estimates (``[R, d]``) and their costs (``[R]``),
+    drawn together (:func:`run_replicates`).
 
-    Replicate ``i`` draws from :func:`exact_bilevel.core.streams.replicate_rng`
-    ``(seed, i)`` (the ``i``-th child of ``SeedSequence(seed)``), so any one can be
-    reproduced alone and no two seeds share a stream.
+    Replicate ``i`` reads block ``i`` of the uniforms of ``seed``'s plain cell (stream rule
+    ``cell-block/3``, :mod:`exact_bilevel.core.streams`): ``estimate(problem, x,
+    estimator, budget, block_rng(seed, i, block_size(budget, d)))`` gives the same
+    estimate alone, bit for bit, and no two replicates share a uniform.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(ESTIMATORS)}")
+    info = ESTIMATORS[estimator]
+    critic = info.default_critic if critic is None else critic
+    if critic not in info.critics:
+        raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    n_replicates = int(n_replicates)
     check_allocation(f"n_replicates = {n_replicates}: the estimates [R, d]",
                      (n_replicates, problem.n_params))
     check_sample_buffers(budget)
     know = leader_knowledge(problem, x)
-    out, cost = [], []
-    for i in range(n_replicates):
-        e = estimate(problem, x, estimator, budget, replicate_rng(seed, i), critic,
-                     know)
-        out.append(e.gradient)
-        cost.append(e.transitions)
-    return np.array(out), np.array(cost)
-
+    check_sample_buffers(budget, know.beta, know.dr.shape[-1])
+    return run_replicates(info.fn, know, budget, n_replicates, seed, critic)

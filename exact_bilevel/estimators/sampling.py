@@ -34,8 +34,30 @@ Weighting a term at step ``k`` by ``(gamma / beta)^k`` (``beta >= gamma``)
 turns any truncated sum into an unbiased estimate of the infinite discounted
 sum ``E[sum_k gamma^k c_k]``; the estimators use ``beta = max(gamma, gamma_L)``.
 
-Sampling is vectorised over episodes and reproducible bit for bit for a given
-``numpy.random.Generator`` state.
+Replicates and their uniforms
+-----------------------------
+A sampler serves ``R`` independent replicates at once (:class:`Uniforms`): every draw is
+made for all of them in one vectorised pass, and its results carry a leading replicate
+axis (episodes of all replicates in one flat :class:`EpisodeBatch`). Replicate ``r``
+reads only its own stream of uniforms, **in this order** (the order is part of the
+stream rule ``cell-block/3`` of :mod:`exact_bilevel.core.streams`):
+
+* each call consumes, per replicate, the same number of uniforms except the episode
+  walks; a draw of ``k`` values per replicate takes the next ``k`` uniforms of each;
+* :meth:`Sampler.episode_batch` of ``n`` episodes: ``n`` uniforms for the lengths
+  (``T = 1 + floor(log1p(-u) / log beta)``, so ``Pr(T > k) = beta^k``; none when
+  ``beta = 0`` or for :meth:`Sampler.rollouts`), then ``n`` for the start states (inverse
+  CDF of ``rho``; none for resets to given states), then the walk: episode by episode,
+  and within an episode step by step, one uniform for ``a_t ~ pi(.|s_t)`` (none at
+  ``t = 0`` when the first action is given) then one for ``s_{t+1} ~ P(.|s_t, a_t)``;
+* generative-model draws: one uniform per draw; integers ``floor(u m)``; standard normals
+  ``ndtri((floor(u 2^53) + 1/2) / 2^53)`` (finite: the uniform grid shifted by half a step).
+
+So replicate ``r`` run alone (``R = 1``, its own generator) gives the same numbers, bit for
+bit, as row ``r`` of the batch: every reduction an estimator makes is per replicate, in
+an order that does not depend on the other replicates (``tests/test_estimators.py``).
+Any one replicate uses at most :func:`block_size` uniforms (two per transition billed,
+plus the zeroth-order directions): the block each owns in its cell's stream.
 """
 
 from __future__ import annotations
@@ -43,28 +65,46 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import ndtri
 
 from ..core import _validate
 from ..core._budget import check_allocation
-from ..core._transitions import inverse_cdf
+from ..core._transitions import inverse_cdf, searchsorted_rows
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
 
-#: Float64-sized entries per padded episode slot (``n`` episodes padded to ``L + 1``)
-#: that one estimate may hold at once: the episode arrays, masks, step weights, prefix
-#: and suffix sums, advantages. Measured peaks (tracemalloc, ``tests/test_memory.py``,
-#: ``verification`` notes in the README): at most 6.3 for any estimator at 1e5 - 1e6
-#: transitions; the ``[n, L, d]`` work of Monte Carlo ``dQ`` is chunked and checked
-#: separately (:data:`exact_bilevel.estimators.tabular.DQ_CHUNK_ENTRIES`).
+#: Float64-sized entries per padded episode slot (``n`` episodes padded to ``L + 1``) of
+#: the padded :class:`Episodes` of one estimate (:meth:`Sampler.episodes`, the literal
+#: per-episode forms and the carried SARSA critic).
 SLOT_ENTRIES = 8
+#: Float64-sized entries per step or episode of the flat :class:`EpisodeBatch` that one
+#: estimate may hold at once: the steps and their time, episode and replicate, the walk's
+#: uniforms and their positions, pair keys, step weights, prefix and suffix sums,
+#: advantages (measured peak, ``tests/test_memory.py``: at most ~14 per step at 1e5 - 1e6
+#: transitions).
+STEP_ENTRIES = 16
 #: Entries per generative-model draw of :meth:`Sampler.sweep` that an estimate may hold
 #: (the ``(s, a, s')`` arrays, uniforms, counts; measured at most 12 per draw).
 DRAW_ENTRIES = 16
-#: Live episodes below which :meth:`Sampler._walk` steps them one by one in Python.
-SCALAR_TAIL = 8
+#: Live episodes at or below which :meth:`Sampler._run` walks them one by one in Python.
+SCALAR_TAIL = 24
+#: Gaussian directions of the zeroth-order estimator that :func:`block_size` provides for.
+BLOCK_DIRECTIONS = 4
+
+
+def block_size(budget: int, n_params: int) -> int:
+    """Uniforms one replicate may consume at budget ``budget``: ``2 budget + 4 d``.
+
+    Every billed transition consumes at most two uniforms (an episode: its length and
+    start, one reset, plus an action and a next state per step, one step billed each;
+    a reset to a drawn ``(s, a)``: the state, the first action and the length, with no
+    action uniform at ``t = 0``; a generative-model draw: one), and the zeroth-order
+    estimator adds one normal per coordinate for each of its
+    :data:`BLOCK_DIRECTIONS` directions."""
+    return 2 * int(budget) + BLOCK_DIRECTIONS * int(n_params)
 
 
 @dataclass(frozen=True)
@@ -112,227 +152,573 @@ def concatenate(*batches: Episodes) -> Episodes:
                     lengths=np.concatenate([b.lengths for b in batches]))
 
 
+class Uniforms:
+    """The uniforms of ``R`` replicates, each read in order from its own stream.
+
+    Either one generator (``R = 1``: a single estimate, ``numpy.random.Generator`` drawn
+    on demand) or a matrix ``U[R, B]`` whose row ``r`` is replicate ``r``'s block
+    (:func:`exact_bilevel.core.streams.cell_uniforms`); a replicate reading past its block
+    is a ``ValueError``.
+    """
+
+    def __init__(self, source: np.random.Generator | np.ndarray) -> None:
+        if isinstance(source, np.random.Generator):
+            self.rng: np.random.Generator | None = source
+            self.matrix = None
+            self.n_replicates = 1
+        else:
+            U = np.asarray(source)
+            if U.ndim != 2 or U.dtype != np.float64 or U.shape[0] < 1:
+                raise ValueError("uniforms: must be a float64 matrix U[R, B], R >= 1")
+            self.rng = None
+            self.matrix = np.ascontiguousarray(U)
+            self.n_replicates = U.shape[0]
+        self.cursor = np.zeros(self.n_replicates, dtype=np.int64)
+
+    def fixed(self, k: int) -> np.ndarray:
+        """The next ``k`` uniforms of every replicate, ``[R, k]``."""
+        if self.rng is not None:
+            self.cursor += k
+            return self.rng.random((1, k))
+        B = self.matrix.shape[1]
+        c0 = int(self.cursor[0])
+        if np.all(self.cursor == c0) and c0 + k <= B:
+            self.cursor += k
+            return self.matrix[:, c0:c0 + k]
+        flat, offsets = self.ragged(np.full(self.n_replicates, k, dtype=np.int64))
+        return flat[offsets[:, None] + np.arange(k)]
+
+    def ragged(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reserve the next ``counts[r]`` uniforms of each replicate: returns a flat array
+        and ``offsets[R]`` such that replicate ``r``'s are ``flat[offsets[r] + j]``,
+        ``j < counts[r]``."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if self.rng is not None:
+            self.cursor += counts
+            return self.rng.random(int(counts[0])), np.zeros(1, dtype=np.int64)
+        B = self.matrix.shape[1]
+        if np.any(self.cursor + counts > B):
+            r = int(np.argmax(self.cursor + counts > B))
+            raise ValueError(f"uniforms: replicate {r} needs {int(self.cursor[r] + counts[r])} "
+                             f"uniforms, its block has {B} (block_size)")
+        offsets = np.arange(self.n_replicates, dtype=np.int64) * B + self.cursor
+        self.cursor = self.cursor + counts
+        return self.matrix.reshape(-1), offsets
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """The episodes of ``R`` replicates, ``n`` each, flat and time-major.
+
+    Episode ``e = r n + j`` is replicate ``r``'s ``j``-th. Its steps are stored by time:
+    ``chains[k]`` is the ``k``-th longest episode (ties in episode order), so the
+    episodes alive at step ``t`` are the first ``live[t]`` chains and step ``t`` of chain
+    ``k`` sits at ``offsets[t] + k`` of the step arrays.
+
+    Attributes
+    ----------
+    n_replicates, n_episodes : int
+        ``R`` and ``n`` (episodes per replicate).
+    lengths : ndarray of int, shape (R n,)
+        ``T_e >= 1`` transitions of each episode.
+    chains : ndarray of int, shape (R n,)
+        Episodes by decreasing length (stable).
+    live : ndarray of int, shape (L,)
+        Episodes with ``T_e > t``, ``L = max T_e``.
+    offsets : ndarray of int, shape (L + 1,)
+        ``offsets[t] = sum_{t' < t} live[t']``.
+    s, a, s1 : ndarray of int, shape (N,)
+        The ``N = sum T_e`` steps ``(s_t, a_t, s_{t+1})``.
+    time, episode, replicate : ndarray of int, shape (N,)
+        ``t``, the episode ``e`` and the replicate ``e // n`` of every step.
+    """
+
+    n_replicates: int
+    n_episodes: int
+    lengths: np.ndarray
+    chains: np.ndarray
+    live: np.ndarray
+    offsets: np.ndarray
+    s: np.ndarray
+    a: np.ndarray
+    s1: np.ndarray
+    time: np.ndarray
+    episode: np.ndarray
+    replicate: np.ndarray
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.s.size)
+
+    def pair_keys(self, n_actions: int, size: int) -> np.ndarray:
+        """``replicate * size + s * A + a`` of every step (the bins of per-replicate
+        ``[S, A]`` tables, ``size = S A``); computed once per batch."""
+        key = ("pairs", n_actions, size)
+        if key not in self.cache:
+            self.cache[key] = self.replicate * size + (self.s * n_actions + self.a)
+        return self.cache[key]
+
+    def step_weights(self, ratio: float) -> np.ndarray:
+        """``ratio^t`` at every step (``0^0 = 1``), shape ``[N]``; computed once per ratio."""
+        key = ("weights", ratio)
+        if key not in self.cache:
+            self.cache[key] = (ratio ** np.arange(self.live.size, dtype=float))[self.time]
+        return self.cache[key]
+
+    def pair_table(self, n_actions: int, size: int,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`replicate_table` over the pairs ``s * A + a`` (``size = S A``)."""
+        R = self.n_replicates
+        flat = np.bincount(self.pair_keys(n_actions, size), weights=weights,
+                           minlength=R * size)
+        return flat.reshape(R, size)
+
+    def prefix_sums(self, values: np.ndarray, ratio: float) -> np.ndarray:
+        """``Y_k = sum_{t <= k} ratio^(k - t) values_t`` along each episode (``values[N,
+        ...]`` step-aligned): ``Y_t = values_t + ratio Y_{t-1}``, per step."""
+        y = np.array(values, dtype=float, copy=True)
+        off, live = self.offsets, self.live
+        for t in range(1, live.size):
+            c = live[t]
+            y[off[t]:off[t] + c] += ratio * y[off[t - 1]:off[t - 1] + c]
+        return y
+
+    def suffix_sums(self, values: np.ndarray, ratio: float) -> np.ndarray:
+        """``Z_t = sum_{k >= t} ratio^(k - t) values_k`` along each episode, per step
+        (backward recursion ``Z_t = values_t + ratio Z_{t+1}``)."""
+        z = np.array(values, dtype=float, copy=True)
+        off, live = self.offsets, self.live
+        for t in range(live.size - 2, -1, -1):
+            c = live[t + 1]
+            z[off[t]:off[t] + c] += ratio * z[off[t + 1]:off[t + 1] + c]
+        return z
+
+    def replicate_table(self, index: np.ndarray, size: int,
+                        weights: np.ndarray | None = None) -> np.ndarray:
+        """``out[r, j] = sum of weights over replicate r's steps with index == j``, shape
+        ``[R, size]`` (``bincount``: each sum in step order, so a replicate's row does not
+        depend on the others)."""
+        R = self.n_replicates
+        flat = np.bincount(self.replicate * size + index, weights=weights, minlength=R * size)
+        return flat.reshape(R, size)
+
+    def episodes(self, replicate: int = 0) -> Episodes:
+        """Replicate ``replicate``'s episodes padded (:class:`Episodes`, memory ``n L``)."""
+        n = self.n_episodes
+        lo = replicate * n
+        lengths = self.lengths[lo:lo + n]
+        L = int(lengths.max())
+        states = np.zeros((n, L + 1), dtype=np.int64)
+        actions = np.zeros((n, L), dtype=np.int64)
+        sel = self.replicate == replicate
+        e, t = self.episode[sel] - lo, self.time[sel]
+        states[e, t] = self.s[sel]
+        actions[e, t] = self.a[sel]
+        states[e, t + 1] = self.s1[sel]
+        return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
+
+
+def batch_of(ep: Episodes) -> EpisodeBatch:
+    """A padded :class:`Episodes` as a one-replicate :class:`EpisodeBatch`."""
+    lengths = np.asarray(ep.lengths, dtype=np.int64)
+    chains, live, offsets, t, e = _layout(lengths)
+    return EpisodeBatch(1, lengths.size, lengths, chains, live, offsets,
+                        ep.states[e, t], ep.actions[e, t], ep.states[e, t + 1], t, e,
+                        np.zeros(e.size, dtype=np.int64))
+
+
+def _layout(lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Time-major layout of episodes of ``lengths[E]``: ``chains`` (by decreasing length,
+    stable), ``live[L]``, ``offsets[L + 1]`` and, per step, ``time`` and ``episode``."""
+    L = int(lengths.max())
+    key = (L - lengths).astype(np.int16 if L < 2**15 else np.int64)
+    chains = np.argsort(key, kind="stable")  # radix sort for small integers
+    live = lengths.size - np.cumsum(np.bincount(lengths, minlength=L + 1))[:L]
+    offsets = np.zeros(L + 1, dtype=np.int64)
+    np.cumsum(live, out=offsets[1:])
+    time = np.repeat(np.arange(L), live)
+    return chains, live, offsets, time, time_major(chains, live)
+
+
+def time_major(per_chain: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """``per_chain[k]`` at every step ``(t, k)``, ``k < live[t]``, in time-major order."""
+    return np.concatenate([per_chain[:c] for c in live.tolist()])
+
+
+def as_batch(ep: Episodes | EpisodeBatch) -> EpisodeBatch:
+    """``ep`` as an :class:`EpisodeBatch` (padded episodes: one replicate)."""
+    return ep if isinstance(ep, EpisodeBatch) else batch_of(ep)
+
+
+def normals(u: np.ndarray) -> np.ndarray:
+    """Standard normals from uniforms ``u`` in ``[0, 1)`` on numpy's ``2^-53`` grid:
+    ``ndtri((floor(u 2^53) + 1/2) 2^-53)`` (finite for every ``u``)."""
+    return ndtri((np.floor(u * 2.0**53) + 0.5) * 2.0**-53)
+
+
 class Sampler:
-    """Sampling access to ``mdp`` with a seeded generator and a cost counter.
+    """Sampling access to ``mdp`` for ``R`` replicates, with per-replicate cost counters.
 
     Parameters
     ----------
     mdp : FiniteMDP
         ``P[s, a, s']`` and ``rho[s]`` (rewards are not used: estimators evaluate
         known reward functions at the sampled ``(s, a)``).
-    rng : numpy.random.Generator
-        Source of randomness; all draws come from it, in a fixed order.
+    rng : numpy.random.Generator or Uniforms
+        A generator: one replicate (a single estimate; results without the replicate
+        axis where documented). :class:`Uniforms`: ``R`` replicates.
+    single : bool, optional
+        With one-row :class:`Uniforms`: serve it as a single estimate.
+
+    Counters ``steps``, ``resets``, ``transitions``, ``truncated`` are int arrays
+    ``[R]``.
     """
 
-    def __init__(self, mdp: FiniteMDP, rng: np.random.Generator) -> None:
-        if not isinstance(rng, np.random.Generator):
+    def __init__(self, mdp: FiniteMDP, rng: np.random.Generator | Uniforms, *,
+                 single: bool | None = None) -> None:
+        if isinstance(rng, np.random.Generator):
+            uniforms, self.single = Uniforms(rng), True
+        elif isinstance(rng, Uniforms):
+            uniforms, self.single = rng, bool(single)
+            if self.single and rng.n_replicates != 1:
+                raise ValueError("single: a single-estimate sampler reads one replicate")
+        else:
             raise ValueError("rng: must be a numpy.random.Generator")
         self.mdp = mdp
-        self.rng = rng
-        self._rho_cdf = np.cumsum(mdp.initial)[None, :]
-        self.steps = 0
-        self.resets = 0
-        self.cap: int | None = None
-        self.truncated = 0
-        self.slots = 0  # padded episode slots drawn so far (memory check)
+        self.uniforms = uniforms
+        self.n_replicates = uniforms.n_replicates
+        self._rho_cdf = np.cumsum(mdp.initial)
+        R = self.n_replicates
+        self.steps = np.zeros(R, dtype=np.int64)
+        self.resets = np.zeros(R, dtype=np.int64)
+        self.cap: np.ndarray | None = None
+        self.truncated = np.zeros(R, dtype=np.int64)
+        self.slots = 0  # step and episode entries drawn so far (memory check)
 
     @property
-    def transitions(self) -> int:
-        """Total cost so far: ``steps + resets``."""
+    def transitions(self) -> np.ndarray:
+        """Total cost so far per replicate: ``steps + resets``, ``[R]``."""
         return self.steps + self.resets
 
     @property
-    def remaining(self) -> int | None:
-        """Transitions left under the cap (``None``: no cap)."""
+    def remaining(self) -> np.ndarray | None:
+        """Transitions left under the cap per replicate (``None``: no cap)."""
         return None if self.cap is None else self.cap - self.transitions
 
     @contextmanager
-    def capped(self, budget: int) -> Iterator[Sampler]:
-        """Within the block, bill at most ``budget`` further transitions (nested caps:
-        the tighter one holds); see the module docstring for the truncation rule."""
-        budget = _validate_count("budget", budget)
+    def capped(self, budget: int | np.ndarray) -> Iterator[Sampler]:
+        """Within the block, bill at most ``budget`` (an int, or one per replicate)
+        further transitions (nested caps: the tighter one holds); see the module
+        docstring for the truncation rule."""
+        if np.ndim(budget) == 0:
+            budget = _validate_count("budget", budget)
+        else:
+            budget = np.asarray(budget)
+            if budget.shape != (self.n_replicates,) or budget.dtype.kind not in "iu" \
+                    or budget.min() < 1:
+                raise ValueError(f"budget: must be a positive integer or "
+                                 f"{self.n_replicates} of them")
         previous = self.cap
         limit = self.transitions + budget
-        self.cap = limit if previous is None else min(previous, limit)
+        self.cap = limit if previous is None else np.minimum(previous, limit)
         try:
             yield self
         finally:
             self.cap = previous
 
-    def _charge(self, what: str, n: int) -> None:
+    def _charge(self, what: str, n: int | np.ndarray) -> None:
         left = self.remaining
-        if left is not None and n > left:
-            raise ValueError(f"budget: {what} would bill {n} transitions, {left} remain "
-                             f"under the cap")
+        if left is not None and np.any(n > left):
+            r = int(np.argmax(n > left))
+            need = int(np.broadcast_to(n, left.shape)[r])
+            raise ValueError(f"budget: {what} would bill {need} transitions, {int(left[r])} "
+                             f"remain under the cap")
+
+    def _shape(self, x: np.ndarray) -> np.ndarray:
+        """Drop the replicate axis of a single-estimate sampler's result."""
+        return x[0] if self.single else x
 
     # -- primitive draws --------------------------------------------------
+    def uniform(self, k: int) -> np.ndarray:
+        """``k`` uniforms per replicate, ``[R, k]`` (free: the estimator's own randomness)."""
+        return self.uniforms.fixed(k)
+
+    def integers(self, high: int, k: int) -> np.ndarray:
+        """``k`` integers uniform on ``{0, ..., high - 1}`` per replicate, ``[R, k]``:
+        ``floor(u high)``."""
+        return np.minimum((self.uniforms.fixed(k) * high).astype(np.int64), high - 1)
+
+    def normal(self, k: int) -> np.ndarray:
+        """``k`` standard normals per replicate, ``[R, k]`` (:func:`normals`)."""
+        return normals(self.uniforms.fixed(k))
+
     def reset(self, n: int) -> np.ndarray:
-        """``n`` states drawn from ``rho``; costs ``n`` resets."""
+        """``n`` states drawn from ``rho`` per replicate (``[R, n]``; ``[n]`` for a single
+        estimate); costs ``n`` resets each."""
         self._charge(f"{n} resets", n)
-        self.resets += n
-        return inverse_cdf(np.broadcast_to(self._rho_cdf, (n, self.mdp.n_states)),
-                            self.rng.random(n))
+        self.resets = self.resets + n
+        u = self.uniforms.fixed(n)
+        c = self._rho_cdf
+        return self._shape(np.searchsorted(c, u * c[-1], side="right"))
 
     def step(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """Generative model: ``s'[i] ~ P(.|s[i], a[i])``; costs ``len(s)`` steps."""
+        """Generative model: ``s'[r, i] ~ P(.|s[r, i], a[r, i])``, shape ``[R, m]`` (``[m]``
+        for a single estimate; ``s`` and ``a`` of shape ``[R, m]``, or ``[m]`` shared by all
+        replicates); costs ``m`` steps per replicate."""
         s, a = np.asarray(s), np.asarray(a)
-        self._charge(f"{s.size} generative-model draws", s.size)
-        self.steps += s.size
-        return self.mdp.sample_next(s, a, self.rng.random(s.size))
+        m = s.shape[-1]
+        self._charge(f"{m} generative-model draws", m)
+        self.steps = self.steps + m
+        u = self.uniforms.fixed(m)
+        s, a = np.broadcast_to(s, u.shape), np.broadcast_to(a, u.shape)
+        return self._shape(self.mdp.sample_next(s.ravel(), a.ravel(), u.ravel()
+                                                ).reshape(u.shape))
 
     def sweep(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``m`` generative-model draws for every ``(s, a)``, pair-major: arrays
-        ``(s, a, s')`` of length ``S * A * m``; costs ``S * A * m`` steps."""
+        ``(s, a, s')``, ``s`` and ``a`` of length ``S * A * m`` and ``s'`` of shape
+        ``[R, S * A * m]`` (``[S * A * m]`` for a single estimate); costs ``S * A * m``
+        steps per replicate."""
         S, A = self.mdp.n_states, self.mdp.n_actions
         check_allocation(f"{m} generative-model draws per pair: the sample buffers of one "
-                         f"estimate ({DRAW_ENTRIES} entries per draw)", (DRAW_ENTRIES, S * A * m))
+                         f"estimate ({DRAW_ENTRIES} entries per draw)",
+                         (DRAW_ENTRIES, self.n_replicates * S * A * m))
         s = np.repeat(np.arange(S), A * m)
         a = np.tile(np.repeat(np.arange(A), m), S)
         return s, a, self.step(s, a)
 
     def act(self, pi: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """``a[i] ~ pi(.|s[i])`` (free: the policy is the follower's, not the environment)."""
-        return inverse_cdf(np.cumsum(pi[s], axis=-1), self.rng.random(s.size))
+        """``a[r, i] ~ pi(.|s[r, i])`` for ``s[R, m]`` (or ``[m]`` shared), shape ``[R, m]``
+        (``[m]`` for a single estimate; free: the policy is the follower's, not the
+        environment)."""
+        s = np.asarray(s)
+        u = self.uniforms.fixed(s.shape[-1])
+        s = np.broadcast_to(s, u.shape)
+        return self._shape(inverse_cdf(np.cumsum(pi, axis=-1)[s.ravel()], u.ravel()
+                                       ).reshape(u.shape))
 
     # -- episodes -----------------------------------------------------------
     def rollouts(self, pi: object, n: int, horizon: int,
                  start: np.ndarray | None = None) -> Episodes:
-        """``n`` episodes of exactly ``horizon`` steps under ``pi[s, a]``.
+        """``n`` episodes of exactly ``horizon`` steps under ``pi[s, a]`` (a single
+        estimate's padded :class:`Episodes`).
 
         Start states are drawn from ``rho`` (or given by ``start[n]``, a reset
         to chosen states); costs ``n`` resets and ``n * horizon`` steps.
         """
-        lengths = np.full(_validate_count("n", n), _validate_count("horizon", horizon))
-        return self._run(pi, lengths, start)
+        n = _validate_count("n", n)
+        lengths = np.full((self.n_replicates, n), _validate_count("horizon", horizon))
+        return self._padded(self._run(pi, lengths, self._starts(start, n)))
 
     def episodes(self, pi: object, n: int, beta: float,
                  start: np.ndarray | None = None, first_action: np.ndarray | None = None
                  ) -> Episodes:
-        """``n`` episodes under ``pi`` that continue after each step with probability
-        ``beta`` (so ``T ~ Geometric(1 - beta)``, ``Pr(T > k) = beta^k``, ``E T =
-        1/(1 - beta)``).
+        """:meth:`episode_batch` of a single estimate, padded (:class:`Episodes`)."""
+        return self._padded(self.episode_batch(pi, n, beta, start, first_action))
 
-        ``start[n]`` resets to chosen states instead of drawing from ``rho``;
-        ``first_action[n]`` fixes ``a_0`` (to sample ``Q``-type quantities).
+    def _padded(self, batch: EpisodeBatch) -> Episodes:
+        if self.n_replicates != 1:
+            raise ValueError("episodes: padded episodes are for one replicate; use "
+                             "episode_batch")
+        n, L = batch.n_episodes, int(batch.live.size)
+        check_allocation(f"{n} episodes padded to {L} steps: the sample buffers of one "
+                         f"estimate ({SLOT_ENTRIES} entries per slot)",
+                         (SLOT_ENTRIES, n * (L + 1)))
+        return batch.episodes(0)
+
+    def _starts(self, start: np.ndarray | None, n: int) -> np.ndarray | None:
+        if start is None:
+            return None
+        s = np.asarray(start)
+        S = self.mdp.n_states
+        if s.ndim == 1 and self.single:
+            s = s[None, :]
+        if (s.shape != (self.n_replicates, n) or s.dtype.kind not in "iu" or s.min() < 0
+                or s.max() >= S):
+            raise ValueError(f"start: must be {n} state indices in [0, {S})"
+                             + ("" if self.single else " per replicate"))
+        return s
+
+    def episode_batch(self, pi: object, n: int, beta: float,
+                      start: np.ndarray | None = None,
+                      first_action: np.ndarray | None = None) -> EpisodeBatch:
+        """``n`` episodes per replicate under ``pi`` that continue after each step with
+        probability ``beta`` (so ``T ~ Geometric(1 - beta)``, ``Pr(T > k) = beta^k``,
+        ``E T = 1/(1 - beta)``).
+
+        ``start[R, n]`` resets to chosen states instead of drawing from ``rho``;
+        ``first_action[R, n]`` fixes ``a_0`` (to sample ``Q``-type quantities); a single
+        estimate's may be ``[n]``.
         """
         n = _validate_count("n", n)
         beta = _validate.real_scalar("beta", beta)
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta = {beta}: must satisfy 0 <= beta < 1")
-        lengths = self.rng.geometric(1.0 - beta, size=n) if beta > 0 else np.ones(n, int)
+        start = self._starts(start, n)
+        self._check_fits(n)
+        if beta > 0:
+            u = self.uniforms.fixed(n)
+            lengths = 1 + np.floor(np.log1p(-u) / np.log(beta)).astype(np.int64)
+        else:
+            lengths = np.ones((self.n_replicates, n), dtype=np.int64)
+        if first_action is not None:
+            first_action = np.asarray(first_action).reshape(self.n_replicates, n)
         return self._run(pi, lengths, start, first_action)
 
+    def _check_fits(self, n: int) -> None:
+        left = self.remaining
+        if left is not None and np.any(left < 2 * n):
+            r = int(np.argmax(left < 2 * n))
+            raise ValueError(f"budget: {n} episodes need at least {2 * n} transitions (one "
+                             f"reset and one step each), {int(left[r])} remain under the "
+                             f"cap")
+
     def _run(self, pi: object, lengths: np.ndarray, start: np.ndarray | None,
-             first_action: np.ndarray | None = None) -> Episodes:
+             first_action: np.ndarray | None = None) -> EpisodeBatch:
+        """Walk the episodes of lengths ``lengths[R, n]`` (fitted to the cap here)."""
         pi = check_policy(self.mdp, pi)
+        self._check_fits(lengths.shape[1])
         lengths = self._fit(lengths)
-        n, L = lengths.size, int(lengths.max())
-        # the batch and everything an estimate derives from it, with the batches this
+        R, n = lengths.shape
+        L = int(lengths.max())
+        steps = lengths.sum(axis=1)
+        N = int(steps.sum())
+        # the flat batch and what an estimate derives from it, with the batches this
         # sampler drew before (hpgd-oracle holds two), before anything is allocated
-        check_allocation(f"{n} episodes padded to {L} steps: the sample buffers of one "
-                         f"estimate ({SLOT_ENTRIES} entries per slot, with "
-                         f"{self.slots} slots drawn before)",
-                         (SLOT_ENTRIES, self.slots + n * (L + 1)))
-        self.slots += n * (L + 1)
-        S = self.mdp.n_states
+        check_allocation(f"{R * n} episodes padded to {L} steps ({N} steps): the sample "
+                         f"buffers of one estimate ({STEP_ENTRIES} entries per step or "
+                         f"episode, with {self.slots} drawn before)",
+                         (STEP_ENTRIES, self.slots + N + R * n))
+        self.slots += N + R * n
         if start is None:
-            s = self.reset(n)
+            s0 = np.reshape(self.reset(n), (R, n))
         else:
-            s = np.asarray(start)
-            if s.shape != (n,) or s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= S:
-                raise ValueError(f"start: must be {n} state indices in [0, {S})")
-            self.resets += n
-        states = np.zeros((n, L + 1), dtype=np.int64)
-        actions = np.zeros((n, L), dtype=np.int64)
-        states[:, 0] = s
-        steps = int(lengths.sum())
-        self._charge(f"{steps} steps", steps)
-        fixed = None if first_action is None else np.asarray(first_action)
-        # one uniform per action drawn and per step, in the order one call per time step
-        # and kind would draw them (numpy's float64 stream does not depend on batching)
-        u = self.rng.random(2 * steps - (0 if fixed is None else n))
-        self._walk(np.cumsum(pi, axis=-1), states, actions, lengths, u, fixed)
-        self.steps += steps
-        return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
-
-    def _walk(self, pi_cdf: np.ndarray, states: np.ndarray, actions: np.ndarray,
-              lengths: np.ndarray, u: np.ndarray, first_action: np.ndarray | None) -> None:
-        """Fill ``states[n, L + 1]`` (column 0 given) and ``actions[n, L]`` in place.
-
-        At time ``t`` the live episodes ``i`` (``lengths[i] > t``, ascending) take the next
-        ``c_t`` uniforms of ``u`` for ``a_t ~ pi(.|s_t)`` (none at ``t = 0`` when
-        ``first_action`` is given), then the next ``c_t`` for ``s_{t+1} ~ P(.|s_t, a_t)``.
-        Vectorised over live episodes while more than :data:`SCALAR_TAIL` remain, then
-        scalar (:meth:`_walk_tail`): the same draws, without numpy's per-call overhead."""
-        alive = np.arange(lengths.size)
-        pos = 0
-        for t in range(actions.shape[1]):
-            alive = alive[lengths[alive] > t]
-            c = alive.size
-            if c <= SCALAR_TAIL:
-                self._walk_tail(pi_cdf, states, actions, lengths, u[pos:], alive, t,
-                                first_action)
-                return
-            st = states[alive, t]
-            if t == 0 and first_action is not None:
-                a = first_action[alive]
+            s0 = start
+            self.resets = self.resets + n
+        self._charge(f"{int(steps.max())} steps", steps)
+        fixed = first_action is not None
+        f = 1 if fixed else 0
+        flat_len = lengths.reshape(-1)
+        chains, live, offsets, time, episode = _layout(flat_len)
+        # uniforms of the walk: per replicate 2 per step (one fewer per episode when a_0
+        # is given), episode by episode (module docstring); gathered once, time-major
+        u, base_r = self.uniforms.ragged(2 * steps - (n if fixed else 0))
+        cum = np.cumsum(lengths, axis=1) - lengths  # steps of earlier episodes of the rep
+        base = (base_r[:, None] + 2 * cum - (np.arange(n)[None, :] if fixed else 0)
+                ).reshape(-1)
+        pos = base[episode] + 2 * time - f  # the action uniform of each step
+        u_next = u[pos + 1]
+        u_act = u[np.maximum(pos, 0) if fixed else pos]
+        s = np.empty(N, dtype=np.int64)
+        a = np.empty(N, dtype=np.int64)
+        s1 = np.empty(N, dtype=np.int64)
+        pi_cdf = np.cumsum(pi, axis=-1)
+        cur = s0.reshape(-1)[chains]
+        for t in range(L):
+            c = int(live[t])
+            lo, hi = int(offsets[t]), int(offsets[t]) + c
+            if c <= SCALAR_TAIL and not (t == 0 and fixed):
+                self._walk_tail(pi_cdf, cur[:c], t, live, offsets, u_act, u_next, s, a, s1)
+                break
+            cur = cur[:c]
+            s[lo:hi] = cur
+            if t == 0 and fixed:
+                a[lo:hi] = first_action.reshape(-1)[chains]
             else:
-                a = inverse_cdf(pi_cdf[st], u[pos:pos + c])
-                pos += c
-            actions[alive, t] = a
-            states[alive, t + 1] = self.mdp.sample_next(st, a, u[pos:pos + c])
-            pos += c
+                a[lo:hi] = inverse_cdf(pi_cdf[cur], u_act[lo:hi])
+            cur = self.mdp.sample_next(cur, a[lo:hi], u_next[lo:hi])
+            s1[lo:hi] = cur
+        self.steps = self.steps + steps
+        return EpisodeBatch(R, n, flat_len, chains, live, offsets, s, a, s1, time, episode,
+                            time_major(chains // n, live))
 
-    def _walk_tail(self, pi_cdf: np.ndarray, states: np.ndarray, actions: np.ndarray,
-                   lengths: np.ndarray, u: np.ndarray, alive: np.ndarray, t0: int,
-                   first_action: np.ndarray | None) -> None:
-        """:meth:`_walk` from time ``t0`` for the few live episodes ``alive``, one draw at a
-        time in Python (``bisect`` on the policy's row CDF, :meth:`FiniteMDP.next_state`)."""
-        live = alive.tolist()
-        ends = lengths.tolist()
-        cur = {i: int(states[i, t0]) for i in live}
-        uu = u.tolist()
+    def _walk_tail(self, pi_cdf: np.ndarray, cur: np.ndarray, t0: int, live: np.ndarray,
+                   offsets: np.ndarray, u_act: np.ndarray, u_next: np.ndarray,
+                   s: np.ndarray, a: np.ndarray, s1: np.ndarray) -> None:
+        """The walk from time ``t0`` for its few live chains ``k < len(cur)``, one draw at a
+        time in Python: the same draws as the vectorised loop (``bisect`` on the policy's
+        row CDF is :func:`inverse_cdf`; :meth:`FiniteMDP.next_state` is ``sample_next``),
+        without numpy's per-call overhead."""
         rows: dict[int, list[float]] = {}
-        pos = 0
-        for t in range(t0, actions.shape[1]):
-            live = [i for i in live if ends[i] > t]
-            if t == 0 and first_action is not None:
-                acts = [int(first_action[i]) for i in live]
-            else:
-                acts = []
-                for i in live:
-                    row = rows.get(cur[i])
-                    if row is None:
-                        row = rows[cur[i]] = pi_cdf[cur[i]].tolist()
-                    acts.append(bisect_right(row, uu[pos] * row[-1]))
-                    pos += 1
-            for i, a in zip(live, acts, strict=True):
-                actions[i, t] = a
-                cur[i] = states[i, t + 1] = self.mdp.next_state(cur[i], a, uu[pos])
-                pos += 1
+        idx, prev, acts, nxt = [], [], [], []
+        ends = live.size
+        for k, state in enumerate(cur.tolist()):
+            t = t0
+            while t < ends and live[t] > k:
+                j = int(offsets[t]) + k
+                row = rows.get(state)
+                if row is None:
+                    row = rows[state] = pi_cdf[state].tolist()
+                act = bisect_right(row, float(u_act[j]) * row[-1])
+                idx.append(j)
+                prev.append(state)
+                acts.append(act)
+                state = self.mdp.next_state(state, act, float(u_next[j]))
+                nxt.append(state)
+                t += 1
+        s[idx] = prev
+        a[idx] = acts
+        s1[idx] = nxt
 
     def _fit(self, lengths: np.ndarray) -> np.ndarray:
-        """``lengths`` truncated in episode order to fit the cap (module docstring)."""
+        """``lengths[R, n]`` truncated in episode order to fit each replicate's cap
+        (module docstring)."""
         left = self.remaining
         if left is None:
             return lengths
-        n = lengths.size
-        if left < 2 * n:
-            raise ValueError(f"budget: {n} episodes need at least {2 * n} transitions (one "
-                             f"reset and one step each), {left} remain under the cap")
-        steps = left - n
+        n = lengths.shape[1]
+        steps = (left - n)[:, None]
         # cost of episodes 0..i as drawn, plus one step for each later episode
-        need = np.cumsum(lengths) + (n - 1 - np.arange(n))
-        over = np.flatnonzero(need > steps)
-        if over.size == 0:
+        need = np.cumsum(lengths, axis=1) + (n - 1 - np.arange(n))[None, :]
+        over = need > steps
+        rows = np.flatnonzero(over.any(axis=1))
+        if rows.size == 0:
             return lengths
-        k = int(over[0])
         out = lengths.copy()
-        before = int(out[:k].sum())
-        out[k] = steps - before - (n - 1 - k)
-        out[k + 1:] = 1
-        self.truncated += int(np.count_nonzero(out != lengths))
+        for r in rows.tolist():
+            k = int(np.argmax(over[r]))
+            before = int(out[r, :k].sum())
+            out[r, k] = int(steps[r, 0]) - before - (n - 1 - k)
+            out[r, k + 1:] = 1
+            self.truncated[r] += int(np.count_nonzero(out[r] != lengths[r]))
         return out
+
+
+class _BlockTransitions:
+    """Sampling access to ``M`` MDPs side by side (state ``m S + s`` of block ``m``): the
+    ``sample_next`` / ``next_state`` of :mod:`exact_bilevel.core._transitions` on the
+    stacked row CDFs ``cdf[M S A, S]``, each draw the inverse CDF of its own block's row
+    (so a block's draws do not depend on the others). Sampling only."""
+
+    def __init__(self, cdf: np.ndarray, n_states: int, n_actions: int) -> None:
+        self._cdf = cdf
+        self._S = n_states
+        self.n_actions = n_actions
+        self.n_states = cdf.shape[0] // n_actions
+
+    def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        local = searchsorted_rows(self._cdf, rows, np.asarray(u))
+        return (rows // (self._S * self.n_actions)) * self._S + local
+
+    def next_state(self, row: int, u: float) -> int:
+        cdf = self._cdf[row].tolist()
+        return (row // (self._S * self.n_actions)) * self._S + bisect_right(cdf, u * cdf[-1])
+
+
+def stacked_mdp(mdps: list[FiniteMDP]) -> FiniteMDP:
+    """The MDPs ``mdps`` (same ``S``, ``A``) side by side, for sampling only: state ``m S +
+    s`` is state ``s`` of ``mdps[m]`` and never leaves its block; ``initial`` is the
+    average of the blocks' (start episodes in a block with ``start=``)."""
+    S, A = mdps[0].n_states, mdps[0].n_actions
+    check_allocation(f"{len(mdps)} stacked MDPs: row CDFs [M S A, S]", (len(mdps) * S * A, S))
+    P = np.stack([np.asarray(m.transitions, dtype=float).reshape(S * A, S) for m in mdps])
+    op = _BlockTransitions(np.cumsum(P, axis=-1).reshape(-1, S), S, A)
+    mdp = FiniteMDP.__new__(FiniteMDP)
+    rho = np.concatenate([m.initial for m in mdps]) / len(mdps)
+    mdp._init_op(op, np.zeros((len(mdps) * S, A)), mdps[0].gamma, rho)
+    return mdp
 
 
 def _validate_count(name: str, n: object) -> int:

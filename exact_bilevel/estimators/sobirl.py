@@ -26,47 +26,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Estimate, LeaderKnowledge, check_budget, episodes_for_budget
+from ._common import Estimate, LeaderKnowledge, check_budget, episodes_for_budget, finish
 from .sampling import Sampler
 from .tabular import dlogpi_from_dq, estimate_dq
 
 
 def _policy_term(know: LeaderKnowledge, dlogpi: np.ndarray) -> np.ndarray:
+    """``partial_x f + sum_{s,a} (df/dpi pi)(s, a) dlogpi[..., s, a, :]``, shape
+    ``[..., d]``."""
     terms = know.objective_terms
-    return terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dlogpi)
+    w = (terms.df_dpi * know.pi).reshape(1, -1)
+    flat = dlogpi.reshape(*dlogpi.shape[:-3], -1, dlogpi.shape[-1])  # [..., S A, d]
+    return terms.direct + np.matmul(w, flat)[..., 0, :]
 
 
 def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
            critic: str = "monte-carlo") -> Estimate:
-    """SoBiRL estimate with ``critic`` in ``{"monte-carlo", "td"}`` estimating ``dQ``."""
+    """SoBiRL estimate with ``critic`` in ``{"monte-carlo", "td"}`` estimating ``dQ``, for
+    each of the sampler's replicates."""
     start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
     n = episodes_for_budget(budget, know.beta, estimator="sobirl")
     with sampler.capped(budget):
-        ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
-                              first_action=sampler.rng.integers(A, size=n))
+        s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
+        ep = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
     dq = estimate_dq(critic, know, ep)
-    return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, dq, know.tau)),
-                    transitions=sampler.transitions - start,
-                    resets=sampler.resets - resets0, estimator="sobirl")
+    return finish(sampler, _policy_term(know, dlogpi_from_dq(know.pi, dq, know.tau)),
+                  start, resets0, "sobirl")
 
 
 def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
                       critic: str = "monte-carlo") -> Estimate:
     """``dQ - dV`` replaced by ``g - E_pi g`` (biased by design). ``critic`` is unused."""
-    start = sampler.transitions
+    start, resets0 = sampler.transitions, sampler.resets
     S, A = know.pi.shape
-    g = know.dr
+    R, d = sampler.n_replicates, know.dr.shape[-1]
+    g = np.broadcast_to(know.dr, (R, S, A, d))
     if not know.problem.transitions.depends_on_x:
         check_budget(budget, 1, "sobirl-simplified", "it draws nothing here")
     else:
         check_budget(budget, S * A, "sobirl-simplified",
                      "one generative-model draw per pair", f"S*A = {S * A}")
-        with sampler.capped(budget):
-            s, a, s1 = sampler.sweep(budget // (S * A))
         m = budget // (S * A)
-        lr = (know.score[s, a, s1] * know.v[s1][:, None]).reshape(S, A, m, -1).mean(axis=2)
-        g = g + know.gamma * lr
-    return Estimate(gradient=_policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),
-                    transitions=sampler.transitions - start, resets=0,
-                    estimator="sobirl-simplified")
+        with sampler.capped(budget):
+            s, a, s1 = sampler.sweep(m)
+        s1 = s1.reshape(R, -1)
+        lr = (know.score[s, a, s1] * know.v[s1][..., None]).reshape(R, S, A, m, d)
+        g = g + know.gamma * lr.mean(axis=3)
+    return finish(sampler, _policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),
+                  start, resets0, "sobirl-simplified")

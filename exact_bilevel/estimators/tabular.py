@@ -20,39 +20,32 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._budget import check_allocation
-from ._common import LeaderKnowledge, ratio, sensitivity_samples, suffix_sums
+from ._common import LeaderKnowledge, ratio, sensitivity_steps
 from .critics import batch_td, empirical_transitions
-from .sampling import Episodes
+from .sampling import EpisodeBatch, Episodes, as_batch
 
 DQ_METHODS = ("monte-carlo", "td")
 
-#: Largest ``[n, L, d]`` chunk of Monte Carlo ``dQ`` work; about 5 arrays of it are live
-#: at once (checked against the memory budget before the first chunk).
+#: Largest ``[N, k]`` block of Monte Carlo ``dQ`` work (``k`` parameter columns at once,
+#: at least one); about :data:`DQ_CHUNK_ARRAYS` such arrays are live at once (checked
+#: against the memory budget before the first block).
 DQ_CHUNK_ENTRIES = 4_000_000
 DQ_CHUNK_ARRAYS = 5
 
 
-def _chunks(ep: Episodes, cells: int) -> list[Episodes]:
-    """Split ``ep`` into groups of episodes with at most ~``cells`` padded entries each."""
-    size = max(1, cells // max(1, ep.actions.shape[1]))
-    n = ep.lengths.size
-    return [Episodes(ep.states[i:i + size], ep.actions[i:i + size], ep.lengths[i:i + size])
-            for i in range(0, n, size)]
+def _squeeze(table: np.ndarray, ep: Episodes | EpisodeBatch) -> np.ndarray:
+    return table[0] if isinstance(ep, Episodes) else table
 
 
-def visit_sums(idx: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
-    """``out[j] = sum_{k: idx[k] = j} rows[k]``, shape ``[size, d]`` (``rows[m, d]``),
-    each sum taken in the order of ``k`` (unbuffered ``np.add.at``: the order a one-hot
-    sparse product would add them in)."""
-    out = np.zeros((size, rows.shape[1]))
-    np.add.at(out, idx, rows)
-    return out
-
-
-def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | None = None,
+def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
+                   *more: EpisodeBatch, discount: float | None = None,
                    skip_first: bool = False) -> np.ndarray:
-    """Every-visit Monte Carlo ``dQ_hat[S, A, d]`` (episodes processed in chunks so that
-    the ``[n, L, d]`` forward sums never exceed ~4e6 entries).
+    """Every-visit Monte Carlo ``dQ_hat[R, S, A, d]`` per replicate (``[S, A, d]`` for
+    padded episodes), in blocks of parameter columns (at most :data:`DQ_CHUNK_ENTRIES`
+    entries ``[N, k]``, at least one column): the forward sums ``Z_t`` of ``g``
+    (:meth:`EpisodeBatch.suffix_sums`) summed per replicate and pair (segment sums),
+    divided by the visit counts; ``dr`` where
+    unvisited. Further batches ``more`` (same replicates) add their sums and counts.
 
     ``discount`` (default: the follower's ``gamma``, the right one) and ``skip_first``
     (drop ``g_t`` from its own forward sum) exist for the deliberately wrong variants
@@ -61,48 +54,58 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes, *, discount: float | Non
     discount = know.gamma if discount is None else discount
     S, A = know.pi.shape
     d = know.dr.shape[-1]
-    sums = np.zeros((S * A, d))
-    counts = np.zeros(S * A)
-    L = ep.actions.shape[1]
-    cells = max(min(DQ_CHUNK_ENTRIES, ep.lengths.size * L * d), L * d)
-    check_allocation(f"Monte Carlo dQ: chunks of {cells} entries [n, L, d]",
-                     (DQ_CHUNK_ARRAYS, cells))
-    for sub in _chunks(ep, DQ_CHUNK_ENTRIES // max(1, d)):
-        g = sensitivity_samples(know, sub)
-        Z = suffix_sums(g, sub.mask, ratio(discount, know.beta))
-        if skip_first:
-            Z = Z - np.where(sub.mask[..., None], g, 0.0)
-        m = sub.mask
-        idx = sub.states[:, :-1][m] * A + sub.actions[m]
-        sums += visit_sums(idx, Z[m], S * A)
-        counts += np.bincount(idx, minlength=S * A)
-    mean = sums / np.maximum(counts, 1.0)[:, None]
-    return np.where((counts > 0)[:, None], mean, know.dr.reshape(S * A, d)).reshape(S, A, d)
+    sums = counts = 0.0
+    for b in (as_batch(ep), *more):
+        width = max(1, min(d, DQ_CHUNK_ENTRIES // max(1, b.n_steps)))  # columns at once
+        check_allocation(f"Monte Carlo dQ: {DQ_CHUNK_ARRAYS} arrays of {b.n_steps} steps "
+                         f"x {width} columns", (DQ_CHUNK_ARRAYS, b.n_steps * width))
+        counts = counts + b.pair_table(A, S * A).astype(float)
+        part = np.empty((b.n_replicates, S * A, d))
+        for k0 in range(0, d, width):
+            g = sensitivity_steps(know, b, slice(k0, k0 + width))
+            Z = b.suffix_sums(g, ratio(discount, know.beta))
+            if skip_first:
+                Z = Z - g
+            for k in range(Z.shape[1]):
+                part[:, :, k0 + k] = b.pair_table(A, S * A, Z[:, k])
+        sums = sums + part
+    mean = sums / np.maximum(counts, 1.0)[..., None]
+    dq = np.where((counts > 0)[..., None], mean, know.dr.reshape(S * A, d))
+    return _squeeze(dq.reshape(-1, S, A, d), ep)
 
 
 def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndarray:
     """Per-pair mean of the samples ``g_k``: ``dr + gamma sum_s' P_hat(s'|s,a)
-    dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[S, A, d]``."""
+    dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[..., S, A, d]`` for
+    ``P_hat[..., S, A, S]``."""
     if not know.problem.transitions.depends_on_x:
-        return know.dr
-    return know.dr + know.gamma * np.einsum("sat,satk,t->sak", P_hat, know.score, know.v)
+        return np.broadcast_to(know.dr, (*P_hat.shape[:-3], *know.dr.shape))
+    W = know.score * know.v[None, None, :, None]  # [S, A, S, d]
+    return know.dr + know.gamma * np.matmul(P_hat[..., None, :], W)[..., 0, :]
 
 
-def dq_td(know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
-    """Batch TD(0) fixed point ``dQ_hat[S, A, d]`` (:func:`.critics.batch_td` on ``g_bar``)."""
+def dq_td(know: LeaderKnowledge, ep: Episodes | EpisodeBatch) -> np.ndarray:
+    """Batch TD(0) fixed point ``dQ_hat[R, S, A, d]`` per replicate (:func:`.critics.
+    batch_td` on ``g_bar``; ``[S, A, d]`` for padded episodes)."""
     S, A = know.pi.shape
-    P_hat = empirical_transitions(ep, S, A)
-    return batch_td(P_hat, know.pi, know.gamma, mean_sensitivity_reward(know, P_hat))
+    P_hat = empirical_transitions(as_batch(ep), S, A)
+    dq = batch_td(P_hat, know.pi, know.gamma, mean_sensitivity_reward(know, P_hat))
+    return _squeeze(dq, ep)
 
 
-def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes) -> np.ndarray:
+def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
+                *more: EpisodeBatch) -> np.ndarray:
+    """``dQ_hat`` by ``method`` in :data:`DQ_METHODS` (``[R, S, A, d]``; ``[S, A, d]`` for
+    padded episodes) from ``ep`` (Monte Carlo: and the batches ``more``)."""
     if method == "monte-carlo":
-        return dq_monte_carlo(know, ep)
+        return dq_monte_carlo(know, ep, *more)
+    if more:
+        raise ValueError(f"dQ estimator = {method!r}: one batch of episodes")
     if method == "td":
         return dq_td(know, ep)
     raise ValueError(f"dQ estimator = {method!r}: must be one of {DQ_METHODS}")
 
 
 def dlogpi_from_dq(pi: np.ndarray, dq: np.ndarray, tau: float) -> np.ndarray:
-    """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[S, A, d]`` (Boltzmann policy)."""
-    return (dq - np.einsum("sa,sak->sk", pi, dq)[:, None, :]) / tau
+    """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[..., S, A, d]`` (Boltzmann policy)."""
+    return (dq - np.matmul(pi[:, None, :], dq)) / tau  # E_pi dQ(s, .): [..., S, 1, d]

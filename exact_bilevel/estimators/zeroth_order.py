@@ -15,32 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core._transitions import inverse_cdf
 from ..core.problem import BilevelProblem
 from ._common import (
     Estimate,
     LeaderKnowledge,
     episodes_for_budget,
+    finish,
     ratio,
     require_leader_return,
-    step_weights,
 )
-from .sampling import Sampler
-
-
-def _return_estimate(know: LeaderKnowledge, x: np.ndarray, sampler: Sampler, n: int,
-                     cap: int) -> tuple[float, int, int]:
-    problem = know.problem
-    obj = problem.objective
-    state = problem.follower_state(x)
-    env = Sampler(state.mdp, sampler.rng)
-    with env.capped(cap):
-        ep = env.episodes(state.solution.policy, n, know.beta)
-    rL = obj.leader_reward.value(x)[ep.states[:, :-1], ep.actions]
-    w = step_weights(ep.actions.shape[1], ratio(know.gamma_leader, know.beta))
-    value = float(np.mean(np.where(ep.mask, rL, 0.0) @ w))
-    if obj.regularizer is not None:
-        value += float(obj.regularizer(x)[0])
-    return value, env.steps, env.resets
+from .sampling import Sampler, stacked_mdp
 
 
 def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -50,30 +35,55 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``smoothing``; ``n`` episodes for each of the ``2 * directions`` evaluations, planned
     and capped as in :mod:`.bchg`, so the bill never exceeds ``budget`` (at least ``4 *
     directions`` transitions: one reset and one step per evaluation). ``critic`` is
-    unused."""
+    unused.
+
+    All evaluations of all replicates in one vectorised pass: each replicate draws its
+    ``directions x d`` normals, the follower is solved at each of the ``M = 2 R
+    directions`` perturbed points (one exact solve each), and the ``2 directions n``
+    episodes of every replicate are walked together in the ``M`` MDPs side by side
+    (:func:`.sampling.stacked_mdp`), under one cap ``budget`` per replicate: the
+    truncation in episode order then leaves each later evaluation its resets and one step
+    per episode, as separate caps would. A replicate's uniforms, in order: the normals,
+    the ``2 directions n`` start states (inverse CDF of ``rho``), then the episodes
+    (:meth:`Sampler.episode_batch`); evaluation ``(j, +)`` of direction ``j`` comes before
+    ``(j, -)``."""
     require_leader_return(know, "zeroth-order")
-    x = know.state.x
+    start, resets0 = sampler.transitions, sampler.resets
     # The same number n of episodes for each of the 2 * directions evaluations, planned
-    # together (episodes_for_budget with 2 * directions groups), under one cap: each
-    # evaluation may use what is left minus one reset and one step per later episode.
+    # together (episodes_for_budget with 2 * directions groups), under one cap.
     k = 2 * directions
     n = episodes_for_budget(budget, know.beta, groups=k, estimator="zeroth-order")
-    grad = np.zeros_like(x)
-    steps = resets = 0
+    problem, x = know.problem, know.state.x
+    obj = problem.objective
+    R, d = sampler.n_replicates, x.size
+    u = sampler.normal(directions * d).reshape(R, directions, 1, d)
+    points = (x + np.array([1.0, -1.0])[None, None, :, None] * smoothing * u).reshape(-1, d)
+    states = [problem.follower_state(p) for p in points]  # block m = (r k + 2 j + sign)
+    S = know.pi.shape[0]
+    mdp = stacked_mdp([st.mdp for st in states])
+    pi = np.concatenate([st.solution.policy for st in states])
+    rL = np.concatenate([obj.leader_reward.value(p) for p in points])  # [M S, A]
+    block = np.arange(R)[:, None] * k + np.arange(k * n)[None, :] // n  # [R, k n]
+    rho_cdf = np.cumsum(np.stack([st.mdp.initial for st in states]), axis=1)
+    s0 = inverse_cdf(rho_cdf[block.ravel()], sampler.uniform(k * n).ravel())
+    env = Sampler(mdp, sampler.uniforms, single=False)
+    with env.capped(budget):
+        batch = env.episode_batch(pi, k * n, know.beta,
+                                  start=(block * S + s0.reshape(R, k * n)))
+    w = batch.step_weights(ratio(know.gamma_leader, know.beta))
+    per_episode = np.bincount(batch.episode, weights=rL[batch.s, batch.a] * w,
+                              minlength=R * k * n)
+    F = per_episode.reshape(R, k, n).mean(axis=2)
+    if obj.regularizer is not None:
+        F = F + np.array([float(obj.regularizer(p)[0]) for p in points]).reshape(R, k)
+    F = F.reshape(R, directions, 2)
+    grad = np.zeros((R, d))
     for j in range(directions):
-        u = sampler.rng.normal(size=x.size)
-        fs = []
-        for sign, later in ((1.0, k - 2 * j - 1), (-1.0, k - 2 * j - 2)):
-            cap = budget - steps - resets - 2 * n * later
-            f, s1, r1 = _return_estimate(know, x + sign * smoothing * u, sampler, n, cap)
-            fs.append(f)
-            steps, resets = steps + s1, resets + r1
-        grad += (fs[0] - fs[1]) / (2 * smoothing) * u
-    sampler._charge("zeroth-order's episodes", steps + resets)
-    sampler.steps += steps
-    sampler.resets += resets
-    return Estimate(gradient=grad / directions, transitions=steps + resets, resets=resets,
-                    estimator="zeroth-order")
+        grad += ((F[:, j, 0] - F[:, j, 1]) / (2 * smoothing))[:, None] * u[:, j, 0, :]
+    sampler._charge("zeroth-order's episodes", env.transitions)
+    sampler.steps = sampler.steps + env.steps
+    sampler.resets = sampler.resets + env.resets
+    return finish(sampler, grad / directions, start, resets0, "zeroth-order")
 
 
 def smoothed_gradient(problem: BilevelProblem, x: object, smoothing: float = 0.05,

@@ -48,6 +48,7 @@ from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_int_seed
+from ..estimators.registry import estimate, replicates
 from ..validation.acceptance import (
     TestResult,
     bias_bound_test,
@@ -59,6 +60,34 @@ from .examples import random_problem
 
 UserEstimator = Callable[[BilevelProblem, np.ndarray, int, int], np.ndarray]
 """``fn(problem, x, budget, seed) -> gradient[d]``."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One of the package's estimators as a :data:`UserEstimator`: called with an integer
+    seed, one estimate from ``numpy.random.default_rng(seed)``; in :meth:`Case.run`, all
+    replicates drawn together (:func:`exact_bilevel.estimators.replicates`, stream rule
+    ``cell-block/3`` of the run's seed) instead of one call per seed."""
+
+    estimator: str
+    critic: str | None = None
+
+    def __call__(self, problem: BilevelProblem, x: np.ndarray, budget: int,
+                 seed: int) -> np.ndarray:
+        return estimate(problem, x, self.estimator, budget, np.random.default_rng(seed),
+                        self.critic).gradient
+
+    def batch(self, problem: BilevelProblem, x: np.ndarray, budget: int, n_replicates: int,
+              seed: int) -> np.ndarray:
+        """``[R, d]`` estimates, drawn together."""
+        return replicates(problem, x, self.estimator, budget, n_replicates, seed,
+                          self.critic)[0]
+
+
+def registered(estimator: str, critic: str | None = None) -> Registered:
+    """The registered ``estimator`` (with ``critic``) as a :data:`UserEstimator` that the
+    battery runs batched (:class:`Registered`)."""
+    return Registered(estimator, critic)
 
 
 @dataclass
@@ -86,8 +115,10 @@ class Case:
         against the exact hypergradient (see the module docstring). ``seed_i =
         replicate_int_seed(seed, i)`` (:mod:`exact_bilevel.core.streams`): 63-bit integers
         from ``SeedSequence(seed, spawn_key=(i,))``, so two runs with different ``seed``
-        share no replicate. ``reference`` names the registered estimator ``fn``
-        implements: the exact-covariance test decides (:meth:`run_both`)."""
+        share no replicate; a :class:`Registered` estimator of the package draws its
+        replicates together instead (:meth:`Registered.batch`). ``reference`` names the
+        registered estimator ``fn`` implements: the exact-covariance test decides
+        (:meth:`run_both`)."""
         return self.run_both(fn, budget=budget, replicates=replicates, seed=seed,
                              unbiased=unbiased, alpha=alpha, bias_constant=bias_constant,
                              reference=reference)[0]
@@ -107,9 +138,12 @@ class Case:
         target = cov = None
         if reference is not None:
             target, cov = self.reference_moments(reference, budget)
-        X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
-                                    replicate_int_seed(seed, i)),
-                                 dtype=float) for i in range(replicates)])
+        if isinstance(fn, Registered):
+            X = fn.batch(self.problem, self.x.copy(), budget, replicates, seed)
+        else:
+            X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
+                                        replicate_int_seed(seed, i)),
+                                     dtype=float) for i in range(replicates)])
         if X.shape != (replicates, self.x.size):
             raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "
                              f"{self.name!r}; expected ({self.x.size},)")

@@ -23,11 +23,12 @@ from ..core.streams import STREAM_RULE as _STREAMS
 #: Bumped whenever the numbers a sweep stores for given inputs change: the sampler, an
 #: estimator or critic, the replicate stream rule, the exact solver's output format.
 #: Results files recorded under another value are refused (never mixed).
-NUMERICS_VERSION = 2
+NUMERICS_VERSION = 3
 
 #: The replicate stream rule (see :func:`exact_bilevel.sweeps.run.replicate_seed`): the
 #: package's rule :data:`exact_bilevel.core.streams.STREAM_RULE` with the cell key
-#: ``(crc32(problem), crc32(estimator label), budget)``.
+#: ``(crc32(problem), crc32(estimator label), budget)`` (version 3: the replicates of a
+#: cell read consecutive blocks of one generator and are drawn together).
 STREAM_RULE = f"{_STREAMS} key=(crc32(problem), crc32(label), budget)"
 
 #: The fields of a provenance that must match for rows to be added or reported together.

@@ -1,11 +1,15 @@
 """Run the missing replicates of a sweep (standard library process pool, or Dask).
 
-Replicate ``i`` of estimator ``e`` at budget ``n`` on problem ``p`` draws from the
-package's one stream rule (:mod:`exact_bilevel.core.streams`), with the cell as key:
-``SeedSequence(seed, spawn_key=(crc32(p), crc32(e), n, i))``. The numbers depend on
-nothing else (not the worker count, not the order, not an interruption), and distinct
-coordinates never share a stream. Two problem names (or two estimator labels) of one
-sweep with the same crc32 would share streams; such a sweep is refused (rename one).
+Replicate ``i`` of estimator ``e`` at budget ``n`` on problem ``p`` reads block ``i`` of the
+uniforms of its cell under the package's one stream rule (:mod:`exact_bilevel.core.streams`,
+``cell-block/3``), the cell key being ``(crc32(p), crc32(e), n)``: the generator
+``PCG64(SeedSequence(seed, spawn_key=(4, 3, crc32(p), crc32(e), n)))`` advanced by ``i B``
+draws, ``B = block_size(n, d)``. The replicates of a claimed chunk that share a cell are
+drawn together in one vectorised call (:func:`exact_bilevel.estimators.registry.
+run_replicates`); the numbers depend on nothing else (not the worker count, not the
+chunking, not an interruption), and distinct coordinates never share a uniform. Two
+problem names (or two estimator labels) of one sweep with the same crc32 would share
+streams; such a sweep is refused (rename one).
 
 The work is cut into chunks of replicates that a run *claims* in the results file
 (:func:`.store.claim`) before computing them, so several sweeps into one file split the
@@ -37,9 +41,15 @@ import numpy as np
 from ..core._progress import progress_bar
 from ..core.errors import ConvergenceError, require_finite
 from ..core.hypergradient import hypergradient
-from ..core.streams import replicate_rng
-from ..estimators.registry import ESTIMATORS, check_sample_buffers, leader_knowledge
-from ..estimators.sampling import Sampler
+from ..core.streams import block_rng, cell_uniforms
+from ..estimators._common import vectorised
+from ..estimators.registry import (
+    ESTIMATORS,
+    check_sample_buffers,
+    leader_knowledge,
+    run_replicates,
+)
+from ..estimators.sampling import Sampler, block_size
 from ..experiments.examples import random_problem
 from ..formats.files import load_problem
 from ..validation.convergence import rare_event_diagnostic
@@ -54,9 +64,15 @@ Task = tuple[str, str, str, bool, int, int]  # problem, estimator, critic, basel
 RECORDED = (ValueError, ArithmeticError, ConvergenceError)
 
 
-def replicate_seed(seed: int, problem: str, estimator: str, budget: int,
-                   replicate: int) -> np.random.Generator:
-    """The generator of one replicate, from its coordinates alone.
+def cell_key(problem: str, estimator: str, budget: int) -> tuple[int, int, int]:
+    """The stream key of a cell: ``(crc32(problem), crc32(estimator label), budget)``."""
+    return (zlib.crc32(problem.encode()), zlib.crc32(estimator.encode()), budget)
+
+
+def replicate_seed(seed: int, problem: str, estimator: str, budget: int, replicate: int,
+                   block: int) -> np.random.Generator:
+    """The stream of one replicate alone, from its coordinates: its cell's generator
+    advanced to its block (:func:`exact_bilevel.core.streams.block_rng`).
 
     Parameters
     ----------
@@ -64,15 +80,17 @@ def replicate_seed(seed: int, problem: str, estimator: str, budget: int,
         The sweep's seed and the replicate's coordinates (each below 2**32).
     problem, estimator : str
         The problem name and the estimator label.
-
-    Returns
-    -------
-    numpy.random.Generator
-        ``replicate_rng(seed, replicate, key=(crc32(problem), crc32(estimator), budget))``
-        (:mod:`exact_bilevel.core.streams`).
+    block : int
+        Uniforms per replicate, :func:`exact_bilevel.estimators.sampling.block_size`.
     """
-    return replicate_rng(seed, replicate, (zlib.crc32(problem.encode()),
-                                           zlib.crc32(estimator.encode()), budget))
+    return block_rng(seed, replicate, block, cell_key(problem, estimator, budget))
+
+
+def replicate_uniforms(seed: int, problem: str, estimator: str, budget: int, first: int,
+                       count: int, block: int) -> np.ndarray:
+    """Uniforms ``[count, block]`` of replicates ``first, ..., first + count - 1`` of a
+    cell, in one call (:func:`exact_bilevel.core.streams.cell_uniforms`)."""
+    return cell_uniforms(seed, count, block, cell_key(problem, estimator, budget), first)
 
 
 def build(p: ProblemSpec) -> tuple[Any, np.ndarray]:
@@ -88,35 +106,79 @@ def _knowledge(p: ProblemSpec) -> Any:
     return problem, x, leader_knowledge(problem, x)
 
 
+def _estimator_fn(est: str, baseline: bool) -> Any:
+    if est.startswith("mutant:"):
+        fn = MUTANTS[est[len("mutant:"):]].fn
+        return vectorised(functools.partial(fn, baseline=True)) if baseline else fn
+    return ESTIMATORS[est].fn
+
+
+def _one(spec: SweepSpec, know: Any, fn: Any, task: Task, label: str, block: int
+         ) -> tuple[store.Row | None, store.Failure | None]:
+    """One replicate alone (its own stream): the fallback that records each failure."""
+    pname, _, critic, _, budget, rep = task
+    t0 = time.perf_counter()
+    rng = replicate_seed(spec.seed, pname, label, budget, rep, block)
+    try:
+        e = fn(know, Sampler(know.state.mdp, rng), budget, critic)
+        require_finite(f"{label} on {pname}, replicate {rep}: the estimate", e.gradient,
+                       "sampling")
+    except RECORDED as exc:
+        return None, (pname, label, budget, rep, f"{type(exc).__name__}: {exc}")
+    return (pname, label, budget, rep, json.dumps(e.gradient.tolist()), int(e.transitions),
+            time.perf_counter() - t0), None
+
+
+def _runs(tasks: list[Task]) -> list[list[Task]]:
+    """Maximal runs of consecutive replicates of one cell."""
+    out: list[list[Task]] = []
+    for task in tasks:
+        last = out[-1][-1] if out else None
+        if last is not None and last[:5] == task[:5] and task[5] == last[5] + 1:
+            out[-1].append(task)
+        else:
+            out.append([task])
+    return out
+
+
 def _run_chunk(args: tuple[SweepSpec, list[Task]]
                ) -> tuple[list[store.Row], list[store.Failure]]:
     spec, tasks = args
     by_name = {p.name: p for p in spec.problems}
     rows, failures = [], []
-    for pname, est, critic, baseline, budget, rep in tasks:
+    for run in _runs(tasks):
+        pname, est, critic, baseline, budget, first = run[0]
         _, _, know = _knowledge(by_name[pname])
         label = EstimatorSpec(est, critic, baseline).label
+        fn = _estimator_fn(est, baseline)
+        block = block_size(budget, know.dr.shape[-1])
         t0 = time.perf_counter()
-        rng = replicate_seed(spec.seed, pname, label, budget, rep)
-        sampler = Sampler(know.state.mdp, rng)
         try:
-            if est.startswith("mutant:"):
-                fn = MUTANTS[est[len("mutant:"):]].fn
-                e = (fn(know, sampler, budget, critic, True) if baseline
-                     else fn(know, sampler, budget, critic))
-            else:
-                e = ESTIMATORS[est].fn(know, sampler, budget, critic)
-            require_finite(f"{label} on {pname}, replicate {rep}: the estimate", e.gradient,
-                           "sampling")
-        except RECORDED as exc:
-            failures.append((pname, label, budget, rep, f"{type(exc).__name__}: {exc}"))
+            U = replicate_uniforms(spec.seed, pname, label, budget, first, len(run), block)
+            X, cost = run_replicates(fn, know, budget, len(run), spec.seed, critic,
+                                     uniforms=U)
+        except RECORDED:  # one replicate's documented limit: find which, one by one
+            for task in run:
+                row, failure = _one(spec, know, fn, task, label, block)
+                rows += [row] if row is not None else []
+                failures += [failure] if failure is not None else []
             continue
-        rows.append((pname, label, budget, rep, json.dumps(e.gradient.tolist()),
-                     int(e.transitions), time.perf_counter() - t0))
+        seconds = (time.perf_counter() - t0) / len(run)
+        for task, g, c in zip(run, X, cost, strict=True):
+            if not np.all(np.isfinite(g)):
+                row, failure = _one(spec, know, fn, task, label, block)
+                rows += [row] if row is not None else []
+                failures += [failure] if failure is not None else []
+                continue
+            rows.append((pname, label, budget, task[5], json.dumps(g.tolist()), int(c),
+                         seconds))
     return rows, failures
 
 
 EXECUTORS = ("local", "dask")
+#: Default replicates per claimed chunk: large enough that a cell's replicates are drawn
+#: together (one vectorised call per cell and chunk), small enough to spread the work.
+CHUNK = 100
 #: Seconds between heartbeats of a run's open claims.
 HEARTBEAT_SECONDS = 10.0
 #: Default seconds a Dask run waits with no worker before it stops (``--no-worker-timeout``).
@@ -139,7 +201,7 @@ def _check_streams(spec: SweepSpec) -> None:
             seen[c] = n
 
 
-def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
+def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = CHUNK,
               progress: bool = True, executor: str = "local",
               scheduler: str | None = None, no_worker_timeout: float = NO_WORKER_TIMEOUT,
               connect_timeout: float = CONNECT_TIMEOUT) -> int:
@@ -160,7 +222,8 @@ def run_sweep(spec: SweepSpec, db: str, *, workers: int = 1, chunk: int = 10,
         ``executor="local"``: processes (one runs in this process); ``"dask"`` without
         ``scheduler``: worker processes of a ``LocalCluster``.
     chunk : int
-        Replicates per claimed chunk (the first run's value is kept in the file).
+        Replicates per claimed chunk (the first run's value is kept in the file); the
+        replicates of one cell within a chunk are drawn in one vectorised call.
     progress : bool
         Show a progress bar.
     executor : {"local", "dask"}

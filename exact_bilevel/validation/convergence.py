@@ -19,7 +19,9 @@ target ``g``:
 * **zeroth-order**: unbiasedness against its own target, the Gaussian-smoothed
   gradient ``grad F_mu(x)`` (:func:`~exact_bilevel.estimators.zeroth_order.smoothed_gradient`).
 
-Replicate ``i`` draws from ``exact_bilevel.core.streams.replicate_rng(seed, i)``.
+Replicate ``i`` reads block ``i`` of the uniforms of ``seed``'s plain cell
+(:func:`exact_bilevel.estimators.registry.run_replicates`; game estimators: one
+``exact_bilevel.core.streams.replicate_rng(seed, i)`` each).
 
 **Rare events.** When a state-action pair is so unlikely on-policy that all ``R``
 replicates together are expected to visit it only a handful of times (a
@@ -47,7 +49,7 @@ from ..core.hypergradient import hypergradient
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_rng
 from ..estimators._common import Estimate, LeaderKnowledge, leader_knowledge
-from ..estimators.registry import ESTIMATORS
+from ..estimators.registry import ESTIMATORS, run_replicates
 from ..estimators.sampling import Sampler
 from ..estimators.zeroth_order import smoothed_gradient
 from ..games import estimators as game_estimators
@@ -98,10 +100,10 @@ PROTOCOLS: dict[tuple[str, str], Protocol] = {(p.estimator, p.critic): p for p i
 
 def draw_replicates(fn: EstimatorFn, know: LeaderKnowledge, budget: int, n_replicates: int,
                     seed: int, critic: str) -> np.ndarray:
-    """``[R, d]`` estimates of ``fn`` (registry signature), replicate ``i`` seeded
-    ``replicate_rng(seed, i)`` (:mod:`exact_bilevel.core.streams`)."""
-    return np.array([fn(know, Sampler(know.state.mdp, replicate_rng(seed, i)),
-                        budget, critic).gradient for i in range(n_replicates)])
+    """``[R, d]`` estimates of ``fn`` (registry signature), drawn together: replicate ``i``
+    reads block ``i`` of ``seed``'s plain cell (:func:`exact_bilevel.estimators.registry.
+    run_replicates`, stream rule of :mod:`exact_bilevel.core.streams`)."""
+    return run_replicates(fn, know, budget, n_replicates, seed, critic)[0]
 
 
 def target(problem: BilevelProblem, x: np.ndarray, protocol: Protocol) -> np.ndarray:

@@ -68,6 +68,7 @@ problems and ``verification/convergence_power.md`` measures detection rates.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,20 +76,22 @@ import numpy as np
 
 from ..core import _validate
 from ..core.errors import ConvergenceError
-from ..core.streams import replicate_rng
 from ..estimators._common import (
     Estimate,
     LeaderKnowledge,
+    contract_batch,
     episodes_for_budget,
+    finish,
+    per_step,
     ratio,
-    sensitivity_samples,
-    step_weights,
-    suffix_sums,
+    vectorised,
 )
 from ..estimators.bchg import bchg_indirect_sum, direct_sum
 from ..estimators.critics import Critic, exact_critic, monte_carlo_critic, td_critic
 from ..estimators.hpgd import hpgd_indirect_sum
-from ..estimators.sampling import Episodes, Sampler
+from ..estimators.registry import run_replicates
+from ..estimators.sampling import EpisodeBatch, Episodes, Sampler
+from ..estimators.sobirl import _policy_term
 from ..estimators.tabular import dq_monte_carlo
 from ..estimators.zeroth_order import zeroth_order
 from ..games.estimators import estimate as game_estimate
@@ -100,45 +103,39 @@ from ..games.model import (
 )
 
 
-def _indirect(know: LeaderKnowledge, ep: Episodes, *, adv_table: np.ndarray,
-              outer_ratio: float, z: np.ndarray, scale: float) -> np.ndarray:
-    adv = np.where(ep.mask, adv_table[ep.states[:, :-1], ep.actions], 0.0)
-    w = step_weights(ep.actions.shape[1], outer_ratio)
-    return scale * np.einsum("t,nt,ntk->nk", w, adv, z)
-
-
 def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "correct",
             scale: str = "1/tau") -> Callable[[LeaderKnowledge, Sampler, int, bool], Estimate]:
-    """A BC-HG variant; the options (``adv``, ``outer``, ``z``, ``scale``; the defaults
-    are the correct estimator) are those of :func:`bchg_family_mean`."""
+    """A BC-HG with one bug, summed in the dual order of :func:`.bchg.bchg_indirect_sum`:
+    ``sum_t c_t Z_t = sum_k g_k Y_k`` with the scalar ``Y_k = sum_{t<=k} r^(k-t) c_t``,
+    ``c_t = outer^t table(s_t, a_t)``; the wrong forward sums ``Z`` become wrong ``Y``:
+    ``from-t+1`` drops ``g_t`` from ``Z_t`` (``Y - c``), ``from-start`` multiplies ``Z_t``
+    by ``gamma^t`` (``c_t gamma^t``), ``g-only`` keeps ``g_t`` alone (``Y = c``),
+    ``no-survival`` discounts by ``gamma`` without the ``1/beta`` reweighting.
+    The options (``adv``, ``outer``, ``z``, ``scale``; the defaults are the correct
+    estimator) are those of :func:`bchg_family_mean`."""
     def estimator(know: LeaderKnowledge, sampler: Sampler, budget: int,
                   baseline: bool = False) -> Estimate:
-        start = sampler.transitions
+        start, resets0 = sampler.transitions, sampler.resets
         n = episodes_for_budget(budget, know.beta)
         with sampler.capped(budget):
-            ep = sampler.episodes(know.pi, n, know.beta)
+            batch = sampler.episode_batch(know.pi, n, know.beta)
         c = exact_critic(know)
-        g = sensitivity_samples(know, ep, baseline)
-        inner = ratio(know.gamma, know.beta)
-        if z == "correct":
-            Z = suffix_sums(g, ep.mask, inner)
-        elif z == "from-t+1":
-            Z = suffix_sums(g, ep.mask, inner) - np.where(ep.mask[..., None], g, 0.0)
-        elif z == "from-start":
-            Z = (suffix_sums(g, ep.mask, inner)
-                 * step_weights(g.shape[1], know.gamma)[None, :, None])
-        elif z == "g-only":
-            Z = np.where(ep.mask[..., None], g, 0.0)
-        elif z == "no-survival":
-            Z = suffix_sums(g, ep.mask, know.gamma)
         table = {"A": c.advantage, "-A": -c.advantage, "Q": c.q}[adv]
         outer_ratio = {"correct": ratio(know.gamma_leader, know.beta),
                        "no-survival": know.gamma_leader,
                        "gamma": ratio(know.gamma, know.beta)}[outer]
+        weights = per_step(table, batch, batch.s, batch.a) * batch.step_weights(outer_ratio)
+        inner = know.gamma if z == "no-survival" else ratio(know.gamma, know.beta)
+        if z == "from-start":
+            weights = weights * batch.step_weights(know.gamma)
+        Y = weights if z == "g-only" else batch.prefix_sums(weights, inner)
+        if z == "from-t+1":
+            Y = Y - weights
         s = {"1/tau": 1.0 / know.tau, "tau": know.tau}[scale]
-        indirect = _indirect(know, ep, adv_table=table, outer_ratio=outer_ratio, z=Z, scale=s)
-        return Estimate(gradient=direct_sum(know, ep, c, baseline) + indirect.mean(axis=0),
-                        transitions=sampler.transitions - start, resets=n, estimator=name)
+        indirect = s * contract_batch(know, batch, Y, know.dr, know.v, know.gamma,
+                                      baseline) / batch.n_episodes
+        return finish(sampler, direct_sum(know, batch, c, baseline) + indirect, start,
+                      resets0, name)
     estimator.__name__ = name.replace("-", "_").replace("+", "plus")
     return estimator
 
@@ -182,13 +179,13 @@ def _bchg_with_critic(critic_fn: Callable[[LeaderKnowledge, Episodes], Critic], 
                       ) -> EstimatorFn:
     def run(know: LeaderKnowledge, sampler: Sampler, budget: int,
             critic: str = "exact") -> Estimate:
-        start = sampler.transitions
+        start, resets0 = sampler.transitions, sampler.resets
         n = episodes_for_budget(budget, know.beta)
         with sampler.capped(budget):
-            ep = sampler.episodes(know.pi, n, know.beta)
-        c = critic_fn(know, ep)
-        return Estimate(gradient=direct_sum(know, ep, c) + bchg_indirect_sum(know, ep, c),
-                        transitions=sampler.transitions - start, resets=n, estimator=name)
+            batch = sampler.episode_batch(know.pi, n, know.beta)
+        c = critic_fn(know, batch)
+        return finish(sampler, direct_sum(know, batch, c) + bchg_indirect_sum(know, batch, c),
+                      start, resets0, name)
     return run
 
 
@@ -196,16 +193,15 @@ def _hpgd_mutant(name: str, **dq_options: object) -> EstimatorFn:
     """``hpgd`` (exact critic, Monte Carlo ``dQ``) with a wrong ``dQ`` estimate."""
     def run(know: LeaderKnowledge, sampler: Sampler, budget: int,
             critic: str = "exact") -> Estimate:
-        start = sampler.transitions
+        start, resets0 = sampler.transitions, sampler.resets
         n = episodes_for_budget(budget, know.beta)
         with sampler.capped(budget):
-            ep = sampler.episodes(know.pi, n, know.beta)
+            batch = sampler.episode_batch(know.pi, n, know.beta)
         c = exact_critic(know)
         opts = {k: (know.gamma_leader if v == "gamma_L" else v) for k, v in dq_options.items()}
-        dq = dq_monte_carlo(know, ep, **opts)  # type: ignore[arg-type]
-        return Estimate(gradient=direct_sum(know, ep, c)
-                        + hpgd_indirect_sum(know, ep, c.advantage, dq),
-                        transitions=sampler.transitions - start, resets=n, estimator=name)
+        dq = dq_monte_carlo(know, batch, **opts)  # type: ignore[arg-type]
+        return finish(sampler, direct_sum(know, batch, c)
+                      + hpgd_indirect_sum(know, batch, c.advantage, dq), start, resets0, name)
     return run
 
 
@@ -250,13 +246,11 @@ def _sobirl_no_centring(know: LeaderKnowledge, sampler: Sampler, budget: int,
     S, A = know.pi.shape
     n = episodes_for_budget(budget, know.beta)
     with sampler.capped(budget):
-        ep = sampler.episodes(know.pi, n, know.beta, start=sampler.rng.integers(S, size=n),
-                              first_action=sampler.rng.integers(A, size=n))
-    dq = dq_monte_carlo(know, ep)
-    terms = know.problem.objective.evaluate(know.problem, know.state)
-    grad = terms.direct + np.einsum("sa,sak->k", terms.df_dpi * know.pi, dq / know.tau)
-    return Estimate(gradient=grad, transitions=sampler.transitions - start,
-                    resets=sampler.resets - resets0, estimator="sobirl-no-centring")
+        s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
+        batch = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
+    dq = dq_monte_carlo(know, batch)
+    grad = _policy_term(know, dq / know.tau)  # bug: no - dV
+    return finish(sampler, grad, start, resets0, "sobirl-no-centring")
 
 
 def _zeroth_order_no_factor_2(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -383,13 +377,11 @@ def mutant_replicates(name: str, know: LeaderKnowledge, budget: int, n_replicate
     :func:`exact_bilevel.estimators.replicates`; ``baseline`` mutates
     ``bc-hg-baseline`` instead of ``bc-hg`` (BC-HG mutants only)."""
     m = MUTANTS[name]
-    out = []
-    for i in range(n_replicates):
-        sampler = Sampler(know.state.mdp, replicate_rng(seed, i))
-        est = (m.fn(know, sampler, budget, m.critic, baseline) if baseline
-               else m.fn(know, sampler, budget, m.critic))
-        out.append(est.gradient)
-    return np.array(out)
+    fn = vectorised(functools.partial(m.fn, baseline=True)) if baseline else m.fn
+    return run_replicates(fn, know, budget, n_replicates, seed, m.critic)[0]
+
+for _m in MUTANTS.values():  # every mutant serves R replicates at once, as its original
+    vectorised(_m.fn)
 
 
 # --- Markov games --------------------------------------------------------------------
@@ -421,7 +413,7 @@ class ChosenResetsUncounted(Sampler):
     """Forgets to bill resets to chosen states (``start=`` episodes)."""
 
     def _run(self, pi: object, lengths: np.ndarray, start: np.ndarray | None,
-             first_action: np.ndarray | None = None) -> Episodes:
+             first_action: np.ndarray | None = None) -> EpisodeBatch:
         resets = self.resets
         ep = super()._run(pi, lengths, start, first_action)
         if start is not None:
