@@ -150,8 +150,8 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     ``leader_behaviour = (K_b[p, n], Sigma_b[p, p])`` draws the leader's actions from
     ``N(K_b s, Sigma_b)`` instead of its own policy (:func:`.sampling.rollout`) while every
     score and weight is formed as if the data were on-policy: off-policy data used as the
-    BC-HG authors use their random warm-up data, *biased* for ``grad F`` (Monte-Carlo
-    critic only).
+    BC-HG authors use their random warm-up data; without importance weights this is not
+    an unbiased estimate of ``grad F`` (Monte-Carlo critic only).
 
     ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
     reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`

@@ -32,10 +32,12 @@ from ._common import RunSize, atomic_write, plt, run_all, save_figure, score
 from ._lqr import curve_row, leader_ascent
 
 QUICK = RunSize(steps=100, seeds=3, budgets=(400,), learning_rates=(0.1,),
-                label="quick (CI-sized: 100 iterations, 3 seeds, 60 replicates per estimator)")
+                label="quick (CI-sized: 100 iterations, 3 seeds, random-leader warm-up, "
+                      "actor_update_steps_n in {1, 2, 5, 10}, 60 replicates per estimator)")
 FULL = RunSize(steps=500, seeds=20, budgets=(400,), learning_rates=(0.1,),
-               label="full (500 iterations x 400 transitions, 20 seeds, as the paper; "
-                     "400 replicates per estimator)")
+               label="full (500 iterations x 400 transitions, 20 seeds, random-leader "
+                     "warm-up, actor_update_steps_n in {1, 2, 5, 10}, as the paper; 400 "
+                     "replicates per estimator)")
 ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only")
 #: The authors' launch script sweeps ``actor_update_steps_n`` over these (config: 10).
 ACTOR_STEPS = (1, 2, 5, 10)
@@ -73,7 +75,7 @@ DEVIATIONS = [
     "(white-box MaxEnt LQR) still responds to the current K and observes the action; the "
     "leader *updates from this data from the first batch on* (`min_buffer_size` 400), as "
     "if it were on-policy. Ours: the estimators score the random actions under N(K s, "
-    "1e-6) the same way (the bias this carries is measured in the estimator table); the "
+    "1e-6) the same way (the estimator table shows what such data gives at K = 0); the "
     "exact gradient uses no data, so the warm-up leaves the exact rows unchanged. "
     "Evaluation uses the leader's own policy N(K s, 1e-6), as theirs.",
     "The off-policy baseline curve (`config_baseline_offpolicy.yaml`: replay buffer 1e6, "
