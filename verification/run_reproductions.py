@@ -9,7 +9,8 @@ The committed sizes are between the CI-sized default and the papers' full protoc
 * fourrooms-suboptimal: 100 leader steps, 1 seed;
 * lqr-game: 500 iterations x 400 transitions with the random-leader warm-up, the
   ``actor_update_steps_n`` sweep {1, 2, 5, 10}, 3 seeds (the paper: 20 seeds; ``--full``
-  runs them, about 90 CPU min);
+  runs them, about 60 CPU min); alone it took 13.8 min wall, 9.2 CPU min with
+  ``--workers 2`` (2026-12-03, beside other work);
 * building-thermal: 300 leader steps, 5 seeds, learning rates {0.1, 0.01} (the paper:
   2000 steps, 10 seeds, three rates — about 5 CPU hours).
 
