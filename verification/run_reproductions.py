@@ -8,7 +8,10 @@ The committed sizes are between the CI-sized default and the papers' full protoc
 * sobirl: the full protocol (800 steps, 5 instances);
 * fourrooms: 300 leader steps, 3 seeds, budgets 100 and 1000, learning rates {0.5, 0.1};
 * fourrooms-suboptimal: 100 leader steps, 1 seed;
-* lqr-game: the full protocol (500 iterations x 400 transitions, 20 seeds);
+* lqr-game: 500 iterations x 400 transitions with the random-leader warm-up, the
+  ``actor_update_steps_n`` sweep {1, 2, 5, 10}, 3 seeds (the paper: 20 seeds; ``--full``
+  runs them, about 60 CPU min); alone it took 13.8 min wall, 9.2 CPU min with
+  ``--workers 2`` (2026-12-03, beside other work);
 * building-thermal: 300 leader steps, 5 seeds, learning rates {0.1, 0.01} (the paper:
   2000 steps, 10 seeds, three rates — about 5 CPU hours).
 
@@ -37,7 +40,11 @@ SIZES: dict[str, RunSize] = {
     "fourrooms-suboptimal": dataclasses.replace(
         EXPERIMENTS["fourrooms-suboptimal"].quick, steps=100,
         label="committed (100 steps, 1 seed; `python verification/run_reproductions.py`)"),
-    "lqr-game": EXPERIMENTS["lqr-game"].full,
+    "lqr-game": RunSize(
+        steps=500, seeds=3, budgets=(400,), learning_rates=(0.1,),
+        label="committed (500 iterations x 400 transitions, random-leader warm-up, "
+              "actor_update_steps_n in {1, 2, 5, 10}, 3 seeds (the paper: 20), 60 replicates "
+              "per estimator; `python verification/run_reproductions.py`)"),
     "building-thermal": RunSize(
         steps=300, seeds=5, budgets=(10_000,), learning_rates=(0.1, 0.01),
         label="committed (300 steps x 10,000 transitions, 5 seeds, lr in {0.1, 0.01}, 50 "

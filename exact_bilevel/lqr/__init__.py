@@ -23,7 +23,7 @@ May import: :mod:`exact_bilevel.core`.
 
 from .hypergradient import LQRHypergradient, hypergradient
 from .model import LeaderReward, LQRInstance, LQRProblem, make_problem
-from .objective import value
+from .objective import undiscounted_return, value
 from .riccati import SoftLQRSolution, dare_reference, solve_soft_lqr
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
     "hypergradient",
     "make_problem",
     "solve_soft_lqr",
+    "undiscounted_return",
     "value",
 ]

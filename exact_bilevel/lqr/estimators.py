@@ -143,8 +143,15 @@ def _weights_exact(problem: LQRProblem, inst: LQRInstance, Pi: np.ndarray, c: np
 
 def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
                   replicates: int, seed: int | np.random.SeedSequence = 0, *,
-                  critic: str = "monte-carlo", smoothing: float = SMOOTHING) -> np.ndarray:
+                  critic: str = "monte-carlo", smoothing: float = SMOOTHING,
+                  leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``replicates`` independent estimates, shape ``[replicates, d]`` (module docstring).
+
+    ``leader_behaviour = (K_b[p, n], Sigma_b[p, p])`` draws the leader's actions from
+    ``N(K_b s, Sigma_b)`` instead of its own policy (:func:`.sampling.rollout`) while every
+    score and weight is formed as if the data were on-policy: off-policy data used as the
+    BC-HG authors use their random warm-up data; without importance weights this is not
+    an unbiased estimate of ``grad F`` (Monte-Carlo critic only).
 
     ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
     reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`
@@ -156,6 +163,8 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
                          f"{sorted([*RULES, 'zeroth-order'])}")
     if critic not in CRITICS:
         raise ValueError(f"critic = {critic!r}: must be one of {CRITICS}")
+    if leader_behaviour is not None and (critic != "monte-carlo" or estimator == "zeroth-order"):
+        raise ValueError("leader_behaviour: only with critic='monte-carlo' and a score estimator")
     T = problem.horizon
     if T is None:
         raise ValueError("horizon: the estimators need a finite-horizon problem")
@@ -192,7 +201,7 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     disc = problem.gamma_L ** np.arange(T)
     n, m, p = problem.n, problem.m, problem.p
     for rep in range(replicates):
-        ro = rollout(problem, inst, sol, z, N, rng)
+        ro = rollout(problem, inst, sol, z, N, rng, leader_behaviour=leader_behaviour)
         s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
                    ro.u.reshape(N * T, m))
         if critic == "exact":
@@ -270,7 +279,9 @@ def smoothed_gradient(problem: LQRProblem, x: object, smoothing: float = SMOOTHI
 
 
 def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
-             seed: int | np.random.SeedSequence = 0, *, critic: str = "monte-carlo"
-             ) -> np.ndarray:
-    """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions."""
-    return estimate_many(problem, x, estimator, budget, 1, seed, critic=critic)[0]
+             seed: int | np.random.SeedSequence = 0, *, critic: str = "monte-carlo",
+             leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions
+    (``leader_behaviour`` as in :func:`estimate_many`)."""
+    return estimate_many(problem, x, estimator, budget, 1, seed, critic=critic,
+                         leader_behaviour=leader_behaviour)[0]

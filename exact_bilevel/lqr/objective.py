@@ -522,3 +522,33 @@ def value(problem: LQRProblem, x: object, *, sol: SoftLQRSolution | None = None,
     sol = solve_soft_lqr(inst) if sol is None else sol
     cl = follower_closed_loop(inst, sol)
     return marginals(problem, cl, problem.z(x), progress=progress).value
+
+
+def undiscounted_return(problem: LQRProblem, x: object, *, sol: SoftLQRSolution | None = None
+                        ) -> float:
+    r"""The leader's *undiscounted* finite-horizon return, exactly.
+
+    .. math::
+
+        J(x) = E \sum_{t < T} r_L(s_t, u_t) = \sum_{t < T} l(\mu_t, \Sigma_t),
+
+    the stage terms ``l`` of :func:`marginals` (the module docstring) summed without
+    ``gamma_L``, over the Gaussian state marginals ``s_t ~ N(mu_t[n], Sigma_t[n, n])`` of
+    the closed loop of the soft-optimal follower at ``x[d]``. This is the BC-HG authors'
+    plotted metric ``Evaluation/AverageTargetReturn`` of the LQR game (the sum of the
+    leader's reward over one ``T``-step episode), whereas :func:`value` is
+    ``F(x) = sum_t gamma_L^t l_t``. Raises ``ValueError`` for ``horizon=None`` (the
+    undiscounted sum of an infinite horizon is not defined here).
+    """
+    if problem.horizon is None:
+        raise ValueError("horizon: the undiscounted return needs a finite horizon "
+                         "(the problem has horizon=None)")
+    x = problem.check_x(x)
+    inst = problem.instance(x)
+    sol = solve_soft_lqr(inst) if sol is None else sol
+    traj = marginals(problem, follower_closed_loop(inst, sol), problem.z(x))
+    total = np.sum(traj.stage)
+    if not np.iscomplexobj(total):
+        require_finite("undiscounted leader return", np.asarray(total), "the moment recursion")
+        return float(total)
+    return total

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from ..core._budget import check_allocation
+from ..core._validate import real_array
 from .model import LQRInstance, LQRProblem
 from .riccati import SoftLQRSolution
 
@@ -54,9 +55,29 @@ def leader_reward(problem: LQRProblem, s: np.ndarray, u: np.ndarray, z: np.ndarr
     return r
 
 
+def _behaviour(pair: tuple[np.ndarray, np.ndarray], p: int, n: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(K_b[p, n], Sigma_b[p, p])`` (``Sigma_b`` symmetric PSD)."""
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise ValueError("leader_behaviour: must be a pair (K_b[p, n], Sigma_b[p, p])")
+    K_b = real_array("leader_behaviour[0] (K_b)", pair[0], shape=(p, n))
+    S_b = real_array("leader_behaviour[1] (Sigma_b)", pair[1], shape=(p, p))
+    if S_b.size and (np.abs(S_b - S_b.T).max() > 1e-12 * max(1.0, np.abs(S_b).max())
+                     or np.linalg.eigvalsh(S_b).min() < -1e-12 * max(1.0, np.abs(S_b).max())):
+        raise ValueError("leader_behaviour[1] (Sigma_b): must be symmetric positive semidefinite")
+    return K_b, S_b
+
+
 def rollout(problem: LQRProblem, inst: LQRInstance, sol: SoftLQRSolution, z: np.ndarray,
-            n_episodes: int, rng: np.random.Generator, *, horizon: int | None = None) -> Rollouts:
-    """Sample ``n_episodes`` episodes of ``horizon`` (default ``problem.horizon``) steps."""
+            n_episodes: int, rng: np.random.Generator, *, horizon: int | None = None,
+            leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> Rollouts:
+    """Sample ``n_episodes`` episodes of ``horizon`` (default ``problem.horizon``) steps.
+
+    ``leader_behaviour = (K_b[p, n], Sigma_b[p, p])`` replaces the leader's actions by
+    ``a_t ~ N(K_b s_t, Sigma_b)`` (an exploring leader, e.g. the BC-HG authors' random
+    warm-up ``K_b = 0, Sigma_b = I``); the follower still plays its soft-optimal policy
+    for ``inst`` and observes ``a_t``.
+    """
     T = problem.horizon if horizon is None else horizon
     if T is None:
         raise ValueError("horizon: sampling needs a finite horizon (the problem has none; "
@@ -67,10 +88,12 @@ def rollout(problem: LQRProblem, inst: LQRInstance, sol: SoftLQRSolution, z: np.
     a = np.empty((N, T, p))
     u = np.empty((N, T, m))
     s[:, 0] = problem.mu0 + rng.standard_normal((N, n)) @ psd_sqrt(problem.Sigma0)
-    RL, RU, RW = psd_sqrt(inst.Sigma_L), psd_sqrt(sol.Sigma_u), psd_sqrt(inst.W)
+    K_b, S_b = (inst.K_L, inst.Sigma_L) if leader_behaviour is None else _behaviour(
+        leader_behaviour, p, n)
+    RL, RU, RW = psd_sqrt(S_b), psd_sqrt(sol.Sigma_u), psd_sqrt(inst.W)
     for t in range(T):
         st = s[:, t]
-        at = st @ inst.K_L.T + rng.standard_normal((N, p)) @ RL
+        at = st @ K_b.T + rng.standard_normal((N, p)) @ RL
         y = st @ inst.A.T + at @ inst.C.T
         ut = -y @ sol.G.T + rng.standard_normal((N, m)) @ RU
         s[:, t + 1] = y + ut @ inst.B.T + rng.standard_normal((N, n)) @ RW

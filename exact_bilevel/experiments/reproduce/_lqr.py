@@ -23,28 +23,49 @@ def clip_norm(g: np.ndarray, max_norm: float) -> np.ndarray:
 
 def leader_ascent(problem: LQRProblem, x0: np.ndarray, *, steps: int, lr: float, method: str,
                   budget: int, seed: int, optimizer: str = "sgd", max_norm: float = 1.0,
-                  critic: str = "monte-carlo") -> tuple[np.ndarray, np.ndarray]:
+                  critic: str = "monte-carlo", actor_steps: int = 1, warmup: int = 0,
+                  warmup_behaviour: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradient *ascent* on ``F`` with the exact hypergradient (``method="exact"``) or an
-    estimator of :mod:`exact_bilevel.lqr.estimators` from ``budget`` transitions per step.
+    estimator of :mod:`exact_bilevel.lqr.estimators` from ``budget`` transitions per update.
 
-    The gradient is clipped to norm ``max_norm`` and applied by SGD or by
+    Each of the ``steps`` iterations takes ``actor_steps`` updates (the BC-HG authors'
+    ``actor_update_steps_n``), each with a fresh gradient at the current ``x``, clipped to
+    norm ``max_norm`` and applied by SGD or by
     :func:`exact_bilevel.experiments.optimize.adam` (betas 0.9/0.999, eps 1e-8, as
-    torch). Returns ``(F(x_k) exact, |grad F(x_k)|)`` for
+    torch; its step counter counts updates). In the first ``warmup`` iterations an
+    estimator draws the leader's actions from ``warmup_behaviour = (K_b, Sigma_b)``
+    (:func:`exact_bilevel.lqr.estimators.estimate_many`; the exact gradient uses no data
+    and is unchanged). Returns ``(F(x_k) exact, |grad F(x_k)|, x_k[steps + 1, d])`` for
     ``k = 0..steps``.
     """
+    if isinstance(actor_steps, bool) or not isinstance(actor_steps, int) or actor_steps < 1:
+        raise ValueError(f"actor_steps = {actor_steps!r}: must be an integer >= 1")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup = {warmup!r}: must be an integer >= 0")
     x = np.array(x0, dtype=float)
-    values, norms = [], []
+    values, norms, xs = [], [], []
     rule = adam(lr) if optimizer == "adam" else (lambda t, g: lr * g)
+    update = 0
     for k in range(steps + 1):
         hg = hypergradient(problem, x)
         values.append(hg.value)
         norms.append(float(np.linalg.norm(hg.gradient)))
+        xs.append(x.copy())
         if k == steps:
             break
-        g = hg.gradient if method == "exact" else lqr_estimators.estimate(
-            problem, x, method, budget, seed=purpose_sequence(seed, LEADER_STEP, k), critic=critic)
-        x = x + rule(k, clip_norm(g, max_norm))
-    out = np.array(values), np.array(norms)
+        behaviour = warmup_behaviour if k < warmup else None
+        for j in range(actor_steps):
+            if method == "exact":
+                g = hg.gradient if j == 0 else hypergradient(problem, x).gradient
+            else:
+                index = (k,) if actor_steps == 1 else (k, j)
+                g = lqr_estimators.estimate(
+                    problem, x, method, budget, seed=purpose_sequence(seed, LEADER_STEP, *index),
+                    critic=critic, leader_behaviour=behaviour)
+            x = x + rule(update, clip_norm(g, max_norm))
+            update += 1
+    out = np.array(values), np.array(norms), np.array(xs)
     require_finite("exact F along the run", out[0], f"the {method} run")
     return out
 
