@@ -2,7 +2,7 @@ r"""Leader objectives ``F(x) = f(x, pi*(x))``.
 
 An :class:`Objective` returns, at the follower's soft-optimal policy ``pi``,
 its value and the two partial derivatives the chain rule needs
-(Yang, Gao & Yuan 2024, :ref:`docs/math.md, section 4 <math-hypergradient>`):
+(Yang, Gao & Yuan 2025, :ref:`docs/math.md, section 4 <math-hypergradient>`):
 
 .. math::
 

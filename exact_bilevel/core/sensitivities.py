@@ -1,7 +1,7 @@
 r"""Follower sensitivities by the implicit function theorem on the soft-Bellman fixed point.
 
 Differentiating ``V = T_x(V)`` at the fixed point (:ref:`docs/math.md, section 3, "Follower
-sensitivities" <math-sensitivities>`; Yang, Gao & Yuan 2024, Sec. 3):
+sensitivities" <math-sensitivities>`; Yang, Gao & Yuan 2025, Sec. 3):
 
 .. math::
 

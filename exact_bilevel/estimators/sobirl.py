@@ -1,4 +1,4 @@
-r"""SoBiRL-style model-free hypergradient for a general ``f(x, pi)`` (Yang, Gao, Yuan 2024).
+r"""SoBiRL-style model-free hypergradient for a general ``f(x, pi)`` (Yang, Gao, Yuan 2025).
 
 .. math:: \nabla F = \partial_x f + \sum_{s,a} \frac{\partial f}{\partial \pi(a|s)}\,
           \pi(a|s)\,\frac{dQ(s,a) - \mathbb{E}_{\pi} dQ(s,\cdot)}{\tau}.

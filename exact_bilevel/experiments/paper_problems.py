@@ -2,7 +2,7 @@ r"""Built-in benchmark problems from the papers, reproduced with exact ground tr
 
 * :func:`four_rooms_design` — FourRooms incentive design (Kudo et al. 2026; Thoma
   et al. 2024): softmax incentives over 104 cells + 1 slack logit.
-* :func:`sobirl_synthetic` — the synthetic problem of Yang, Gao & Yuan (2024).
+* :func:`sobirl_synthetic` — the synthetic problem of Yang, Gao & Yuan (2025).
 * :func:`exact_bilevel.games.discrete_toy` — the DiscreteToy Markov game.
 
 Each returns a problem and the starting point; :mod:`exact_bilevel.experiments.reproduce`
@@ -155,7 +155,7 @@ def _four_rooms_absorbing(tau: float, *, gamma: float, incentive_cost: float,
 def sobirl_synthetic(seed: int = 0, *, n_states: int = 10, n_actions: int = 5,
                      n_params: int = 100, gamma: float = 0.5, tau: float = 1.0
                      ) -> tuple[BilevelProblem, np.ndarray]:
-    r"""The synthetic problem of Yang, Gao & Yuan (2024).
+    r"""The synthetic problem of Yang, Gao & Yuan (2025).
 
     ``S = 10``, ``A = 5``, ``gamma = 0.5``, ``x`` in R^100; each ``P(.|s, a)`` has a
     random support of 1..S-1 states with random weights; ``r_x(s, a) = c_sa x^T M x``
