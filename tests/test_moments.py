@@ -45,7 +45,7 @@ from exact_bilevel.estimators.bchg import bchg, bchg_per_episode, naive
 from exact_bilevel.estimators.critics import Critic, exact_critic
 from exact_bilevel.estimators.moments import moments
 from exact_bilevel.estimators.registry import ESTIMATORS, replicates
-from exact_bilevel.estimators.sampling import Episodes, Sampler, as_batch
+from exact_bilevel.estimators.sampling import Episodes, Sampler, Uniforms, as_batch
 from exact_bilevel.experiments.examples import random_problem
 
 # the package exports the function ``moments``, which shadows the submodule's name
@@ -524,14 +524,18 @@ def _enumerate_return(problem, state, beta: float, tol: float = 1e-16):
     raise AssertionError("no horizon <= 11 bounds the tail")
 
 
-class _Directions:
-    """A stand-in generator whose ``normal`` returns given directions in turn."""
+class _Directions(Sampler):
+    """A single-estimate sampler whose :meth:`normal` returns the given directions
+    ``U[M, d]`` (the one draw of ``M d`` normals zeroth-order makes, direction-major); every
+    other draw is its generator's."""
 
-    def __init__(self, U: np.ndarray) -> None:
-        self._rows = iter(U)
+    def __init__(self, mdp, rng, U: np.ndarray) -> None:
+        super().__init__(mdp, rng)
+        self._U = U
 
-    def normal(self, size):
-        return next(self._rows)
+    def normal(self, k):
+        assert k == self._U.size, (k, self._U.shape)
+        return self._U.reshape(1, -1)
 
 
 @pytest.mark.parametrize("parameterize,gamma,gamma_leader", [
@@ -561,11 +565,15 @@ def test_zeroth_order_given_directions_equals_enumeration(parameterize, gamma, g
 def test_zeroth_order_code_is_the_enumerated_formula(monkeypatch):
     """Replayed batches and directions through the public :func:`zeroth_order` give
     ``(1/M) sum_j (Ybar(x + mu u_j) - Ybar(x - mu u_j)) / (2 mu) u_j`` with the per-episode
-    return the enumeration uses."""
+    return the enumeration uses. The estimator walks all ``2M`` evaluations in one batch on
+    the stacked MDP (evaluation ``m = 2 j + (0 for +, 1 for -)`` in block ``m``, states
+    ``m S + s``); the replay serves each evaluation's own episodes there, in that order."""
     import exact_bilevel.estimators.zeroth_order as zo
+    from exact_bilevel.estimators.sampling import concatenate
 
     problem, x = _problem("both", 0.6, 0.8, seed=5, S=3)
     know = leader_knowledge(problem, x)
+    S = know.pi.shape[0]
     M, mu = moments_mod.ZO_DIRECTIONS, moments_mod.ZO_SMOOTHING
     U = np.random.default_rng(2).normal(size=(M, x.size))
     rng = np.random.default_rng(4)
@@ -574,21 +582,39 @@ def test_zeroth_order_code_is_the_enumerated_formula(monkeypatch):
     n = 3
     batches = [Sampler(st.mdp, rng).episodes(st.solution.policy, n, know.beta)
                for st in states]
-    queue = iter(batches)
+    stacked = concatenate(*[Episodes(states=ep.states + m * S, actions=ep.actions,
+                                     lengths=ep.lengths)
+                            for m, ep in enumerate(batches)])
+    served = []
 
     class Replay(ReplaySampler):
-        def __init__(self, mdp, _rng):
-            super().__init__(mdp, next(queue))
+        def __init__(self, mdp, uniforms, *, single):
+            assert not single and uniforms is sampler.uniforms
+            assert mdp.n_states == 2 * M * S
+            super().__init__(mdp, stacked)
+
+        def episode_batch(self, pi, n_episodes, beta, start=None, first_action=None):
+            assert beta == know.beta and first_action is None
+            # each evaluation's episodes start in its own block, under its own policy
+            block = np.arange(2 * M * n) // n
+            assert np.array_equal(np.asarray(start).reshape(-1) // S, block)
+            for m, st in enumerate(states):
+                np.testing.assert_allclose(pi[m * S:(m + 1) * S], st.solution.policy,
+                                           rtol=0, atol=1e-15)
+            served.append(n_episodes)
+            return super().episode_batch(pi, n_episodes, beta)
 
     monkeypatch.setattr(zo, "Sampler", Replay)
-    sampler = Sampler(know.state.mdp, np.random.default_rng(0))
-    sampler.rng = _Directions(U)
+    sampler = _Directions(know.state.mdp, np.random.default_rng(0), U)
     budget = 10**6
     while zo.episodes_for_budget(budget, know.beta, groups=2 * M) > n:
         budget = int(budget * 0.9)
     while zo.episodes_for_budget(budget, know.beta, groups=2 * M) < n:
         budget += 1
-    got = zo.zeroth_order(know, sampler, budget).gradient
+    est = zo.zeroth_order(know, sampler, budget)
+    assert served == [2 * M * n]
+    assert est.transitions == 2 * M * n + sum(ep.n_steps for ep in batches)
+    got = est.gradient
     Y = [_return_per_episode(problem, st, ep, know.beta).mean()
          for st, ep in zip(states, batches, strict=True)]
     want = sum((Y[2 * j] - Y[2 * j + 1]) / (2 * mu) * U[j] for j in range(M)) / M
@@ -739,15 +765,26 @@ def test_truncation_bound_covers_the_capped_mean():
         w = pT * problem.initial[states[:, 0]] * np.prod(know.pi[s, a] * P[s, a, s1], axis=1)
         ep = Episodes(states=states, actions=actions, lengths=np.full(states.shape[0], T))
         capped = capped + w @ _per_episode(know, ep, "bc-hg")
-        # the public estimator truncates exactly so: replay one capped path
-        if T == L:
-            long = Episodes(states=np.pad(states[:1], ((0, 0), (0, 2)), mode="edge"),
-                            actions=np.pad(actions[:1], ((0, 0), (0, 2)), mode="edge"),
-                            lengths=np.array([L + 2]))
-            sampler = Sampler(know.state.mdp, np.random.default_rng(0))
-            with sampler.capped(L + 1):
-                cut = sampler._fit(long.lengths)
-            assert cut[0] == L
+    # the public estimator truncates exactly so: uniforms that draw T = L + 2 (length
+    # uniform in [1 - beta^(L+1), 1 - beta^(L+2))), replayed through bchg at budget L + 1,
+    # give the first L steps of that episode (the uncapped walk from the same uniforms)
+    # and exactly its per-episode estimate
+    walk = np.random.default_rng(0).random((1, 2 * L + 6))
+    walk[0, 0] = 1.0 - 0.75 * 0.5 ** (L + 1)
+    long = Sampler(know.state.mdp, Uniforms(walk.copy()), single=True).episodes(
+        know.pi, 1, know.beta)
+    assert long.lengths.tolist() == [L + 2]
+    sampler = Sampler(know.state.mdp, Uniforms(walk.copy()), single=True)
+    with sampler.capped(L + 1):
+        cut = sampler.episodes(know.pi, 1, know.beta)
+    assert cut.lengths.tolist() == [L] and sampler.truncated.tolist() == [1]
+    assert np.array_equal(cut.states, long.states[:, :L + 1])
+    assert np.array_equal(cut.actions, long.actions[:, :L])
+    sampler = Sampler(know.state.mdp, Uniforms(walk.copy()), single=True)
+    est = bchg(know, sampler, L + 1)
+    assert est.transitions == L + 1 and sampler.truncated.tolist() == [1]
+    want = _per_episode(know, cut, "bc-hg")[0]
+    assert np.max(np.abs(est.gradient - want)) <= 1e-13 * np.max(np.abs(want))
     gap = np.abs(capped - m.mean)
     # a worst-case bound (no cancellation along the cut episode): valid, and loose
     # (here ~1e3 times the gap)
