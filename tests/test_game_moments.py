@@ -172,3 +172,35 @@ def test_refusals():
         mg.game_moments(game, x, "bc-hg", 1)
     with pytest.raises(ValueError, match="x"):
         mg.game_moments(game, np.zeros(3), "bc-hg", BUDGET)
+
+
+def test_check_uses_the_exact_covariance_for_game_files(tmp_path, capsys):
+    """``exact-bilevel check`` on a Markov-game file: the exact covariance decides (the
+    sample-covariance test is shown beside it), a correct estimator passes and the biased
+    direct-only fails."""
+    import json
+
+    from exact_bilevel.cli import main
+    from exact_bilevel.io import game_to_dict
+
+    game, x = _game(mg.OBSERVES_STATE_AND_LEADER_ACTION)
+    path, out = tmp_path / "g.json", tmp_path / "est.json"
+    path.write_text(json.dumps(game_to_dict(game, x)))
+    assert main(["estimate", str(path), "--estimator", "bc-hg", "--transitions", "400",
+                 "--replicates", "300", "--quiet", "--output", str(out)]) == 0
+    assert main(["check", str(path), "--estimate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"] == "known-covariance" and "sample_covariance_test" in report
+    assert report["covariance"] == "exact (moments of game bc-hg at budget 400)"
+    # power: direct-only (biased by the indirect term, ~3% here) fails the same check
+    assert main(["estimate", str(path), "--estimator", "direct-only", "--transitions", "400",
+                 "--replicates", "300", "--quiet", "--output", str(out)]) == 0
+    assert main(["check", str(path), "--estimate", str(out), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"] == "known-covariance" and report["p_value"] < 1e-6
+    # a field the moments do not cover (an unknown estimator name): the sample test decides
+    data = json.loads(out.read_text())
+    out.write_text(json.dumps({**data, "estimator": "unknown"}))
+    main(["check", str(path), "--estimate", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["test"] in ("hotelling", "bonferroni-t") and "covariance" not in report
