@@ -342,14 +342,24 @@ def _exact_covariance(obj: Any, x: Any, data: dict[str, Any]) -> tuple[Any, str]
     """The exact covariance of one estimate named by an estimate file (``estimator``,
     ``budget``, ``critic``), where :func:`exact_bilevel.estimators.moments` covers it
     (bc-hg, bc-hg-baseline, naive / direct-only with the exact critic on a problem
-    file); else ``None``. Returns ``(covariance[d, d], estimator)``."""
+    file) or :func:`exact_bilevel.games.game_moments` does (bc-hg, bc-hg-baseline,
+    direct-only on a Markov-game file); else ``None``. Returns ``(covariance[d, d],
+    estimator)``."""
     from .estimators.moments import SUPPORTED as MOMENT_ESTIMATORS
 
-    name = ESTIMATOR_ALIASES.get(str(data.get("estimator")), data.get("estimator"))
     budget = data.get("budget")
-    if (_is_game(obj) or _is_lqr(obj) or name not in MOMENT_ESTIMATORS
-            or data.get("critic", "exact") != "exact" or isinstance(budget, bool)
+    if (_is_lqr(obj) or data.get("critic", "exact") != "exact" or isinstance(budget, bool)
             or not isinstance(budget, int) or budget < 1):
+        return None
+    if _is_game(obj):
+        name = data.get("estimator")
+        if name not in GAME_ESTIMATOR_NAMES:
+            return None
+        from .games import game_moments
+
+        return game_moments(obj, x, name, budget).covariance, f"game {name}"
+    name = ESTIMATOR_ALIASES.get(str(data.get("estimator")), data.get("estimator"))
+    if name not in MOMENT_ESTIMATORS:
         return None
     from .estimators.moments import moments
 

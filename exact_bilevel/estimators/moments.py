@@ -124,11 +124,10 @@ samples: ``hpgd``, ``hpgd-oracle``, ``sobirl`` (every-visit averages ``dQ_hat(s,
 Z / N(s, a)`` with the random visit count ``N`` in the denominator: its exact mean needs
 ``E[S / N]``, an integral over exponentially tilted chains, not a finite set of linear
 solves), ``hpgd-td``, ``sobirl`` with TD and ``model-based`` (an inverse of an empirical
-matrix). The Markov-game estimators (:mod:`exact_bilevel.games.estimators`) are the
-problem-level ones on the augmented MDP plus an independent initial-law term; their
-moments follow from :func:`moments` of the augmented problem (docs/math.md, section 10),
-but the layering (``estimators`` may not import ``games``) keeps that composition in
-:mod:`exact_bilevel.games`.
+matrix). The Markov-game estimators (:mod:`exact_bilevel.games.estimators`) are covered by
+:func:`exact_bilevel.games.game_moments`: the problem-level ones on the follower's problem
+plus an independent initial-law term (docs/math.md, section 10.4; the layering keeps that
+composition in :mod:`exact_bilevel.games`).
 
 **The hard cap.** Every moment here is of the *untruncated* estimate. The cap truncates
 when the planned batch's cost crosses the budget, an event of probability

@@ -14,6 +14,7 @@ authors' MLP). The layers inside follow the math:
   (+ the initial-law term)``;
 * :mod:`.estimators` — the BC-HG game estimator (benefit x influence), its
   baseline variant and the direct-only baseline;
+* :mod:`.moments` — the exact mean and covariance of one game estimate;
 * :mod:`.discrete_toy` — the DiscreteToy game of Kudo et al. (2026).
 
 This package is also importable as ``exact_bilevel.games`` (its former name).
@@ -41,6 +42,7 @@ from .model import (
     leader_policy_jacobian,
     tabular,
 )
+from .moments import game_moments, game_moments_through_policy
 
 __all__ = [
     "GAME_ESTIMATORS",
@@ -55,6 +57,8 @@ __all__ = [
     "estimate_through_policy",
     "finite_horizon_return",
     "follower_problem",
+    "game_moments",
+    "game_moments_through_policy",
     "hypergradient",
     "hypergradient_through_policy",
     "leader_logits",

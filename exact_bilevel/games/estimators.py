@@ -50,6 +50,12 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
     ``dlog piL(aL|s)/dtheta = (dz[s]/dtheta)^T dlog piL(aL|s)/dz[s]`` (the network's score
     function), so this equals the estimator run with the network's scores (same draws
     from ``rng``); ``transitions`` and ``resets`` are unchanged.
+
+    ``rng`` may also be a :class:`~exact_bilevel.estimators.sampling.Uniforms` of ``R``
+    replicates (rows of :func:`~exact_bilevel.core.streams.cell_uniforms`, block
+    ``block_size(budget, d)``): then ``gradient`` is ``[R, d]`` and the costs ``[R]``, row
+    ``i`` the estimate a single-replicate ``Uniforms`` of row ``i`` gives (one vectorised
+    pass; the exact-moment tests draw their replicates this way).
     """
     if game.leader is not None:
         if estimator not in GAME_ESTIMATORS:
@@ -57,8 +63,11 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
         x = _validate.parameter_vector("x", x, game.n_params)
         z = leader_logits(game, x).reshape(-1)
         est = estimate_through_policy(tabular(game), z, estimator, budget, rng, critic)
-        return dataclasses.replace(
-            est, gradient=pull_back(game.leader.logits_jacobian(x), est.gradient))
+        grad = np.asarray(est.gradient)
+        J = game.leader.logits_jacobian(x)
+        pulled = (pull_back(J, grad) if grad.ndim == 1
+                  else grad @ J.reshape(z.size, -1))  # [R, S AL] @ [S AL, d]
+        return dataclasses.replace(est, gradient=pulled)
     return estimate_through_policy(game, x, estimator, budget, rng, critic)
 
 
@@ -89,9 +98,9 @@ def estimate_through_policy(game: MarkovGame, x: object, estimator: str, budget:
         s0, a0 = starts // AL, starts % AL
         v = exact_critic(know).v.reshape(S, AL)
         pi = leader_policy(game, x)
-        adv0 = v[s0, a0] - np.sum(pi[s0] * v[s0], axis=1)
-        score = leader_policy_jacobian(game, x)[s0, a0] / pi[s0, a0][:, None]
-        grad = grad + (adv0[:, None] * score).mean(axis=0)
+        adv0 = v[s0, a0] - np.sum(pi[s0] * v[s0], axis=-1)
+        score = leader_policy_jacobian(game, x)[s0, a0] / pi[s0, a0][..., None]
+        grad = grad + (adv0[..., None] * score).mean(axis=-2)
         cost, resets = cost + n, resets + n
     return Estimate(gradient=grad, transitions=cost, resets=resets,
                     estimator=f"game:{estimator}")
