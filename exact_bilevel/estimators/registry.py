@@ -83,6 +83,18 @@ for _info in ESTIMATORS.values():  # every registered estimator serves R replica
     vectorised(_info.fn)
 
 
+def _resolve(estimator: str, critic: str | None) -> tuple[EstimatorInfo, str]:
+    """The registry entry of ``estimator`` and its critic (``None``: the default);
+    ``ValueError`` naming the field for an unknown estimator or a critic it does not take."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(ESTIMATORS)}")
+    info = ESTIMATORS[estimator]
+    critic = info.default_critic if critic is None else critic
+    if critic not in info.critics:
+        raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    return info, critic
+
+
 def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
              rng: np.random.Generator, critic: str | None = None,
              know: LeaderKnowledge | None = None) -> Estimate:
@@ -92,12 +104,7 @@ def estimate(problem: BilevelProblem, x: object, estimator: str, budget: int,
     ``critic`` defaults to the estimator's :attr:`EstimatorInfo.default_critic`;
     ``know`` may be passed to reuse the follower solve across replicates.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(ESTIMATORS)}")
-    info = ESTIMATORS[estimator]
-    critic = info.default_critic if critic is None else critic
-    if critic not in info.critics:
-        raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    info, critic = _resolve(estimator, critic)
     if know is None:
         check_sample_buffers(budget)  # before the follower solve
         know = leader_knowledge(problem, x)
@@ -187,12 +194,7 @@ def replicates(problem: BilevelProblem, x: object, estimator: str, budget: int,
     estimator, budget, block_rng(seed, i, block_size(budget, d)))`` gives the same
     estimate alone, bit for bit, and no two replicates share a uniform.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator = {estimator!r}: must be one of {sorted(ESTIMATORS)}")
-    info = ESTIMATORS[estimator]
-    critic = info.default_critic if critic is None else critic
-    if critic not in info.critics:
-        raise ValueError(f"critic = {critic!r}: estimator {estimator!r} accepts {info.critics}")
+    info, critic = _resolve(estimator, critic)
     n_replicates = int(n_replicates)
     check_allocation(f"n_replicates = {n_replicates}: the estimates [R, d]",
                      (n_replicates, problem.n_params))
