@@ -92,12 +92,15 @@ def replicate_int_seed(seed: int, replicate: int, key: tuple[int, ...] = ()) -> 
 #: point, its leader steps and its probes never share a stream with one another or with
 #: a plain replicate (whose key ``(i,)`` has one entry; a purpose key has two or more).
 INITIAL_POINT, LEADER_STEP, PROBE = 1, 2, 3
+#: Purpose of the stream that draws a run's initial critic table (the official FourRooms
+#: SARSA table, ``N(0, 1)``): a use of its own, shared with no leader step.
+CRITIC_INIT = 4
 
 
 def purpose_sequence(seed: int, purpose: int, *index: int) -> np.random.SeedSequence:
     """``SeedSequence(seed, spawn_key=(purpose, *index))``: the stream of one use
-    (:data:`INITIAL_POINT`, :data:`LEADER_STEP` ``t``, :data:`PROBE`) within a run seeded
-    ``seed``; ``index`` must be non-empty (the step, or 0)."""
+    (:data:`INITIAL_POINT`, :data:`LEADER_STEP` ``t``, :data:`PROBE`, :data:`CRITIC_INIT`)
+    within a run seeded ``seed``; ``index`` must be non-empty (the step, or 0)."""
     if not index:
         raise ValueError("index: give at least one index (the step, or 0)")
     return replicate_sequence(seed, index[-1], (purpose, *index[:-1]))
