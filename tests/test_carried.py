@@ -193,3 +193,21 @@ def test_paper_runs_and_section(tmp_path):
     assert text.startswith("# Title") and text.rstrip().endswith("old table")
     block = paper.render_block({}, {}, paper.BUDGETS, paper.SEEDS)
     assert "not run yet" in block and "Missing" in block
+
+
+def test_fourrooms_full_runs_the_paper_protocol_and_the_comparison_keeps_its_section(
+        tmp_path, monkeypatch):
+    from exact_bilevel.experiments.reproduce import fourrooms
+    from exact_bilevel.experiments.reproduce._common import RunSize
+
+    calls = []
+    monkeypatch.setattr(paper, "paper_protocol",
+                        lambda out, **kw: calls.append(kw) or "paper")
+    assert fourrooms.four_rooms(tmp_path, size=fourrooms.FULL) == "paper"
+    assert calls == [dict(budgets=(100, 200, 400, 1000), seeds=10, workers=1)]
+    md = tmp_path / "reproduce_fourrooms.md"
+    md.write_text("# Title\n\n" + paper.BEGIN + "\nkept\n" + paper.END + "\n\nold\n")
+    tiny = RunSize(steps=2, seeds=1, budgets=(100,), learning_rates=(0.5,), label="tiny")
+    text = fourrooms.four_rooms(tmp_path, size=tiny)
+    assert paper.BEGIN + "\nkept\n" + paper.END in text and "old\n" not in text
+    assert md.read_text() == text

@@ -454,7 +454,10 @@ def render_block(results: dict[str, dict], bias: dict, budgets: tuple[int, ...],
             if len(runs) < want:
                 missing.append(f"{row} tau {tau} budget {b or '-'}: {len(runs)} of {want} runs"
                                + ("" if lr is not None else " (pilot unfinished)"))
-            if runs:
+            if runs and row == "optimum":
+                ours = f"{float(runs[0]['score']):.3f} (deterministic: 1 run)"
+                finals = f"{float(runs[0]['final']):.3f}"
+            elif runs:
                 m, se = mean_se([float(r["score"]) for r in runs])
                 ours = f"{pm(m, se, '.3f')} ({len(runs)})"
                 finals = ", ".join(f"{float(r['final']):.3f}" for r in runs)
@@ -492,6 +495,17 @@ def _finding(results: dict[str, dict], budgets: tuple[int, ...], seeds: int) -> 
             _, runs = _cell(results, row, tau, 0, seeds)
             if runs:
                 parts.append(f"{row} {np.mean([float(r['score']) for r in runs]):.3f}")
+        _, sgd = _cell(results, "exact-sgd", tau, 0, seeds)
+        if sgd:
+            trivial = max(float(r["final"]) for r in sgd) + 0.01
+            for row in SAMPLED:
+                for b in budgets:
+                    _, runs = _cell(results, row, tau, b, seeds)
+                    if runs:
+                        k = sum(float(r["final"]) <= trivial for r in runs)
+                        parts.append(f"{k} of {len(runs)} {row} seeds at {b}/step end at the "
+                                     f"trivial stationary point (final F <= {trivial:.3f}, "
+                                     "exact SGD's + 0.01)")
         cells.append(f"tau = {tau}: " + ", ".join(parts))
     return ["Measured in this run: " + "; ".join(cells) + ".", ""]
 
@@ -542,7 +556,8 @@ def plot(results: dict[str, dict], budgets: tuple[int, ...], seeds: int,
             m = c.mean(axis=0)
             se = c.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * m
             ax.plot(steps, m, color=colors[k % 10], lw=1.5,
-                    label=f"{row}" + (f", {b}/step" if b else "") + f" ({len(runs)} seeds)")
+                    label=f"{row}" + (f", {b}/step" if b else "")
+                    + (" (1 run)" if row == "optimum" else f" ({len(runs)} seeds)"))
             ax.fill_between(steps, m - se, m + se, color=colors[k % 10], alpha=0.25)
             k += 1
         ax.set_title(f"FourRooms, paper protocol, tau = {tau}")
