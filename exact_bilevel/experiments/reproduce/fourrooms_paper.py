@@ -441,10 +441,16 @@ def _bias_lines(bias: dict) -> list[str]:
     frag = [s for (lab, meth), v in worst.items() if meth != "package" for s in v]
     ctrl = [abs((float(r["scale"]) - 1) / float(r["scale_se"])) for (lab, meth, _), r in
             bias.items() if meth == "package"]
+    fz = [(float(r["scale"]) - 1) / float(r["scale_se"]) for (lab, meth, _), r in
+          bias.items() if meth != "package"]
     lines += ["", f"Measured: the fragment estimators' scale along grad F lies in "
-              f"[{min(frag):.3f}, {max(frag):.3f}] over these cells (a shrinkage: the cut "
-              f"fragment's sums stop at the window's end while the normaliser counts only the "
-              f"episodes that end), while the package's control has |z| <= {max(ctrl):.1f}."
+              f"[{min(frag):.3f}, {max(frag):.3f}] over these cells (estimates shrunk towards "
+              f"zero: the ingredients are the sums stopped at the window's end without "
+              f"bootstrap, the every-visit tables of those sums, and the normaliser counting "
+              f"only the episodes that end; this table does not apportion the shrinkage among "
+              f"them), while the package's unbiased bc-hg on the same points has |z| <= "
+              f"{max(ctrl):.1f} (no false alarm; the fragment cells' |z| >= "
+              f"{min(abs(z) for z in fz):.0f})."
               if frag and ctrl else "", ""]
     return lines
 
