@@ -211,3 +211,18 @@ def test_fourrooms_full_runs_the_paper_protocol_and_the_comparison_keeps_its_sec
     text = fourrooms.four_rooms(tmp_path, size=tiny)
     assert paper.BEGIN + "\nkept\n" + paper.END in text and "old\n" not in text
     assert md.read_text() == text
+
+
+def test_bias_cells_and_their_lines(monkeypatch):
+    monkeypatch.setattr(paper, "BIAS_WINDOWS", {100: 40, 1000: 20})
+    monkeypatch.setattr(paper, "BIAS_BATCHES", 10)
+    x = paper.bias_points()["x = 0"]
+    cells = {}
+    for method, budget in (("reset", 100), ("carried", 100), ("package", 1000)):
+        rec = paper.fragment_bias(x, method, budget)
+        assert rec["windows"] == paper.BIAS_WINDOWS[budget] and np.isfinite(rec["scale_se"])
+        assert np.all(np.isfinite(rec["mean"])) and rec["g"].shape == rec["se"].shape
+        cells[("x = 0", method, budget)] = rec
+    text = "\n".join(paper._bias_lines(cells))
+    assert "| x = 0 | reset | 100 | 40 |" in text and "package" in text
+    assert ("x = 0", "package", 100) not in paper.bias_cells()
