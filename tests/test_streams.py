@@ -226,3 +226,18 @@ def test_cell_keys_are_prefix_free_and_tagged() -> None:
 def test_bad_block_coordinates_name_the_field(bad: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field.replace('[', '.').replace(']', '.')} ="):
         block_rng(**bad)
+
+
+def test_spawn_tags_are_distinct_so_no_two_uses_share_a_stream():
+    """Each use of a run's seed heads its spawn key with its own tag: a purpose key
+    ``(tag, *index)`` can equal a cell key ``(BATCH, len(key), *key)`` only if the tags
+    are equal. (A FourRooms critic table drawn with the cell tag would have been the
+    stream of every plain ``replicates(seed=s)`` call.)"""
+    from exact_bilevel.core import streams
+
+    assert len(set(streams.SPAWN_TAGS)) == len(streams.SPAWN_TAGS)
+    tags = {v for k, v in vars(streams).items() if k.isupper() and isinstance(v, int)
+            and not k.startswith("_") and k not in {"MAX_SEED"} and v < 100}
+    assert tags <= set(streams.SPAWN_TAGS)
+    assert (streams.purpose_sequence(0, streams.CRITIC_INIT, 0).spawn_key
+            != streams.cell_sequence(0).spawn_key)

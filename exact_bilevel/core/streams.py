@@ -117,12 +117,21 @@ def replicate_int_seed(seed: int, replicate: int, key: tuple[int, ...] = ()) -> 
 INITIAL_POINT, LEADER_STEP, PROBE = 1, 2, 3
 #: Spawn-key tag of a cell generator (:func:`cell_sequence`).
 BATCH = 4
+#: Purpose of the stream that draws a run's initial critic table (the official FourRooms
+#: SARSA table, ``N(0, 1)``): a use of its own, shared with no leader step.
+CRITIC_INIT = 6
+#: Purpose of the streams of the fragment-bias measurement (FourRooms windows against the
+#: exact gradient): a use of its own.
+FRAGMENT_BIAS = 5
+#: Every tag in use at the head of a spawn key: the purposes and :data:`BATCH` are
+#: distinct, so no two uses share a stream (``tests/test_streams.py``).
+SPAWN_TAGS = (INITIAL_POINT, LEADER_STEP, PROBE, BATCH, FRAGMENT_BIAS, CRITIC_INIT)
 
 
 def purpose_sequence(seed: int, purpose: int, *index: int) -> np.random.SeedSequence:
     """``SeedSequence(seed, spawn_key=(purpose, *index))``: the stream of one use
-    (:data:`INITIAL_POINT`, :data:`LEADER_STEP` ``t``, :data:`PROBE`) within a run seeded
-    ``seed``; ``index`` must be non-empty (the step, or 0)."""
+    (:data:`INITIAL_POINT`, :data:`LEADER_STEP` ``t``, :data:`PROBE`, :data:`CRITIC_INIT`)
+    within a run seeded ``seed``; ``index`` must be non-empty (the step, or 0)."""
     if not index:
         raise ValueError("index: give at least one index (the step, or 0)")
     return replicate_sequence(seed, index[-1], (purpose, *index[:-1]))

@@ -39,12 +39,21 @@ Inside, the layers follow the access an estimator has: :mod:`.sampling` (the
 estimates) -> one module per family (:mod:`.bchg`, :mod:`.hpgd`, :mod:`.sobirl`,
 :mod:`.model_based`, :mod:`.zeroth_order`) -> :mod:`.registry`.
 
+Beside the registry, the official FourRooms sampling of Kudo et al.: :mod:`.carried`
+(:class:`EpisodeStream`: windows of transitions from parallel environments, episodes
+capped and ended at terminal states, carried across leader steps or reset) and
+:mod:`.fragments` (the BC-HG / HPGD-oracle estimates formed from those windows' fragment
+sums as the authors' code forms them, and the carried :class:`SarsaTable` critic).
+
 May import: :mod:`exact_bilevel.core`.
 """
 
 from ._common import Estimate, LeaderKnowledge, leader_knowledge
+from .carried import EpisodeStream, Window
+from .fragments import SarsaTable, windowed_bchg, windowed_hpgd_oracle
 from .moments import moments
 from .registry import ESTIMATORS, EstimatorInfo, estimate, replicates
 
-__all__ = ["ESTIMATORS", "Estimate", "EstimatorInfo", "LeaderKnowledge", "estimate",
-           "leader_knowledge", "moments", "replicates"]
+__all__ = ["ESTIMATORS", "EpisodeStream", "Estimate", "EstimatorInfo", "LeaderKnowledge",
+           "SarsaTable", "Window", "estimate", "leader_knowledge", "moments", "replicates",
+           "windowed_bchg", "windowed_hpgd_oracle"]

@@ -397,6 +397,15 @@ class Sampler:
         self.slots = 0  # step and episode entries drawn so far (memory check)
 
     @property
+    def rng(self) -> np.random.Generator:
+        """The generator of a sampler built from one ``numpy.random.Generator`` (for
+        samplers that draw their own way, e.g. the authors' FourRooms windows of
+        :mod:`exact_bilevel.estimators.carried`); ``ValueError`` for a block of uniforms."""
+        if self.uniforms.rng is None:
+            raise ValueError("sampler: built from a block of uniforms, it has no generator")
+        return self.uniforms.rng
+
+    @property
     def transitions(self) -> np.ndarray:
         """Total cost so far per replicate: ``steps + resets``, ``[R]``."""
         return self.steps + self.resets
