@@ -1,7 +1,7 @@
 r"""Exact mean and covariance of one Markov-game estimate (:ref:`docs/math.md, section
 10.4 <moments>`).
 
-The game estimators (:func:`.estimators.estimate`, exact leader critic) are the
+The game estimators (:func:`~exact_bilevel.games.estimators.estimate`, exact leader critic) are the
 problem-level ``bc-hg``, ``bc-hg-baseline`` and ``naive`` (``direct-only``) on the
 follower's problem (:func:`.model.follower_problem`: the induced MDP when the follower
 observes ``s``, the augmented MDP over ``(s, aL)`` when it observes ``(s, aL)``) at
@@ -71,7 +71,7 @@ from .model import (
 def game_moments(game: MarkovGame, x: object, estimator: str, budget: int | None = None
                  ) -> EstimatorMoments:
     r"""Exact mean ``[d]`` and covariance ``[d, d]`` of one estimate of the Markov-game
-    ``estimator`` (:func:`.estimators.estimate`, exact critic) at ``x``.
+    ``estimator`` (:func:`~exact_bilevel.games.estimators.estimate`, exact critic) at ``x``.
 
     Parameters
     ----------
@@ -109,7 +109,7 @@ def game_moments_through_policy(game: MarkovGame, x: object, estimator: str,
     """:func:`game_moments` with ``theta`` entering the follower's problem through
     ``dpiL/dtheta`` (``[S, AL, d]``) directly, no reduction to the logits: the route for the
     tabular leader, and a second route for any leader parameterisation (mirrors
-    :func:`.estimators.estimate_through_policy`)."""
+    :func:`~exact_bilevel.games.estimators.estimate_through_policy`)."""
     if estimator not in GAME_ESTIMATORS:
         raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
     x = _validate.parameter_vector("x", x, game.n_params)
@@ -130,7 +130,7 @@ def game_moments_through_policy(game: MarkovGame, x: object, estimator: str,
 def fresh_starts(game: MarkovGame, beta: float, budget: int | None, estimator: str) -> int:
     """``n0``: the initial-law draws of one estimate: ``episodes_for_budget(budget, beta,
     extra=1)`` when the follower observes ``(s, aL)`` (1 when ``budget`` is None), else 0
-    (the rule of :func:`.estimators.estimate_through_policy`)."""
+    (the rule of :func:`~exact_bilevel.games.estimators.estimate_through_policy`)."""
     if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
         return 0
     if budget is None:
