@@ -138,7 +138,7 @@ def mutant_moments(problem: BilevelProblem, x: object, name: str, budget: int | 
         the estimate at this budget (``n`` i.i.d. episodes, covariance over ``n``).
     baseline : bool
         Mutate ``bc-hg-baseline`` instead of ``bc-hg`` (BC-HG family only), as
-        :func:`~.mutants.mutant_replicates` does.
+        :func:`~exact_bilevel.validation.mutants.mutant_replicates` does.
     know : LeaderKnowledge, optional
         Reuse a follower solve at ``x``.
 
