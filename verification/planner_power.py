@@ -36,7 +36,8 @@ itself (same rule: the largest budget with ``R >= 10``), its predicted power at 
 planner as a user runs it with ``--alternative``.
 
 Writes ``verification/planner_power.md``. Run: ``python verification/planner_power.py
-[--reps 200]`` (about 2 min on one core).
+[--reps 200]`` (about 2 min of CPU on one core; 4.7 min wall on the shared 2-core
+machine).
 """
 
 from __future__ import annotations

@@ -12,24 +12,32 @@ lambda_max``. ``direction="gradient"`` plans for a bias along ``g`` (a scale err
 **Power of the exact-covariance test.** :func:`~.acceptance.known_covariance_test`
 rejects when ``T = R (Xbar - g)^T Sigma_N^+ (Xbar - g) > chi2_r^{-1}(1 - alpha)`` with
 ``Sigma_N`` the exact covariance of one estimate at budget ``N`` (``r`` its rank), i.e.
-``Sigma_1 / n`` with ``Sigma_1`` that of one episode and ``n =
-episodes_for_budget(N, beta)`` episodes per estimate
-(:func:`~exact_bilevel.estimators.moments`). With ``E X = g + b``, ``T`` is noncentral
+``Sigma_1 / n`` with ``Sigma_1`` that of one episode and ``n`` the episodes per estimate
+(``episodes_for_budget(N, beta)``; for ``sobirl-simplified`` the draws per pair), both
+from :func:`~exact_bilevel.estimators.moments` (``zeroth-order`` is refused: its
+covariance at a budget is not ``Sigma_1 / n``). With ``E X = g + b``, ``T`` is noncentral
 chi-square (Gaussian mean of the ``R n`` episodes, the same approximation as the
 test's own law),
 
 .. math:: T \sim \chi^2_r(\delta), \qquad \delta = R\, n\, b^T \Sigma_1^+ b,
 
 so the power is ``P(chi2_r(delta) > chi2_r^{-1}(1 - alpha))`` (``scipy.stats.ncx2``),
-for the alternative "mean ``g + b``, the reference's covariance" (a bias on top of the
-reference's noise; an estimator with other noise has another power:
-:func:`known_covariance_power_under`),
-and a bias with a component in the null space of ``Sigma`` is rejected outright
+for the *pure shift* "mean ``g + b``, the reference's covariance" (a bias on top of the
+reference's noise), and a bias with a component in the null space of ``Sigma`` is rejected outright
 (power 1). The plan at each budget is the smallest ``R`` whose power reaches the
 target (at least 2, as the tests take, and at least :data:`MIN_TOTAL_EPISODES` episodes
 in all, below which the Gaussian law of the mean is not to be trusted; the power is
 then above the target); only ``R n`` matters, so the cheapest budget is
 the one that wastes least to rounding ``R`` up.
+
+**The alternative.** A bug that also changes the noise is rejected with another
+probability (``tau-not-inverse`` scales the indirect term's noise by ``tau^2``: the pure
+shift's power is then off by up to 0.2 on the shipped mutants). ``alternative=`` plans
+against a law with its own covariance ``Sigma_a`` (a mutant's exact mean and covariance,
+:func:`~.mutant_moments.mutant_moments`, or a given covariance and mean): ``T`` is then
+a weighted sum of noncentral ``chi2_1`` (:func:`quadratic_form`), its tail Imhof's
+integral (:func:`quadratic_form_sf`), at ``k = R n`` averaged episodes; the
+sample-covariance column uses ``Sigma_a`` too (docs/math.md, section 10.5).
 
 **The sample-covariance test** (:func:`~.acceptance.unbiasedness_test`, Hotelling
 ``T^2`` when ``R > 2 d``) has, for Gaussian estimates with covariance ``Sigma_N``,
@@ -44,7 +52,7 @@ doubt).
 
 ``verification/planner_power.py`` checks the predicted power against the simulated
 power of the real test on the BC-HG mutants (whose exact bias is
-:func:`~.mutants.mutant_mean`).
+:func:`~.mutants.mutant_mean`), with and without the alternative.
 """
 
 from __future__ import annotations
