@@ -493,12 +493,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     name = ESTIMATOR_ALIASES.get(args.estimator, args.estimator)
     try:
         plan = plan_sample_size(obj, x, name, args.bias, power=args.power, alpha=args.alpha,
-                                budgets=args.budget, direction=args.direction)
+                                budgets=args.budget, direction=args.direction,
+                                alternative=args.alternative)
     except ValueError as exc:  # name the option, not the function's argument
         text = str(exc)
+        if text.startswith("bias: required"):
+            text = "--bias: required unless --alternative names a mutant (its exact bias)"
         for field, option in (("estimator = ", "--estimator "), ("budget = ", "--budget "),
                               ("budgets", "--budget"), ("power = ", "--power "),
-                              ("bias = ", "--bias ")):
+                              ("bias = ", "--bias "),
+                              ("direction = ", "--direction "),
+                              ("alternative = ", "--alternative ")):
             if text.startswith(field):
                 text = option + text[len(field):]
                 break
@@ -507,14 +512,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         _emit(args, plan.to_dict())
         return 0
     best, best_s = plan.cheapest, plan.cheapest_sample
-    where = ("the least detectable direction (top eigenvector of the exact covariance)"
-             if plan.direction == "worst" else "the direction of the exact gradient g")
+    where = {"worst": "the least detectable direction (top eigenvector of the exact "
+                      "covariance)",
+             "gradient": "the direction of the exact gradient g",
+             "alternative mean": f"the exact mean of {plan.alternative}"}[plan.direction]
     print(f"exact-bilevel plan: {name} on {args.file}, d = {plan.dimension}: detect a bias "
           f"of relative size {plan.bias:g} (|E X - g| = {plan.bias:g} |g|, |g| = "
           f"{plan.gradient_norm:.4g}) along {where}")
     print(f"  with power {plan.power:g} at alpha = {plan.alpha:g}; exact-covariance "
           f"chi-square test (rank {plan.rank}); the sample-covariance column is Hotelling's "
           "T^2 for Gaussian estimates (its best case)")
+    if plan.alternative == "shift":
+        print("  alternative: pure shift (the biased estimator has the reference's covariance; "
+              "--alternative MUTANT uses a mutant's exact mean and covariance)")
+    else:
+        print(f"  alternative: {plan.alternative} (its exact mean and covariance; power of "
+              "the test that assumes the reference's covariance, Imhof)")
     print(plan.table())
     if best is None:
         print("  exact-covariance test: not reachable within the replicate limit")
@@ -749,15 +762,19 @@ def build_parser() -> argparse.ArgumentParser:
         "eigenvector of the exact covariance), so the power holds for every bias of that "
         "size. Power from the noncentral chi-square with the exact covariance (estimators "
         "bc-hg, bc-hg-baseline, naive with the exact critic); beside it, what Hotelling's "
-        "sample-covariance test would need for Gaussian estimates (noncentral F).")
+        "sample-covariance test would need for Gaussian estimates (noncentral F). This "
+        "assumes the biased estimator has the reference's covariance (a pure shift); "
+        "--alternative MUTANT plans instead against a shipped mutant's exact mean and "
+        "covariance (Imhof's formula for the test's power).")
     p.add_argument("file", help="problem or golden-vector file ('-': stdin)")
     p.add_argument("--estimator", required=True,
                    choices=sorted(set(ESTIMATOR_NAMES) | set(ESTIMATOR_ALIASES)),
                    help="the estimator whose exact covariance is used (bc-hg, "
                         "bc-hg-baseline, naive; the others have none and are refused "
                         "with the reason)")
-    p.add_argument("--bias", type=_positive_float, required=True, metavar="B",
-                   help="relative size of the bias to detect: |E X - g| = B |g| (e.g. 0.05)")
+    p.add_argument("--bias", type=_positive_float, default=None, metavar="B",
+                   help="relative size of the bias to detect: |E X - g| = B |g| (e.g. 0.05); "
+                        "required unless --alternative names a mutant (its exact bias)")
     p.add_argument("--power", type=_unit_interval, default=0.9,
                    help="probability of detecting the bias")
     p.add_argument("--alpha", type=_unit_interval, default=0.01,
@@ -765,9 +782,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_positive_int, nargs="+", default=None, metavar="N",
                    help="budgets (transitions per estimate) to tabulate (default: 1000 "
                         "4000 16000 64000 256000, those that fit one episode)")
-    p.add_argument("--direction", choices=["worst", "gradient"], default="worst",
-                   help="direction of the bias: least detectable (a guarantee) or along g "
-                        "(a scale error, E X = (1 + B) g)")
+    p.add_argument("--direction", choices=["worst", "gradient"], default=None,
+                   help="direction of the bias: least detectable (a guarantee; the "
+                        "default) or along g (a scale error, E X = (1 + B) g)")
+    p.add_argument("--alternative", default=None, metavar="MUTANT",
+                   help="plan against a shipped mutant of the estimator (a BC-HG family "
+                        "mutant of bc-hg or bc-hg-baseline, e.g. sign-flip or "
+                        "tau-not-inverse; other names are refused with the list): its exact "
+                        "mean and covariance instead of the pure shift (a bias with the "
+                        "estimator's own covariance); replaces --bias and --direction")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     output(p)
     p.set_defaults(func=_cmd_plan)

@@ -17,6 +17,7 @@ from exact_bilevel.estimators import leader_knowledge, moments, replicates
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import save_problem
 from exact_bilevel.validation.acceptance import known_covariance_test
+from exact_bilevel.validation.mutant_moments import mutant_moments
 from exact_bilevel.validation.mutants import (
     BCHG_FAMILY,
     MUTANTS,
@@ -26,10 +27,13 @@ from exact_bilevel.validation.mutants import (
 )
 from exact_bilevel.validation.planning import (
     MIN_TOTAL_EPISODES,
+    Alternative,
+    hotelling_power,
     known_covariance_power,
     known_covariance_power_under,
     noncentrality,
     plan_sample_size,
+    quadratic_form,
     quadratic_form_sf,
 )
 
@@ -231,3 +235,160 @@ def test_cli_plan_refuses_a_markov_game(tmp_path, capsys):
     path.write_text(json.dumps(game_to_dict(game, np.zeros(game.n_params))))
     assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1"]) == 2
     assert "plan needs a bilevel problem file" in capsys.readouterr().err
+
+
+# -- the alternative (issue 25, item 4): a mutant's exact mean and covariance ----------
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(alternative="nope"), "alternative = 'nope': not a mutant; one of"),
+    (dict(alternative="hpgd-dq-from-t+1"),
+     "alternative = 'hpgd-dq-from-t\\+1': no exact moments: as hpgd: its dQ_hat"),
+    (dict(alternative="td-critic-follower-gamma"), "fitted on the same batch"),
+    (dict(estimator="naive", alternative="sign-flip"),
+     "alternative = 'sign-flip': mutates bc-hg or bc-hg-baseline, not estimator 'naive'"),
+    (dict(alternative="zeroth-order-no-factor-2"),
+     "mutates zeroth-order, not estimator 'bc-hg'"),
+    (dict(bias=0.1, alternative="sign-flip"),
+     "bias = 0.1: the alternative 'sign-flip' fixes the mean \\(relative bias 2\\); omit"),
+    (dict(direction="gradient", alternative="sign-flip"),
+     "direction = 'gradient': the alternative 'sign-flip' fixes the mean"),
+    (dict(), "bias: required"),
+    (dict(bias=0.1, alternative=np.eye(3)), "alternative.covariance: axis 0 must have"),
+    (dict(bias=0.1, alternative=[[1.0, 2.0], [0.0, 1.0]]),
+     "alternative.covariance: must be symmetric"),
+    (dict(bias=0.1, alternative=[[1.0, 0.0], [0.0, -1.0]]),
+     "alternative.covariance: must be positive semi-definite"),
+    (dict(bias=0.1, alternative=[[np.nan, 0.0], [0.0, 1.0]]),
+     "alternative.covariance\\[0, 0\\] = nan: must be finite"),
+    (dict(alternative=Alternative(np.eye(2), mean=[1.0, 2.0, 3.0])),
+     "alternative.mean: axis 0 must have length 2"),
+    (dict(estimator="zeroth-order", bias=0.1),
+     "estimator = 'zeroth-order': not plannable: its covariance at a budget"),
+])
+def test_plan_alternative_bad_input_names_the_field(kwargs, message):
+    problem, x = random_problem(**OWN_GAMMA)
+    args = dict(estimator="bc-hg", bias=None) | kwargs
+    with pytest.raises(ValueError, match=message):
+        plan_sample_size(problem, x, args.pop("estimator"), args.pop("bias"), **args)
+
+
+def test_alternative_with_the_reference_covariance_is_the_pure_shift():
+    """Imhof's route (the alternative) with the reference's own covariance gives the
+    pure shift's plan: the same R and powers within 1e-9 (noncentral chi-square)."""
+    problem, x = random_problem(**OWN_GAMMA)
+    cov = moments(problem, x, "bc-hg").covariance
+    for direction in (None, "gradient"):
+        shift = plan_sample_size(problem, x, "bc-hg", 0.2, power=0.8, budgets=[500, 4000],
+                                 direction=direction)
+        alt = plan_sample_size(problem, x, "bc-hg", 0.2, power=0.8, budgets=[500, 4000],
+                               direction=direction, alternative=cov)
+        assert alt.alternative == "given" and shift.alternative == "shift"
+        for a, s in zip(alt.rows, shift.rows, strict=True):
+            assert (a.replicates, a.sample_replicates) == (s.replicates, s.sample_replicates)
+            assert abs(a.power - s.power) < 1e-9 and abs(a.sample_power - s.sample_power) < 1e-9
+
+
+@pytest.mark.parametrize("estimator,name", [("bc-hg", "tau-not-inverse"),
+                                            ("bc-hg-baseline", "sign-flip")])
+def test_plan_with_a_mutant_uses_its_exact_mean_and_covariance(estimator, name):
+    problem, x = random_problem(**(OWN_GAMMA | dict(seed=5, parameterize="both")))
+    know = leader_knowledge(problem, x)
+    baseline = estimator == "bc-hg-baseline"
+    plan = plan_sample_size(problem, x, estimator, power=0.7, budgets=[256, 2048],
+                            alternative=name)
+    g = moments(problem, x, estimator, know=know).mean
+    b = mutant_mean(name, know) - g
+    assert plan.alternative == name and plan.direction == "alternative mean"
+    np.testing.assert_allclose(plan.bias_vector, b, rtol=0, atol=1e-12 * np.max(np.abs(b)))
+    assert plan.bias == pytest.approx(np.linalg.norm(b) / np.linalg.norm(g), rel=1e-12)
+    for r in plan.rows:
+        cov = moments(problem, x, estimator, r.budget, know=know).covariance
+        alt = mutant_moments(problem, x, name, r.budget, baseline=baseline, know=know)
+        assert r.episodes == alt.episodes
+        want = known_covariance_power_under(cov, b, alt.covariance, r.replicates, 0.01)
+        assert r.power == pytest.approx(want, abs=1e-9) and r.power >= 0.7
+        assert (r.replicates == 2 or r.replicates * r.episodes <= MIN_TOTAL_EPISODES + r.episodes
+                or known_covariance_power_under(cov, b, alt.covariance, r.replicates - 1,
+                                                0.01) < 0.7)
+        per = noncentrality(alt.covariance, b)[0]   # Hotelling with the mutant's noise
+        assert r.sample_power == pytest.approx(
+            hotelling_power(r.sample_replicates * per, 2, r.sample_replicates, 0.01), abs=1e-12)
+
+
+def test_planned_power_with_the_alternative_matches_the_real_test():
+    """tau-not-inverse on the reward-parameterised problem, budget 256: the plan with the
+    alternative (R = 7 at power 0.5, predicted 0.778) against 200 repetitions of the real
+    exact-covariance test on fresh mutant estimates (fixed seed): within +-0.1 and
+    inside the 95% Clopper-Pearson interval of the rejection rate (0.80); the pure
+    shift's prediction at the same (N, R) (0.635) lies outside that interval (power of
+    the comparison: the alternative is what makes the plan right here)."""
+    problem, x = random_problem(**OWN_GAMMA)
+    know = leader_knowledge(problem, x)
+    N, reps, name = 256, 200, "tau-not-inverse"
+    plan = plan_sample_size(problem, x, "bc-hg", power=0.5, budgets=[N], alternative=name)
+    row = plan.rows[0]
+    R = row.replicates
+    cov = moments(problem, x, "bc-hg", N, know=know).covariance
+    g = moments(problem, x, "bc-hg", know=know).mean
+    X = mutant_replicates(name, know, N, reps * R, seed=11)
+    k = sum(known_covariance_test(X[j * R:(j + 1) * R], g, cov).reject for j in range(reps))
+    ci = scipy.stats.binomtest(int(k), reps).proportion_ci(0.95, method="exact")
+    assert abs(k / reps - row.power) <= 0.1 and ci.low <= row.power <= ci.high, (k, row)
+    delta1 = noncentrality(moments(problem, x, "bc-hg", know=know).covariance, b=plan.bias_vector)
+    shift = known_covariance_power(R * row.episodes * delta1[0], 2, 0.01)
+    assert not ci.low <= shift <= ci.high, (shift, ci)
+
+
+def test_quadratic_form_with_a_singular_alternative():
+    """Positive semi-definite alternatives: noise only along the first axis of a singular
+    reference (closed form: a scaled noncentral chi-square with one degree of freedom),
+    noise in the reference's null space (rejected outright), no noise at all (a
+    deterministic statistic), and the plan refuses nothing of these."""
+    S = np.diag([1.0, 0.0])
+    b = np.array([0.3, 0.0])
+    crit = scipy.stats.chi2.isf(0.01, 1)
+    for R in (5, 40):
+        got = known_covariance_power_under(S, b, np.diag([2.0, 0.0]), R, 0.01)
+        assert got == pytest.approx(scipy.stats.ncx2.sf(crit / 2, 1, R * 0.09 / 2), abs=1e-12)
+        assert known_covariance_power_under(S, b, np.eye(2), R, 0.01) == 1.0
+        det = known_covariance_power_under(S, b, np.zeros((2, 2)), R, 0.01)
+        assert det == (1.0 if R * 0.09 > crit else 0.0)
+    assert quadratic_form(S, [0.0, 1e-3], S, 0.01).certain  # bias in the null space
+
+
+def test_plan_counts_the_units_the_estimator_averages():
+    """sobirl-simplified averages budget // (S A) generative draws per pair, not
+    episodes: the plan's units are moments' at each budget."""
+    problem, x = random_problem(4, 3, 2, seed=2, parameterize="both", objective="leader_return")
+    plan = plan_sample_size(problem, x, "sobirl-simplified", 0.05, budgets=[1200, 4800])
+    assert [r.episodes for r in plan.rows] == [100, 400]
+
+
+def test_cli_plan_alternative(tmp_path, capsys):
+    path = _problem_file(tmp_path)
+    assert main(["plan", path, "--estimator", "bc-hg", "--alternative", "tau-not-inverse",
+                 "--power", "0.5", "--budget", "256", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["alternative"] == "tau-not-inverse" and data["direction"] == "alternative mean"
+    assert data["rows"][0]["replicates"] == 7 and data["bias"] == pytest.approx(0.75)
+    assert main(["plan", path, "--estimator", "bc-hg", "--alternative", "sign-flip"]) == 0
+    out = capsys.readouterr().out
+    assert "along the exact mean of sign-flip" in out and "alternative: sign-flip" in out
+    assert main(["plan", path, "--estimator", "bc-hg", "--bias", "0.1"]) == 0
+    assert "alternative: pure shift" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--alternative", "nope"], "--alternative 'nope': not a mutant; one of"),
+    (["--alternative", "mc-dq-leader-gamma"], "--alternative 'mc-dq-leader-gamma': no "
+     "exact moments: as hpgd"),
+    (["--alternative", "sign-flip", "--bias", "0.1"], "--bias 0.1: the alternative "
+     "'sign-flip' fixes the mean"),
+    (["--alternative", "sign-flip", "--direction", "worst"], "--direction 'worst': the "
+     "alternative"),
+    ([], "--bias: required unless --alternative names a mutant"),
+])
+def test_cli_plan_alternative_refusals_exit_2(tmp_path, capsys, argv, message):
+    path = _problem_file(tmp_path)
+    assert main(["plan", path, "--estimator", "bc-hg", *argv]) == 2
+    assert message in capsys.readouterr().err

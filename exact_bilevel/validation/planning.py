@@ -12,24 +12,32 @@ lambda_max``. ``direction="gradient"`` plans for a bias along ``g`` (a scale err
 **Power of the exact-covariance test.** :func:`~.acceptance.known_covariance_test`
 rejects when ``T = R (Xbar - g)^T Sigma_N^+ (Xbar - g) > chi2_r^{-1}(1 - alpha)`` with
 ``Sigma_N`` the exact covariance of one estimate at budget ``N`` (``r`` its rank), i.e.
-``Sigma_1 / n`` with ``Sigma_1`` that of one episode and ``n =
-episodes_for_budget(N, beta)`` episodes per estimate
-(:func:`~exact_bilevel.estimators.moments`). With ``E X = g + b``, ``T`` is noncentral
+``Sigma_1 / n`` with ``Sigma_1`` that of one episode and ``n`` the episodes per estimate
+(``episodes_for_budget(N, beta)``; for ``sobirl-simplified`` the draws per pair), both
+from :func:`~exact_bilevel.estimators.moments` (``zeroth-order`` is refused: its
+covariance at a budget is not ``Sigma_1 / n``). With ``E X = g + b``, ``T`` is noncentral
 chi-square (Gaussian mean of the ``R n`` episodes, the same approximation as the
 test's own law),
 
 .. math:: T \sim \chi^2_r(\delta), \qquad \delta = R\, n\, b^T \Sigma_1^+ b,
 
 so the power is ``P(chi2_r(delta) > chi2_r^{-1}(1 - alpha))`` (``scipy.stats.ncx2``),
-for the alternative "mean ``g + b``, the reference's covariance" (a bias on top of the
-reference's noise; an estimator with other noise has another power:
-:func:`known_covariance_power_under`),
-and a bias with a component in the null space of ``Sigma`` is rejected outright
+for the *pure shift* "mean ``g + b``, the reference's covariance" (a bias on top of the
+reference's noise), and a bias with a component in the null space of ``Sigma`` is rejected outright
 (power 1). The plan at each budget is the smallest ``R`` whose power reaches the
 target (at least 2, as the tests take, and at least :data:`MIN_TOTAL_EPISODES` episodes
 in all, below which the Gaussian law of the mean is not to be trusted; the power is
 then above the target); only ``R n`` matters, so the cheapest budget is
 the one that wastes least to rounding ``R`` up.
+
+**The alternative.** A bug that also changes the noise is rejected with another
+probability (``tau-not-inverse`` scales the indirect term's noise by ``tau^2``: the pure
+shift's power is then off by up to 0.2 on the shipped mutants). ``alternative=`` plans
+against a law with its own covariance ``Sigma_a`` (a mutant's exact mean and covariance,
+:func:`~.mutant_moments.mutant_moments`, or a given covariance and mean): ``T`` is then
+a weighted sum of noncentral ``chi2_1`` (:func:`quadratic_form`), its tail Imhof's
+integral (:func:`quadratic_form_sf`), at ``k = R n`` averaged episodes; the
+sample-covariance column uses ``Sigma_a`` too (docs/math.md, section 10.5).
 
 **The sample-covariance test** (:func:`~.acceptance.unbiasedness_test`, Hotelling
 ``T^2`` when ``R > 2 d``) has, for Gaussian estimates with covariance ``Sigma_N``,
@@ -44,18 +52,20 @@ doubt).
 
 ``verification/planner_power.py`` checks the predicted power against the simulated
 power of the real test on the BC-HG mutants (whose exact bias is
-:func:`~.mutants.mutant_mean`).
+:func:`~.mutants.mutant_mean`), with and without the alternative.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.optimize
+import scipy.special
 import scipy.stats
 
 from ..core import _validate
@@ -63,7 +73,7 @@ from ..core.hypergradient import hypergradient
 from ..core.problem import BilevelProblem
 from ..estimators._common import (
     TRUNCATION_PROBABILITY,
-    episodes_for_budget,
+    LeaderKnowledge,
     leader_knowledge,
 )
 from ..estimators.moments import moments
@@ -78,6 +88,7 @@ MIN_REPLICATES = 2
 #: rests on the mean of the ``R n`` episodes being near-Gaussian, which a handful of
 #: episodes is not (a large bias would otherwise be "detected" by 2 or 3 episodes).
 MIN_TOTAL_EPISODES = 100
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 #: The most replicates a plan searches; beyond it the row says "not reachable".
 MAX_REPLICATES = 10**8
 
@@ -156,10 +167,13 @@ def quadratic_form_sf(threshold: float, weights: object, noncentralities: object
 
 
 def _chi2_1_sf(x: float, nc: float) -> float:
-    """``P(chi2_1(nc) > x)``."""
+    """``P(chi2_1(nc) > x) = P(|y + m| > sqrt(x)) = Phi(m - sqrt(x)) + Phi(-m - sqrt(x))``,
+    ``m = sqrt(nc)`` (the normal tails directly: no relative precision lost to ``1 -
+    cdf``, and fast inside the two-term quadrature)."""
     if x <= 0.0:
         return 1.0
-    return float(scipy.stats.ncx2.sf(x, 1, nc) if nc > 0 else scipy.stats.chi2.sf(x, 1))
+    r, m = math.sqrt(x), math.sqrt(nc)
+    return float(scipy.special.ndtr(m - r) + scipy.special.ndtr(-m - r))
 
 
 def _two_term_sf(threshold: float, w: np.ndarray, nc: np.ndarray) -> float:
@@ -173,42 +187,89 @@ def _two_term_sf(threshold: float, w: np.ndarray, nc: np.ndarray) -> float:
     m1, r = math.sqrt(nc[0]), math.sqrt(threshold / w[0])
     outside = float(scipy.stats.norm.sf(r - m1) + scipy.stats.norm.cdf(-r - m1))
     inside, err = scipy.integrate.quad(
-        lambda t: scipy.stats.norm.pdf(t - m1) * _chi2_1_sf((threshold - w[0] * t * t) / w[1],
-                                                            nc[1]),
+        lambda t: (math.exp(-0.5 * (t - m1) ** 2) / _SQRT_2PI
+                   * _chi2_1_sf((threshold - w[0] * t * t) / w[1], nc[1])),
         -r, r, epsabs=1e-12, epsrel=1e-10, limit=200, points=[m1] if -r < m1 < r else None)
     if not err <= 1e-8:
         raise ValueError(f"quadratic_form_sf: quadrature error {err:.3g} above 1e-8")
     return float(min(1.0, outside + inside))
 
 
+@dataclass(frozen=True)
+class QuadraticForm:
+    r"""The exact-covariance statistic against an alternative law, as a function of the
+    number ``k`` of averaged units (``k = R n``: ``R`` replicates of ``n`` episodes):
+    ``T(k) = sum_i w_i (y_i + sqrt(k) m_i)^2 + k c`` with ``y ~ N(0, I)``, rejected when
+    ``T > crit`` (``crit = chi2_r^{-1}(1 - alpha)``); ``certain`` when the test rejects
+    outright (the alternative's mean or noise leaves the range of the test's
+    covariance). Built by :func:`quadratic_form`."""
+
+    weights: np.ndarray
+    unit_shift: np.ndarray
+    offset: float
+    crit: float
+    rank: int
+    certain: bool
+
+    def power(self, k: float) -> float:
+        """``P(T(k) > crit)`` (:func:`quadratic_form_sf`); 1 when ``certain``."""
+        if self.certain:
+            return 1.0
+        if self.rank == 0:
+            return 0.0  # the test's statistic is 0: it never rejects
+        threshold = self.crit - k * self.offset
+        if threshold <= 0.0:
+            return 1.0
+        return quadratic_form_sf(threshold, self.weights, k * self.unit_shift ** 2)
+
+
+def quadratic_form(covariance: object, b: object, true_covariance: object,
+                   alpha: float) -> QuadraticForm:
+    r"""The law of ``T = k (b + e)^T Sigma^+ (b + e)``, ``e ~ N(0, Sigma_t / k)``, for the
+    test's covariance ``covariance[d, d]`` (``Sigma = P^{-T} P^{-1}`` on its range, ``P``
+    ``[d, r]``), the bias ``b[d]`` and the alternative's covariance
+    ``true_covariance[d, d]`` (``Sigma_t = L L^T``, positive semi-definite). With ``A =
+    P^T L = U diag(s) W^T`` (its nonzero singular values) and ``c = P^T b``:
+
+    .. math:: T = \lvert A z + \sqrt{k}\, c \rvert^2
+              = \sum_i s_i^2 \big(y_i + \sqrt{k}\, (U^T c)_i / s_i\big)^2
+              + k\, \lvert c - U U^T c \rvert^2 .
+
+    ``certain`` when ``b`` or the columns of ``L`` have a component in the null space of
+    ``Sigma`` beyond ``1e-12`` relative (:func:`~.acceptance.known_covariance_test` then
+    rejects outright)."""
+    alpha = _alpha(alpha)
+    lam, V, keep = covariance_spectrum(np.asarray(covariance, dtype=float))
+    bv = np.asarray(b, dtype=float)
+    lt, Vt, keep_t = covariance_spectrum(np.asarray(true_covariance, dtype=float))
+    L = Vt[:, keep_t] * np.sqrt(lt[keep_t])                # Sigma_t = L L^T
+    rank = int(np.count_nonzero(keep))
+    null = V[:, ~keep]
+    certain = bool(np.any(np.abs(null.T @ bv) > EXACT_RTOL * float(np.linalg.norm(bv)))
+                   or np.any(np.abs(null.T @ L) > EXACT_RTOL * float(np.max(np.abs(L),
+                                                                           initial=0.0))))
+    P = V[:, keep] / np.sqrt(lam[keep])                    # Sigma^+ = P P^T
+    U, sv, _ = np.linalg.svd(P.T @ L, full_matrices=False)
+    pos = sv > 1e-6 * sv.max(initial=0.0)                  # weights s^2 above 1e-12 max
+    c = P.T @ bv
+    cpar = U[:, pos].T @ c
+    crit = float(scipy.stats.chi2.isf(alpha, rank)) if rank else math.inf
+    return QuadraticForm(sv[pos] ** 2, cpar / sv[pos],
+                         float(np.sum((c - U[:, pos] @ cpar) ** 2)), crit, rank, certain)
+
+
 def known_covariance_power_under(covariance: object, b: object, true_covariance: object,
                                  replicates: int, alpha: float) -> float:
     r"""Power of the exact-covariance test that assumes ``covariance[d, d]`` (``Sigma``,
     one estimate) against estimates with mean ``g + b`` and a *different* covariance
-    ``true_covariance[d, d]`` (``Sigma_t``, positive definite), Gaussian mean of ``R``
-    replicates: ``T = R (b + e)^T Sigma^+ (b + e)``, ``e ~ N(0, Sigma_t / R)``, is
-    ``sum_i w_i chi2_1(mu_i^2)`` with ``w`` the eigenvalues of ``K = Sigma_t^{1/2}
-    Sigma^+ Sigma_t^{1/2} = Q diag(w) Q^T`` and ``mu = Q^T sqrt(R) Sigma_t^{-1/2} b``
-    (:func:`quadratic_form_sf`). With ``Sigma_t = Sigma`` it is
+    ``true_covariance[d, d]`` (``Sigma_t``, positive semi-definite), Gaussian mean of
+    ``R`` replicates: ``T = R (b + e)^T Sigma^+ (b + e)``, ``e ~ N(0, Sigma_t / R)``, is
+    ``sum_i w_i chi2_1(mu_i^2)`` plus a constant (:func:`quadratic_form`,
+    :func:`quadratic_form_sf`). With ``Sigma_t = Sigma`` it is
     :func:`known_covariance_power` at ``delta = R b^T Sigma^+ b``. An estimator noisier
     than ``Sigma`` is rejected more often than the plan says, a quieter one (at small
     ``delta``) less often."""
-    alpha = _alpha(alpha)
-    S = np.asarray(covariance, dtype=float)
-    bv = np.asarray(b, dtype=float)
-    lam, V, keep = covariance_spectrum(S)
-    rank = int(np.count_nonzero(keep))
-    lt, Vt, keep_t = covariance_spectrum(true_covariance)
-    if not np.all(keep_t):
-        raise ValueError("true_covariance: must be positive definite")
-    root = (Vt * np.sqrt(lt)) @ Vt.T                   # Sigma_t^{1/2}
-    pinv_half = V[:, keep] / np.sqrt(lam[keep])        # Sigma^+ = pinv_half pinv_half^T
-    w, Q = np.linalg.eigh((root @ pinv_half) @ (root @ pinv_half).T)
-    nu = np.sqrt(replicates) * (Vt @ ((Vt.T @ bv) / np.sqrt(lt)))  # sqrt(R) Sigma_t^{-1/2} b
-    mu = Q.T @ nu
-    pos = w > 1e-12 * w.max(initial=0.0)
-    crit = float(scipy.stats.chi2.isf(alpha, rank))
-    return quadratic_form_sf(crit, w[pos], mu[pos] ** 2)
+    return quadratic_form(covariance, b, true_covariance, alpha).power(replicates)
 
 
 def needed_noncentrality(power: float, rank: int, alpha: float) -> float:
@@ -282,7 +343,9 @@ class SamplePlan:
     Sigma_1^+ b``; ``needed_noncentrality`` the ``delta`` giving the target power;
     ``estimator_bias`` the estimator's own exact relative bias ``|E X - g| / |g|`` (0
     for bc-hg; the tests reject ``naive`` for it); ``rarest_visits`` the expected visits
-    of the least likely ``(s, a)`` in the cheapest plan's transitions."""
+    of the least likely ``(s, a)`` in the cheapest plan's transitions; ``alternative``
+    the law the power is computed under: ``"shift"`` (the reference's covariance), a
+    mutant's name or ``"given"`` (:func:`plan_sample_size`)."""
 
     estimator: str
     bias: float
@@ -298,6 +361,7 @@ class SamplePlan:
     estimator_bias: float
     rows: tuple[PlanRow, ...]
     rarest_visits: float
+    alternative: str = "shift"
 
     @property
     def cheapest(self) -> PlanRow | None:
@@ -315,6 +379,7 @@ class SamplePlan:
         """JSON-ready (``None`` for what is not reachable)."""
         best, best_s = self.cheapest, self.cheapest_sample
         return {"estimator": self.estimator, "bias": self.bias, "direction": self.direction,
+                "alternative": self.alternative,
                 "power": self.power, "alpha": self.alpha, "dimension": self.dimension,
                 "rank": self.rank, "gradient_norm": self.gradient_norm,
                 "bias_vector": self.bias_vector.tolist(),
@@ -385,12 +450,11 @@ def truncation_probability(budget: int, episodes: int, beta: float) -> float:
     return float(scipy.stats.nbinom.sf(budget - 2 * episodes, episodes, 1.0 - beta))
 
 
-def _check_untruncated(budget: int, n: int, beta: float) -> None:
-    """``ValueError`` naming the budget when its batch is truncated with probability above
-    :data:`~exact_bilevel.estimators._common.TRUNCATION_PROBABILITY` (budgets too small for
-    one episode to fit that reliably): the exact covariance would not be that of the
-    estimates."""
-    p = truncation_probability(budget, n, beta)
+def _check_untruncated(budget: int, n: int, beta: float, p: float) -> None:
+    """``ValueError`` naming the budget when its batch (``n`` units) is truncated with
+    probability ``p`` above :data:`~exact_bilevel.estimators._common.TRUNCATION_PROBABILITY`
+    (budgets too small for one episode to fit that reliably): the exact covariance would
+    not be that of the estimates."""
     if p <= 2 * TRUNCATION_PROBABILITY:  # the planning rule's own tolerance, with margin
         return
     low = budget
@@ -401,33 +465,96 @@ def _check_untruncated(budget: int, n: int, beta: float) -> None:
                      f"describe it; plan with budgets of at least ~{low} transitions")
 
 
-def _row(budget: int, n: int, delta1: float, rank: int, dim: int, power: float,
-         alpha: float, need: float) -> PlanRow:
-    per = n * delta1  # noncentrality of one estimate
-    if math.isinf(per) or need == 0.0:
-        R: int | None = MIN_REPLICATES
-    elif per == 0.0:
-        R = None
-    else:
-        R = _smallest_replicates(lambda r: known_covariance_power(r * per, rank, alpha)
-                                 >= power, max(MIN_REPLICATES, int(need / per * (1 - 1e-9))))
+def _row(budget: int, n: int, exact_power: Callable[[int], float], start: int,
+         sample_power: Callable[[int], float] | None, target: float, dim: int) -> PlanRow:
+    """One :class:`PlanRow`: the smallest ``R >= start`` (at least :data:`MIN_REPLICATES`
+    and ``MIN_TOTAL_EPISODES / n``) with ``exact_power(R) >= target``, and the same for
+    Hotelling's test (``R > 2 d``; ``sample_power`` ``None``: not applicable)."""
+    R = _smallest_replicates(lambda r: exact_power(r) >= target, max(MIN_REPLICATES, start))
     if R is not None:
         R = max(R, -(-MIN_TOTAL_EPISODES // n))
-    pw = None if R is None else known_covariance_power(R * per, rank, alpha)
-    if per == 0.0 or rank < dim:  # Hotelling needs a non-singular covariance
-        Rs = None
-    else:
-        Rs = _smallest_replicates(lambda r: hotelling_power(r * per, dim, r, alpha) >= power,
-                                  2 * dim + 1)
-    ps = None if Rs is None else hotelling_power(Rs * per, dim, Rs, alpha)
+    pw = None if R is None else exact_power(R)
+    Rs = (None if sample_power is None else
+          _smallest_replicates(lambda r: sample_power(r) >= target, 2 * dim + 1))
+    ps = None if Rs is None or sample_power is None else sample_power(Rs)
     return PlanRow(budget, n, R, pw, None if R is None else R * budget, Rs, ps,
                    None if Rs is None else Rs * budget)
 
 
-def plan_sample_size(problem: BilevelProblem, x: object, estimator: str, bias: float, *,
-                     power: float = 0.9, alpha: float = 0.01,
+@dataclass(frozen=True)
+class Alternative:
+    """The law of the biased estimates a plan is for (``alternative=`` of
+    :func:`plan_sample_size`).
+
+    Attributes
+    ----------
+    covariance : ndarray, shape (d, d)
+        Covariance of one unit (one episode; one draw per pair for
+        sobirl-simplified), symmetric positive semi-definite; an estimate of ``n`` units
+        has ``covariance / n``, as the reference estimator's.
+    mean : ndarray, shape (d,), optional
+        ``E X`` of one estimate; ``None``: ``g + b`` with ``b`` from ``bias`` and
+        ``direction``.
+    name : str
+        A label: the mutant's name, or ``"given"``.
+    """
+
+    covariance: np.ndarray
+    mean: np.ndarray | None = None
+    name: str = "given"
+
+
+#: Estimators the planner refuses (their covariance at a budget is not that of one unit
+#: over the number of units), with the reason.
+NOT_PLANNABLE = {
+    "zeroth-order": "its covariance at a budget is not one unit's over n (the random "
+                    "directions do not average out with more episodes per evaluation)",
+}
+
+
+def alternative_law(problem: BilevelProblem, x: np.ndarray, estimator: str,
+                    alternative: object, know: LeaderKnowledge) -> Alternative | None:
+    """``alternative`` of :func:`plan_sample_size` as an :class:`Alternative` (``None``:
+    the pure shift): a mutant's exact per-episode moments
+    (:func:`~.mutant_moments.mutant_moments`; it must mutate ``estimator``), a
+    covariance array ``[d, d]``, or an :class:`Alternative` (checked)."""
+    from .mutant_moments import check_expressible, mutant_moments
+    from .mutants import BCHG_FAMILY, MUTANTS
+
+    d = problem.n_params
+    if alternative is None:
+        return None
+    if isinstance(alternative, str):
+        try:
+            check_expressible(alternative)
+        except ValueError as exc:
+            raise ValueError("alternative = " + str(exc)[len("name = "):]) from None
+        family = ("bc-hg", "bc-hg-baseline")
+        if (estimator not in family if alternative in BCHG_FAMILY
+                else estimator != MUTANTS[alternative].mutates):
+            targets = family if alternative in BCHG_FAMILY else (MUTANTS[alternative].mutates,)
+            raise ValueError(f"alternative = {alternative!r}: mutates "
+                             f"{' or '.join(targets)}, not estimator {estimator!r}")
+        m = mutant_moments(problem, x, alternative, baseline=estimator == "bc-hg-baseline",
+                           know=know)
+        return Alternative(m.covariance, m.mean, alternative)
+    if not isinstance(alternative, Alternative):
+        alternative = Alternative(alternative)
+    cov = _validate.real_array("alternative.covariance", alternative.covariance,
+                               shape=(d, d))
+    try:
+        covariance_spectrum(cov)
+    except ValueError as exc:
+        raise ValueError("alternative." + str(exc)) from None
+    mean = (None if alternative.mean is None else
+            _validate.real_array("alternative.mean", alternative.mean, shape=(d,)))
+    return Alternative(cov, mean, alternative.name)
+
+
+def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
+                     bias: float | None = None, *, power: float = 0.9, alpha: float = 0.01,
                      budgets: tuple[int, ...] | list[int] | None = None,
-                     direction: object = "worst") -> SamplePlan:
+                     direction: object = None, alternative: object = None) -> SamplePlan:
     r"""Transitions per replicate ``N`` x replicates ``R`` for the exact-covariance test
     (and the sample-covariance test) to detect a relative bias ``bias`` of ``estimator``
     with probability ``power`` at level ``alpha``.
@@ -438,18 +565,34 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str, bias: f
         With a leader-return objective (as :func:`~exact_bilevel.estimators.moments`).
     x : array_like, shape (d,)
     estimator : str
-        One whose exact covariance is known: ``bc-hg``, ``bc-hg-baseline``, ``naive``
-        (exact critic); others raise ``ValueError`` with the reason.
-    bias : float
+        One whose exact covariance is known and scales as one unit's over ``n``:
+        ``bc-hg``, ``bc-hg-baseline``, ``naive`` (exact critic), ``sobirl-simplified``;
+        others raise ``ValueError`` with the reason.
+    bias : float, optional
         ``B > 0``: detect ``E X = g + b`` with ``|b|_2 = B |g|_2`` (module docstring).
+        Required unless ``alternative`` fixes the mean (then it must be omitted).
     power, alpha : float
         Target power and false-alarm rate, ``0 < alpha < power < 1``.
     budgets : sequence of int, optional
         Budgets ``N`` (transitions per estimate) to tabulate; default
         :data:`DEFAULT_BUDGETS` (those the estimator can use).
-    direction : {"worst", "gradient"} or array_like, shape (d,)
-        Direction of ``b``: the least detectable one (a guarantee for any direction),
-        along ``g``, or given.
+    direction : {"worst", "gradient"} or array_like, shape (d,), optional
+        Direction of ``b`` (default ``"worst"``): the least detectable one for the pure
+        shift (a guarantee for any direction), along ``g``, or given. Not with an
+        alternative that fixes the mean.
+    alternative : None, str, array_like of shape (d, d), or Alternative
+        The law of the biased estimates. ``None`` (the default): the *pure shift*, mean
+        ``g + b`` and the reference's own covariance — right for a bias added on top of
+        the estimator's noise, wrong when the bug also changes the noise (a mutant
+        ``tau-not-inverse`` scales the indirect term's noise by ``tau^2``, a sign flip
+        changes its correlations: the planned power is then off, up to 0.2 on the
+        shipped mutants, ``verification/planner_power.md``). A mutant name
+        (:data:`~.mutant_moments.EXPRESSIBLE` that mutates ``estimator``): its exact
+        mean and covariance (:func:`~.mutant_moments.mutant_moments`). An array: the
+        alternative's covariance of one unit (scaled by ``1/n`` as the reference's),
+        mean ``g + b``; an :class:`Alternative` may give the mean too. The power is
+        then :func:`known_covariance_power_under` (Imhof) at ``R n`` units and the
+        sample-covariance column is Hotelling's with the alternative's covariance.
 
     Returns
     -------
@@ -457,38 +600,95 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str, bias: f
         One row per budget; ``.cheapest`` the smallest ``R N`` (the exact test),
         ``.cheapest_sample`` the same for the sample-covariance test.
     """
-    B, p, a = _check_scalars(bias, power, alpha)
+    B, p, a = _check_scalars(1.0 if bias is None else bias, power, alpha)
+    if estimator in NOT_PLANNABLE:
+        raise ValueError(f"estimator = {estimator!r}: not plannable: "
+                         f"{NOT_PLANNABLE[estimator]}")
     x = _validate.parameter_vector("x", x, problem.n_params)
     know = leader_knowledge(problem, x)
     one = moments(problem, x, estimator, know=know)  # checks the estimator, per episode
+    law = alternative_law(problem, x, estimator, alternative, know)
     g = hypergradient(problem, x).gradient
     gnorm = float(np.linalg.norm(g))
     if gnorm == 0.0:
         raise ValueError("x: the exact hypergradient is zero here, so a bias relative to "
                          "|g| is undefined")
-    b = bias_vector(one.covariance, g, B, direction)
+    if law is not None and law.mean is not None:
+        if bias is not None:
+            raise ValueError(f"bias = {bias}: the alternative {law.name!r} fixes the mean "
+                             f"(relative bias {np.linalg.norm(law.mean - g) / gnorm:.3g}); "
+                             "omit bias")
+        if direction is not None:
+            raise ValueError(f"direction = {direction!r}: the alternative {law.name!r} "
+                             "fixes the mean; omit direction")
+        b = law.mean - g
+        B = float(np.linalg.norm(b)) / gnorm
+        label = "alternative mean"
+    else:
+        if bias is None:
+            raise ValueError("bias: required (the relative size of the bias to detect) "
+                             "unless the alternative fixes the mean")
+        direction = "worst" if direction is None else direction
+        b = bias_vector(one.covariance, g, B, direction)
+        label = direction if isinstance(direction, str) else "given"
     delta1, rank = noncentrality(one.covariance, b)
     need = needed_noncentrality(p, rank, a)
+    if law is None:
+        form = None
+        per_alt = delta1
+    else:
+        form = quadratic_form(one.covariance, b, law.covariance, a)
+        per_alt = (noncentrality(law.covariance, b)[0]
+                   if np.all(covariance_spectrum(law.covariance)[2]) else 0.0)
     given = budgets is not None
     rows = []
     for i, N in enumerate(DEFAULT_BUDGETS if budgets is None else budgets):
         if given and (isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1):
             raise ValueError(f"budgets[{i}] = {N!r}: must be a positive integer")
         try:
-            n = episodes_for_budget(int(N), one.beta, estimator=estimator)
-            _check_untruncated(int(N), n, one.beta)
+            at = moments(problem, x, estimator, int(N), know=know)
+            _check_untruncated(int(N), at.episodes, one.beta, at.truncation_probability)
         except ValueError:
             if given:
                 raise
             continue  # a default budget too small for this problem
-        rows.append(_row(int(N), n, delta1, rank, g.size, p, a, need))
+        rows.append(_plan_row(int(N), at.episodes, delta1, rank, per_alt, form, g.size, p, a,
+                              need))
     if not rows:
         raise ValueError(f"budgets: none of {list(DEFAULT_BUDGETS)} fits one episode of "
                          f"{estimator}; give larger ones")
     est_bias = float(np.linalg.norm(one.mean - g) / gnorm)
-    plan = SamplePlan(estimator, B, direction if isinstance(direction, str) else "given",
-                      p, a, g.size, rank, gnorm, b, delta1, need, est_bias, tuple(rows),
-                      math.inf)
+    plan = SamplePlan(estimator, B, label, p, a, g.size, rank, gnorm, b, delta1, need,
+                      est_bias, tuple(rows), math.inf,
+                      "shift" if law is None else law.name)
     best = plan.cheapest
     visits = (rare_event_diagnostic(know, best.total)[0] if best is not None else math.inf)
     return SamplePlan(**{**plan.__dict__, "rarest_visits": visits})
+
+
+def _plan_row(budget: int, n: int, delta1: float, rank: int, per_alt: float,
+              form: QuadraticForm | None, dim: int, power: float, alpha: float,
+              need: float) -> PlanRow:
+    """:func:`_row` with the pure shift's power (noncentral chi-square, ``delta = R n
+    delta1``) or the alternative's (``form``, ``R n`` units); Hotelling's with
+    noncentrality ``R n per_alt`` (``b^T Sigma_alt^{-1} b`` per unit) where its
+    covariance is non-singular."""
+    per = n * delta1  # noncentrality of one estimate
+    if form is None:
+        if math.isinf(per) or need == 0.0:
+            start = MIN_REPLICATES
+        elif per == 0.0:
+            start = MAX_REPLICATES
+        else:
+            start = int(need / per * (1 - 1e-9))
+        def exact(r: int) -> float:
+            return known_covariance_power(r * per, rank, alpha)
+        sample_ok = per != 0.0 and rank == dim  # Hotelling needs a non-singular covariance
+    else:
+        start = MIN_REPLICATES
+        def exact(r: int) -> float:
+            return form.power(r * n)
+        sample_ok = per_alt != 0.0
+    alt = n * per_alt
+    sample = ((lambda r: hotelling_power(r * alt, dim, r, alpha)) if sample_ok else None)
+    return _row(budget, n, exact, min(start, MAX_REPLICATES), sample, power, dim)
