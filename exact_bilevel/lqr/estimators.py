@@ -280,8 +280,7 @@ def estimates_from_generators(problem: LQRProblem, x: object, estimator: str, bu
     n, m, p = problem.n, problem.m, problem.p
     K = rollout_normals(problem, N)
     for lo, hi in _chunks(R, N * (T + 1) * (n + m + p + 1) + K):
-        check_allocation("standard normals of the replicates walked together [R, K]",
-                         (hi - lo, K))
+        _check_chunk(hi - lo, N, T, n + m + p + 1, K)
         noise = np.stack([g.standard_normal(K) for g in generators[lo:hi]])
         batch = rollouts(problem, [inst], [sol], [z], N, noise,
                          leader_behaviour=leader_behaviour)
@@ -325,6 +324,13 @@ def estimates_from_generators(problem: LQRProblem, x: object, estimator: str, bu
     return out
 
 
+def _check_chunk(R: int, N: int, T: int, width: int, K: int) -> None:
+    """The memory of ``R`` replicates walked together, before anything is drawn: their
+    normals ``[R, K]`` and rollout arrays ``[R, N, T + 1, n + m + p + 1]``."""
+    check_allocation("standard normals of the replicates walked together [R, K]", (R, K))
+    check_allocation("rollout states [R, N, T + 1, n + m + p + 1]", (R, N, T + 1, width))
+
+
 def _chunks(R: int, entries: int) -> list[tuple[int, int]]:
     """Consecutive ``(lo, hi)`` replicate ranges of at most :data:`CHUNK_ENTRIES` entries
     (``entries`` per replicate; at least one replicate a chunk)."""
@@ -345,12 +351,11 @@ def _zeroth_order(problem: LQRProblem, x: np.ndarray, N: int,
     out = np.empty((R, d))
     n, m, p = problem.n, problem.m, problem.p
     for lo, hi in _chunks(R, 2 * half * (T + 1) * (n + m + p + 1) + K):
+        _check_chunk(hi - lo, half, T, n + m + p + 1, K)
         dirs, crn = [], []
         for g in generators[lo:hi]:
             dirs.append(g.standard_normal(d))
             crn.append(int(g.integers(2**63)))                 # common random numbers
-        check_allocation("standard normals of the replicates walked together [R, K]",
-                         (hi - lo, K))
         noise = np.stack([np.random.default_rng(c).standard_normal(K) for c in crn])
         f = []
         for pts in ([x + smoothing * u for u in dirs], [x - smoothing * u for u in dirs]):
