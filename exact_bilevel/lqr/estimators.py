@@ -181,7 +181,7 @@ def _episodes(problem: LQRProblem, estimator: str, budget: int, n_replicates: in
 
 
 def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
-                  replicates: int, seed: int | np.random.SeedSequence = 0, *,
+                  replicates: int, seed: int | np.random.SeedSequence | np.random.Generator = 0, *,
                   critic: str = "monte-carlo", smoothing: float = SMOOTHING,
                   leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None,
                   progress: Callable[[int], object] | None = None) -> np.ndarray:
@@ -391,9 +391,12 @@ def smoothed_gradient(problem: LQRProblem, x: object, smoothing: float = SMOOTHI
 
 
 def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
-             seed: int | np.random.SeedSequence = 0, *, critic: str = "monte-carlo",
+             seed: int | np.random.SeedSequence | np.random.Generator = 0, *,
+             critic: str = "monte-carlo",
              leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions
-    (``leader_behaviour`` as in :func:`estimate_many`)."""
+    (``leader_behaviour`` as in :func:`estimate_many`), reading
+    ``numpy.random.default_rng(seed)`` (a ``Generator`` is read in place: consecutive
+    calls on one generator give :func:`estimate_many`'s replicates)."""
     return estimate_many(problem, x, estimator, budget, 1, seed, critic=critic,
                          leader_behaviour=leader_behaviour)[0]
