@@ -35,6 +35,11 @@ Mutants (deliberately wrong, for the power of the tests): ``mutant:no-centring``
 (``dQ_F / tau``), ``mutant:tau-not-inverse`` (``tau (dQ_F - E dQ_F)``),
 ``mutant:sign-flip`` (``-(...)``).
 
+Replicates: :func:`replicates` (replicate ``i`` on its own stream ``replicate_sequence(seed,
+i)``, the CLI's rule) and :func:`estimate_many` (one generator read in turn) walk the
+episodes of all replicates together (:func:`.sampling.rollouts`), each replicate reading
+the same normals as a single :func:`estimate` would, so the numbers are unchanged.
+
 A score is only formed for what depends on ``x``: the leader-action score needs a
 positive definite ``Sigma_L`` when ``K_L`` depends on ``x``, the transition score a
 positive definite ``W`` when ``A``, ``B`` or ``C`` do (a ``ValueError`` says so).
