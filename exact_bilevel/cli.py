@@ -173,7 +173,9 @@ def _exact(obj: Any, x: Any, mode: str = "adjoint") -> tuple[float, Any, float]:
     if _is_lqr(obj):
         from .lqr.hypergradient import hypergradient as lqr_hypergradient
 
-        h = lqr_hypergradient(obj, x)
+        # the O(T n^3) forward and adjoint sweeps show bars on stderr when it is a
+        # terminal (long horizons take minutes); never on stdout, never in --json output
+        h = lqr_hypergradient(obj, x, progress=True)
         return float(h.value), h.gradient, h.residual
     if _is_game(obj):
         from . import games as mg
@@ -226,7 +228,6 @@ def _cmd_hypergradient(args: argparse.Namespace) -> int:
 def _cmd_estimate(args: argparse.Namespace) -> int:
 
     from .core._budget import check_allocation
-    from .core.streams import replicate_rng
     from .estimators.registry import (
         ESTIMATORS,
         check_sample_buffers,
@@ -259,20 +260,15 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
             raise ValueError(f"critic = {critic!r}: estimator {name!r} accepts {info.critics}")
         know = leader_knowledge(obj, x)
         check_sample_buffers(args.transitions, know.beta, x.size)
-    X, cost = [], []
     bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
     try:
-        if game:  # one generator per replicate (exact_bilevel.core.streams, spawn-key/2)
-            for i in range(args.replicates):
-                e = mg.estimate(obj, x, args.estimator, args.transitions,
-                                replicate_rng(args.seed, i), critic)
-                X.append(e.gradient.tolist())
-                cost.append(int(e.transitions))
-                bar.update(1)
+        if game:  # replicate i on its own generator (spawn-key/2), all drawn together
+            G, C = mg.replicates(obj, x, args.estimator, args.transitions, args.replicates,
+                                 args.seed, critic, progress=bar.update)
         else:  # all replicates together, block i of the seed's cell (cell-block/3)
             G, C = run_replicates(info.fn, know, args.transitions, args.replicates,
                                   args.seed, critic, progress=bar.update)
-            X, cost = G.tolist(), [int(c) for c in C]
+        X, cost = G.tolist(), [int(c) for c in C]
     finally:
         bar.close()
     payload: dict[str, Any] = {"estimator": args.estimator, "budget": args.transitions,
@@ -284,7 +280,6 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
-    from .core.streams import replicate_sequence
     from .lqr import estimators as lqr_est
 
     if args.estimator not in lqr_est.ESTIMATORS:
@@ -295,14 +290,10 @@ def _estimate_lqr(args: argparse.Namespace, obj: Any, x: Any) -> int:
         raise ValueError(f"--critic {critic}: a soft-LQR file takes one of "
                          f"{list(lqr_est.CRITICS)} (the leader's critic; the follower's "
                          "soft-Q gradient is always exact)")
-    X = []
     bar = _progress(args.replicates, f"estimate ({args.estimator})", args.quiet)
-    try:
-        for i in range(args.replicates):
-            X.append(lqr_est.estimate(obj, x, args.estimator, args.transitions,
-                                      seed=replicate_sequence(args.seed, i),
-                                      critic=critic).tolist())
-            bar.update(1)
+    try:  # replicate i on SeedSequence(seed, spawn_key=(i,)), all walked together
+        X = lqr_est.replicates(obj, x, args.estimator, args.transitions, args.replicates,
+                               args.seed, critic=critic, progress=bar.update).tolist()
     finally:
         bar.close()
     T = obj.horizon

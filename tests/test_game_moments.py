@@ -9,7 +9,7 @@
 * **Simulation.** ``R = 20,000`` replicates of the public game estimator
   (:func:`exact_bilevel.games.estimate`, one vectorised pass over ``R`` rows of
   ``cell_uniforms``; row ``i`` equals the single estimate from ``block_rng(seed, i, B)``
-  to rounding, as checked) on a random 2 x 2 x 2 game: every mean entry (s.e. from the
+  bit for bit, as checked) on a random 2 x 2 x 2 game: every mean entry (s.e. from the
   exact covariance) and every covariance entry ``k <= l`` (s.e. from the replicates'
   fourth moments, ``sd((X_k - xbar_k)(X_l - xbar_l)) / sqrt(R)``) within ``z* =
   Phi^{-1}(1 - alpha / (2 m))`` for ``m`` entries, ``alpha = 1e-3`` per case
@@ -65,8 +65,7 @@ def _replicates(game: mg.MarkovGame, x: np.ndarray, estimator: str, budget: int,
     X = mg.estimate(game, x, estimator, budget, Uniforms(cell_uniforms(seed, R, B))).gradient
     for i in (0, R - 1):
         one = mg.estimate(game, x, estimator, budget, block_rng(seed, i, B)).gradient
-        # equal up to rounding (the vectorised pull-back is a matrix product)
-        np.testing.assert_allclose(one, X[i], rtol=1e-13, atol=1e-15 * np.max(np.abs(X[i])))
+        assert np.array_equal(one, X[i])  # bit for bit (the pull-back too: row by row)
     return X
 
 

@@ -13,7 +13,8 @@ authors' MLP). The layers inside follow the math:
 * :mod:`.exact` — the exact ``F(theta)`` and ``grad F = direct + indirect
   (+ the initial-law term)``;
 * :mod:`.estimators` — the BC-HG game estimator (benefit x influence), its
-  baseline variant and the direct-only baseline;
+  baseline variant and the direct-only baseline; :func:`replicates` draws ``R`` of them
+  in one vectorised pass, each replicate on its own stream;
 * :mod:`.moments` — the exact mean and covariance of one game estimate;
 * :mod:`.discrete_toy` — the DiscreteToy game of Kudo et al. (2026).
 
@@ -23,7 +24,14 @@ May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.estimators`.
 """
 
 from .discrete_toy import discrete_toy
-from .estimators import GAME_ESTIMATORS, estimate, estimate_through_policy
+from .estimators import (
+    GAME_ESTIMATORS,
+    estimate,
+    estimate_replicates,
+    estimate_through_policy,
+    replicates,
+    uniforms_per_replicate,
+)
 from .exact import (
     GameHypergradient,
     finite_horizon_return,
@@ -54,6 +62,7 @@ __all__ = [
     "MarkovGame",
     "discrete_toy",
     "estimate",
+    "estimate_replicates",
     "estimate_through_policy",
     "finite_horizon_return",
     "follower_problem",
@@ -65,6 +74,8 @@ __all__ = [
     "leader_policy",
     "leader_policy_jacobian",
     "pull_back",
+    "replicates",
     "tabular",
+    "uniforms_per_replicate",
     "value",
 ]

@@ -35,6 +35,11 @@ Mutants (deliberately wrong, for the power of the tests): ``mutant:no-centring``
 (``dQ_F / tau``), ``mutant:tau-not-inverse`` (``tau (dQ_F - E dQ_F)``),
 ``mutant:sign-flip`` (``-(...)``).
 
+Replicates: :func:`replicates` (replicate ``i`` on its own stream ``replicate_sequence(seed,
+i)``, the CLI's rule) and :func:`estimate_many` (one generator read in turn) walk the
+episodes of all replicates together (:func:`.sampling.rollouts`), each replicate reading
+the same normals as a single :func:`estimate` would, so the numbers are unchanged.
+
 A score is only formed for what depends on ``x``: the leader-action score needs a
 positive definite ``Sigma_L`` when ``K_L`` depends on ``x``, the transition score a
 positive definite ``W`` when ``A``, ``B`` or ``C`` do (a ``ValueError`` says so).
@@ -42,16 +47,17 @@ positive definite ``W`` when ``A``, ``B`` or ``C`` do (a ``ValueError`` says so)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.linalg
 
 from ..core._budget import check_allocation
+from ..core.streams import replicate_sequence
 from .model import LQRInstance, LQRProblem
 from .objective import ClosedLoop, follower_closed_loop
 from .riccati import solve_soft_lqr, sym
-from .sampling import Rollouts, rollout
+from .sampling import Rollouts, rollout_normals, rollouts
 from .sensitivities import follower_sensitivities, soft_q_gradient
 
 ScoreRule = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
@@ -141,23 +147,16 @@ def _weights_exact(problem: LQRProblem, inst: LQRInstance, Pi: np.ndarray, c: np
     return disc * (Q - V), g * disc * (V1 - EV1)
 
 
-def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
-                  replicates: int, seed: int | np.random.SeedSequence = 0, *,
-                  critic: str = "monte-carlo", smoothing: float = SMOOTHING,
-                  leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """``replicates`` independent estimates, shape ``[replicates, d]`` (module docstring).
+#: Most float64 entries (rollout arrays and normals) of the replicates walked together;
+#: more replicates are walked in consecutive chunks (same numbers: each reads its own
+#: normals).
+CHUNK_ENTRIES = 4_000_000
 
-    ``leader_behaviour = (K_b[p, n], Sigma_b[p, p])`` draws the leader's actions from
-    ``N(K_b s, Sigma_b)`` instead of its own policy (:func:`.sampling.rollout`) while every
-    score and weight is formed as if the data were on-policy: off-policy data used as the
-    BC-HG authors use their random warm-up data; without importance weights this is not
-    an unbiased estimate of ``grad F`` (Monte-Carlo critic only).
 
-    ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
-    reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`
-    (``Q - V`` and ``V(s') - E V(s')``: same mean, far smaller variance; quadratic
-    leader rewards only). ``smoothing`` is ``zeroth-order``'s ``mu``.
-    """
+def _episodes(problem: LQRProblem, estimator: str, budget: int, n_replicates: int,
+              critic: str, smoothing: float,
+              leader_behaviour: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """Validate a call; the episodes ``N = budget // T`` of one estimate."""
     if estimator not in RULES and estimator != "zeroth-order":
         raise ValueError(f"estimator = {estimator!r}: must be one of "
                          f"{sorted([*RULES, 'zeroth-order'])}")
@@ -170,18 +169,102 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
         raise ValueError("horizon: the estimators need a finite-horizon problem")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < T:
         raise ValueError(f"budget = {budget!r}: must be an integer >= the horizon {T}")
+    if (isinstance(n_replicates, bool) or not isinstance(n_replicates, (int, np.integer))
+            or n_replicates < 1):
+        raise ValueError(f"replicates = {n_replicates!r}: must be a positive integer")
     N = int(budget) // T
     if estimator == "bc-hg-baseline" and critic == "monte-carlo" and N < 2:
         raise ValueError(f"budget = {budget}: bc-hg-baseline needs >= 2 episodes (2 T = {2 * T})")
-    check_allocation("estimates", (replicates, problem.d))
-    x = problem.check_x(x)
+    check_allocation("estimates", (n_replicates, problem.d))
     if estimator == "zeroth-order":
         if N < 2:
             raise ValueError(f"budget = {budget}: zeroth-order needs >= 2 episodes "
                              f"(2 T = {2 * T}), half at x + mu u and half at x - mu u")
         if not (np.isfinite(smoothing) and smoothing > 0):
             raise ValueError(f"smoothing = {smoothing!r}: must be a finite number > 0")
-        return _zeroth_order(problem, x, N, replicates, np.random.default_rng(seed), smoothing)
+    return N
+
+
+def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
+                  replicates: int, seed: int | np.random.SeedSequence | np.random.Generator = 0, *,
+                  critic: str = "monte-carlo", smoothing: float = SMOOTHING,
+                  leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None,
+                  progress: Callable[[int], object] | None = None) -> np.ndarray:
+    """``replicates`` independent estimates, shape ``[replicates, d]`` (module docstring).
+
+    The replicates read one generator ``numpy.random.default_rng(seed)`` in turn: replicate
+    ``i`` its next :func:`~.sampling.rollout_normals` standard normals (``zeroth-order``: its
+    direction ``u`` and the seed of its common random numbers), so the result equals ``R``
+    consecutive calls of :func:`estimate` on that one generator, bit for bit. The episodes
+    of all replicates are walked together (:func:`estimates_from_generators`).
+
+    ``leader_behaviour = (K_b[p, n], Sigma_b[p, p])`` draws the leader's actions from
+    ``N(K_b s, Sigma_b)`` instead of its own policy (:func:`.sampling.rollout`) while every
+    score and weight is formed as if the data were on-policy: off-policy data used as the
+    BC-HG authors use their random warm-up data; without importance weights this is not
+    an unbiased estimate of ``grad F`` (Monte-Carlo critic only).
+
+    ``critic="monte-carlo"`` weights the scores by sampled returns-to-go (any leader
+    reward); ``critic="exact"`` by the exact leader critic of :func:`leader_critic`
+    (``Q - V`` and ``V(s') - E V(s')``: same mean, far smaller variance; quadratic
+    leader rewards only). ``smoothing`` is ``zeroth-order``'s ``mu``; ``progress(k)`` is
+    called after each ``k`` replicates done.
+    """
+    _episodes(problem, estimator, budget, replicates, critic, smoothing, leader_behaviour)
+    rng = np.random.default_rng(seed)
+    return estimates_from_generators(problem, x, estimator, budget, [rng] * int(replicates),
+                                     critic=critic, smoothing=smoothing,
+                                     leader_behaviour=leader_behaviour, progress=progress)
+
+
+def replicates(problem: LQRProblem, x: object, estimator: str, budget: int,
+               n_replicates: int, seed: int, *, key: tuple[int, ...] = (),
+               critic: str = "monte-carlo", smoothing: float = SMOOTHING,
+               leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None,
+               progress: Callable[[int], object] | None = None) -> np.ndarray:
+    """``n_replicates`` independent estimates ``[R, d]``, replicate ``i`` drawing from its own
+    stream :func:`~exact_bilevel.core.streams.replicate_sequence` ``(seed, i, key)`` (rule
+    ``spawn-key/2``): row ``i`` is ``estimate(problem, x, estimator, budget,
+    seed=replicate_sequence(seed, i, key))``, bit for bit, and all replicates' episodes are
+    walked together (:func:`estimates_from_generators`). Each estimate bills
+    ``(budget // T) T`` transitions. Options as :func:`estimate_many`."""
+    _episodes(problem, estimator, budget, n_replicates, critic, smoothing, leader_behaviour)
+    gens = [np.random.default_rng(replicate_sequence(seed, i, key))
+            for i in range(int(n_replicates))]
+    return estimates_from_generators(problem, x, estimator, budget, gens, critic=critic,
+                                     smoothing=smoothing, leader_behaviour=leader_behaviour,
+                                     progress=progress)
+
+
+def estimates_from_generators(problem: LQRProblem, x: object, estimator: str, budget: int,
+                              generators: Sequence[np.random.Generator], *,
+                              critic: str = "monte-carlo", smoothing: float = SMOOTHING,
+                              leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None,
+                              progress: Callable[[int], object] | None = None) -> np.ndarray:
+    """Estimates ``[R, d]``, replicate ``i`` reading ``generators[i]`` exactly as
+    :func:`estimate` reads its generator (a generator listed several times serves its
+    replicates in turn, in list order), all replicates walked together.
+
+    Per chunk of replicates (at most :data:`CHUNK_ENTRIES` rollout entries): each
+    replicate's :func:`~.sampling.rollout_normals` standard normals are drawn from its
+    generator up front, in the order :func:`.sampling.rollout` reads them; the episodes of
+    the chunk are walked time-major with stacked matrix products
+    (:func:`.sampling.rollouts`); each replicate's scores and weights are then reduced on
+    its own rows with the single-estimate code. Hence row ``i`` equals the single estimate,
+    bit for bit. ``zeroth-order``: each replicate's direction and common-random-number seed
+    are drawn first, in replicate order; its two half-rollouts at ``x +- mu u`` (a
+    different follower per replicate) are walked together the same way.
+    """
+    R = len(generators)
+    for i, g in enumerate(generators):
+        if not isinstance(g, np.random.Generator):
+            raise ValueError(f"generators[{i}]: must be a numpy.random.Generator, got "
+                             f"{type(g).__name__}")
+    N = _episodes(problem, estimator, budget, R, critic, smoothing, leader_behaviour)
+    x = problem.check_x(x)
+    if estimator == "zeroth-order":
+        return _zeroth_order(problem, x, N, generators, smoothing, progress)
+    T = problem.horizon
     z = problem.z(x)
     inst = problem.instance(x)
     sol = solve_soft_lqr(inst)
@@ -193,68 +276,102 @@ def estimate_many(problem: LQRProblem, x: object, estimator: str, budget: int,
     need_trans = bool(np.any(df["A"]) or np.any(df["B"]) or np.any(df["C"]))
     chol_L = _pd_factor("Sigma_L", inst.Sigma_L) if need_a else None
     chol_W = _pd_factor("W", inst.W) if need_trans else None
-    rng = np.random.default_rng(seed)
     Gam = float(np.sum(problem.gamma_L ** np.arange(T)))
     param_cost = -2.0 * Gam * problem.leader.cost_weight * z * problem.dz_dx(x)
     rule = RULES[estimator]
-    out = np.empty((replicates, problem.d))
+    check_allocation("scores of one estimate [N T, d]", (3, N * T, problem.d))
+    out = np.empty((R, problem.d))
     disc = problem.gamma_L ** np.arange(T)
     n, m, p = problem.n, problem.m, problem.p
-    for rep in range(replicates):
-        ro = rollout(problem, inst, sol, z, N, rng, leader_behaviour=leader_behaviour)
-        s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
-                   ro.u.reshape(N * T, m))
-        if critic == "exact":
-            Gt, Gt1 = _weights_exact(problem, inst, Pi, c, ro, T)
-        else:
-            Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
-            Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
-            if estimator == "bc-hg-baseline":
-                Gt = Gt - (Gt.sum(0, keepdims=True) - Gt) / (N - 1)
-                Gt1 = Gt1 - (Gt1.sum(0, keepdims=True) - Gt1) / (N - 1)
-        score = np.zeros((N * T, problem.d))
-        if need_a:
-            resid = a - s @ inst.K_L.T
-            score += np.einsum("Ni,ijk,Nj->Nk", _solve_rows(chol_L, resid),
-                               df["K_L"], s)
-        if rule is not None:
-            dq, dq_bar = soft_q_gradient(inst, sol, sens, s, a, u)
-            score += rule(dq, dq_bar, inst.tau)
-        g = np.einsum("Nt,Ntk->k", Gt, score.reshape(N, T, -1)) / N
-        if need_trans:
-            s1 = ro.s[:, 1:].reshape(-1, n)
-            xi = s1 - (s @ inst.A.T + u @ inst.B.T + a @ inst.C.T)
-            dmean = (np.einsum("ijk,Nj->Nik", df["A"], s) + np.einsum("ijk,Nj->Nik", df["B"], u)
-                     + np.einsum("ijk,Nj->Nik", df["C"], a))
-            tscore = np.einsum("Ni,Nik->Nk", _solve_rows(chol_W, xi), dmean)
-            clip = TRANSITION_SCORE_CLIP.get(estimator)
-            if clip is not None:
-                norms = np.linalg.norm(tscore, axis=1, keepdims=True)
-                tscore = tscore * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
-            g = g + np.einsum("Nt,Ntk->k", Gt1, tscore.reshape(N, T, -1)) / N
-        out[rep] = g + param_cost
+    K = rollout_normals(problem, N)
+    for lo, hi in _chunks(R, N * (T + 1) * (n + m + p + 1) + K):
+        _check_chunk(hi - lo, N, T, n + m + p + 1, K)
+        noise = np.stack([g.standard_normal(K) for g in generators[lo:hi]])
+        batch = rollouts(problem, [inst], [sol], [z], N, noise,
+                         leader_behaviour=leader_behaviour)
+        for rep in range(lo, hi):
+            j = rep - lo
+            ro = Rollouts(batch.s[j], batch.a[j], batch.u[j], batch.r[j])
+            s, a, u = (ro.s[:, :T].reshape(N * T, n), ro.a.reshape(N * T, p),
+                       ro.u.reshape(N * T, m))
+            if critic == "exact":
+                Gt, Gt1 = _weights_exact(problem, inst, Pi, c, ro, T)
+            else:
+                Gt = np.cumsum((ro.r * disc)[:, ::-1], axis=1)[:, ::-1]          # [N, T]
+                Gt1 = np.concatenate([Gt[:, 1:], np.zeros((N, 1))], axis=1)      # G_{t+1}
+                if estimator == "bc-hg-baseline":
+                    Gt = Gt - (Gt.sum(0, keepdims=True) - Gt) / (N - 1)
+                    Gt1 = Gt1 - (Gt1.sum(0, keepdims=True) - Gt1) / (N - 1)
+            score = np.zeros((N * T, problem.d))
+            if need_a:
+                resid = a - s @ inst.K_L.T
+                score += np.einsum("Ni,ijk,Nj->Nk", _solve_rows(chol_L, resid),
+                                   df["K_L"], s)
+            if rule is not None:
+                dq, dq_bar = soft_q_gradient(inst, sol, sens, s, a, u)
+                score += rule(dq, dq_bar, inst.tau)
+            g = np.einsum("Nt,Ntk->k", Gt, score.reshape(N, T, -1)) / N
+            if need_trans:
+                s1 = ro.s[:, 1:].reshape(-1, n)
+                xi = s1 - (s @ inst.A.T + u @ inst.B.T + a @ inst.C.T)
+                dmean = (np.einsum("ijk,Nj->Nik", df["A"], s)
+                         + np.einsum("ijk,Nj->Nik", df["B"], u)
+                         + np.einsum("ijk,Nj->Nik", df["C"], a))
+                tscore = np.einsum("Ni,Nik->Nk", _solve_rows(chol_W, xi), dmean)
+                clip = TRANSITION_SCORE_CLIP.get(estimator)
+                if clip is not None:
+                    norms = np.linalg.norm(tscore, axis=1, keepdims=True)
+                    tscore = tscore * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+                g = g + np.einsum("Nt,Ntk->k", Gt1, tscore.reshape(N, T, -1)) / N
+            out[rep] = g + param_cost
+        if progress is not None:
+            progress(hi - lo)
     return out
 
 
-def _sampled_return(problem: LQRProblem, x: np.ndarray, n: int,
-                    rng: np.random.Generator) -> float:
-    """Mean discounted leader return of ``n`` episodes at ``x`` (follower solved at ``x``)."""
-    inst = problem.instance(x)
-    ro = rollout(problem, inst, solve_soft_lqr(inst), problem.z(x), n, rng)
-    return float(np.mean(ro.r @ (problem.gamma_L ** np.arange(problem.horizon))))
+def _check_chunk(R: int, N: int, T: int, width: int, K: int) -> None:
+    """The memory of ``R`` replicates walked together, before anything is drawn: their
+    normals ``[R, K]`` and rollout arrays ``[R, N, T + 1, n + m + p + 1]``."""
+    check_allocation("standard normals of the replicates walked together [R, K]", (R, K))
+    check_allocation("rollout states [R, N, T + 1, n + m + p + 1]", (R, N, T + 1, width))
 
 
-def _zeroth_order(problem: LQRProblem, x: np.ndarray, N: int, replicates: int,
-                  rng: np.random.Generator, smoothing: float) -> np.ndarray:
-    out = np.empty((replicates, problem.d))
-    for rep in range(replicates):
-        u = rng.standard_normal(problem.d)
-        noise = int(rng.integers(2**63))                  # common random numbers
-        f_plus = _sampled_return(problem, x + smoothing * u, N // 2,
-                                 np.random.default_rng(noise))
-        f_minus = _sampled_return(problem, x - smoothing * u, N // 2,
-                                  np.random.default_rng(noise))
-        out[rep] = (f_plus - f_minus) / (2.0 * smoothing) * u
+def _chunks(R: int, entries: int) -> list[tuple[int, int]]:
+    """Consecutive ``(lo, hi)`` replicate ranges of at most :data:`CHUNK_ENTRIES` entries
+    (``entries`` per replicate; at least one replicate a chunk)."""
+    per = max(1, CHUNK_ENTRIES // max(1, entries))
+    return [(lo, min(R, lo + per)) for lo in range(0, R, per)]
+
+
+def _zeroth_order(problem: LQRProblem, x: np.ndarray, N: int,
+                  generators: Sequence[np.random.Generator], smoothing: float,
+                  progress: Callable[[int], object] | None) -> np.ndarray:
+    """``(F_hat(x + mu u) - F_hat(x - mu u)) / (2 mu) u`` per replicate, each ``F_hat`` the
+    mean discounted return of ``N // 2`` episodes (follower solved at the deployed point),
+    both sides reading the normals of ``default_rng(c)`` (``c`` drawn after ``u``)."""
+    R, d, T = len(generators), problem.d, problem.horizon
+    half = N // 2
+    K = rollout_normals(problem, half)
+    disc = problem.gamma_L ** np.arange(T)
+    out = np.empty((R, d))
+    n, m, p = problem.n, problem.m, problem.p
+    for lo, hi in _chunks(R, 2 * half * (T + 1) * (n + m + p + 1) + K):
+        _check_chunk(hi - lo, half, T, n + m + p + 1, K)
+        dirs, crn = [], []
+        for g in generators[lo:hi]:
+            dirs.append(g.standard_normal(d))
+            crn.append(int(g.integers(2**63)))                 # common random numbers
+        noise = np.stack([np.random.default_rng(c).standard_normal(K) for c in crn])
+        f = []
+        for pts in ([x + smoothing * u for u in dirs], [x - smoothing * u for u in dirs]):
+            insts = [problem.instance(y) for y in pts]
+            ro = rollouts(problem, insts, [solve_soft_lqr(i) for i in insts],
+                          [problem.z(y) for y in pts], half, noise)
+            f.append([float(np.mean(ro.r[j] @ disc)) for j in range(hi - lo)])
+        for j, u in enumerate(dirs):
+            out[lo + j] = (f[0][j] - f[1][j]) / (2.0 * smoothing) * u
+        if progress is not None:
+            progress(hi - lo)
     return out
 
 
@@ -279,9 +396,12 @@ def smoothed_gradient(problem: LQRProblem, x: object, smoothing: float = SMOOTHI
 
 
 def estimate(problem: LQRProblem, x: object, estimator: str = "bc-hg", budget: int = 10_000,
-             seed: int | np.random.SeedSequence = 0, *, critic: str = "monte-carlo",
+             seed: int | np.random.SeedSequence | np.random.Generator = 0, *,
+             critic: str = "monte-carlo",
              leader_behaviour: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """One estimate of ``grad F(x)``, shape ``[d]``, from ``budget`` transitions
-    (``leader_behaviour`` as in :func:`estimate_many`)."""
+    (``leader_behaviour`` as in :func:`estimate_many`), reading
+    ``numpy.random.default_rng(seed)`` (a ``Generator`` is read in place: consecutive
+    calls on one generator give :func:`estimate_many`'s replicates)."""
     return estimate_many(problem, x, estimator, budget, 1, seed, critic=critic,
                          leader_behaviour=leader_behaviour)[0]

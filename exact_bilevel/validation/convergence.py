@@ -21,7 +21,8 @@ target ``g``:
 
 Replicate ``i`` reads block ``i`` of the uniforms of ``seed``'s plain cell
 (:func:`exact_bilevel.estimators.registry.run_replicates`; game estimators: one
-``exact_bilevel.core.streams.replicate_rng(seed, i)`` each).
+``exact_bilevel.core.streams.replicate_rng(seed, i)`` each, drawn together by
+:func:`exact_bilevel.games.estimate_replicates`).
 
 **Rare events.** When a state-action pair is so unlikely on-policy that all ``R``
 replicates together are expected to visit it only a handful of times (a
@@ -48,7 +49,7 @@ from ..core.evaluation import state_occupancy
 from ..core.hypergradient import hypergradient
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_rng
-from ..estimators._common import Estimate, LeaderKnowledge, leader_knowledge
+from ..estimators._common import Estimate, LeaderKnowledge, is_vectorised, leader_knowledge
 from ..estimators.registry import ESTIMATORS, run_replicates
 from ..estimators.sampling import Sampler
 from ..estimators.zeroth_order import smoothed_gradient
@@ -181,8 +182,17 @@ def check_game(game: MarkovGame, x: object, estimator: str, *, seed: int, alpha:
                budget: int = 8000, replicates: int = 200,
                fn: GameEstimatorFn | None = None) -> TestResult:
     """Unbiasedness of a game estimator (``fn(game, x, estimator, budget, rng)``,
-    default :func:`exact_bilevel.games.estimate`) against the exact game hypergradient."""
-    fn = game_estimators.estimate if fn is None else fn
-    X = np.array([fn(game, x, estimator, budget, replicate_rng(seed, i)).gradient
-                  for i in range(replicates)])
+    default :func:`exact_bilevel.games.estimate`) against the exact game hypergradient.
+
+    Replicate ``i`` reads ``replicate_rng(seed, i)``; the replicates are drawn together
+    (:func:`exact_bilevel.games.estimate_replicates`) when ``fn`` is the default or marked
+    :func:`~exact_bilevel.estimators._common.vectorised` (it serves a block of uniforms as
+    :func:`exact_bilevel.games.estimate` does), else one call per replicate."""
+    if fn is None or is_vectorised(fn):
+        X = game_estimators.estimate_replicates(
+            game, x, estimator, budget, [replicate_rng(seed, i) for i in range(replicates)],
+            fn=fn)[0]
+    else:
+        X = np.array([fn(game, x, estimator, budget, replicate_rng(seed, i)).gradient
+                      for i in range(replicates)])
     return unbiasedness_test(X, game_hypergradient(game, x).gradient, alpha)

@@ -406,6 +406,8 @@ def game_no_initial_term(game: MarkovGame, x: object, estimator: str, budget: in
 GAME_MUTANTS: dict[str, Callable[..., Estimate]] = {
     "game-no-initial-term": game_no_initial_term,
 }
+for _g in GAME_MUTANTS.values():  # each serves a block of uniforms as games.estimate does
+    vectorised(_g)
 
 
 # --- cost accounting ------------------------------------------------------------------
