@@ -357,6 +357,50 @@ def _exact_covariance(obj: Any, x: Any, data: dict[str, Any]) -> tuple[Any, str]
     return moments(obj, x, name, budget).covariance, str(name)
 
 
+def _side(res: Any) -> dict[str, Any]:
+    """A test shown beside the deciding one: name, statistic, p-value."""
+    return {"test": res.name, "statistic": _finite_or_none(float(res.statistic)),
+            "p_value": _finite_or_none(float(res.p_value)),
+            "approximation_ok": res.approximation_ok}
+
+
+def _known_covariance_check(obj: Any, x: Any, est: Any, exact: Any, cov: Any, sample: Any,
+                            budget: int, alpha: float) -> tuple[Any, float, dict[str, Any]]:
+    """The exact-covariance verdict of ``check``: the regime from the exact occupancy (the
+    rarest on-policy pair's expected visits in all ``R x budget`` transitions, of the
+    follower's problem for a Markov game), then
+    :func:`~exact_bilevel.validation.convergence.known_covariance_verdict` (chi-square in
+    the regular regime, the distribution-free Chebyshev test in the rare-event regime).
+    Returns the deciding result, its resolution, and the JSON fields shown beside it (the
+    regime, the other exact-covariance test, the sample-covariance test)."""
+    from .estimators import leader_knowledge
+    from .validation import acceptance
+    from .validation.convergence import (
+        MIN_EXPECTED_VISITS,
+        known_covariance_verdict,
+        rare_event_diagnostic,
+    )
+
+    R = est.shape[0]
+    visits, s, a = rare_event_diagnostic(leader_knowledge(_follower(obj, x), x), budget * R)
+    rare = visits < MIN_EXPECTED_VISITS
+    res = known_covariance_verdict(est, exact, cov, visits, alpha)
+    if rare:
+        other = acceptance.known_covariance_test(est, exact, cov, alpha)
+        resolves = acceptance.resolution_chebyshev(cov, R, exact, alpha)
+    else:
+        other = acceptance.chebyshev_test(est, exact, cov, alpha)
+        resolves = acceptance.resolution_known(cov, R, exact, alpha)
+    beside = {"regime": {"rare_event": bool(rare), "rarest_visits": _finite_or_none(visits),
+                         "rarest_pair": [s, a], "threshold": MIN_EXPECTED_VISITS,
+                         "transitions": budget * R,
+                         "decides": "chebyshev (distribution-free)" if rare
+                         else "chi-square"},
+              "other_known_covariance_test": _side(other),
+              "sample_covariance_test": _side(sample)}
+    return res, resolves, beside
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """The verdict of an estimate file: ``pass``, ``fail`` or (statistical mode)
     ``inconclusive`` when the replicates cannot resolve a relative bias of 100%
@@ -391,14 +435,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         resolves = acceptance.resolution(est, exact, args.alpha)
         known = _exact_covariance(obj, x, meta)
         beside: dict[str, Any] = {}
-        if known is not None:  # the exact covariance decides; the sample test is shown
+        if known is not None:  # the exact covariance decides; the other tests are shown
             cov, name = known
-            beside = {"sample_covariance_test": {
-                "test": res.name, "statistic": _finite_or_none(float(res.statistic)),
-                "p_value": res.p_value, "approximation_ok": res.approximation_ok},
-                "covariance": f"exact (moments of {name} at budget {meta['budget']})"}
-            res = acceptance.known_covariance_test(est, exact, cov, args.alpha)
-            resolves = acceptance.resolution_known(cov, est.shape[0], exact, args.alpha)
+            res, resolves, beside = _known_covariance_check(obj, x, est, exact, cov, res,
+                                                            meta["budget"], args.alpha)
+            beside["covariance"] = f"exact (moments of {name} at budget {meta['budget']})"
         z = res.z
         passed = not res.reject and resolves <= 1.0
         verdict = {"mode": "statistical", "test": res.name, "statistic": res.statistic,
@@ -447,9 +488,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  {verdict['test']} test of mean == exact: R = {est.shape[0]}, p = "
               f"{num(verdict['p_value'], '.3g')}, alpha = {args.alpha:g} (false-alarm rate)")
         if "covariance" in verdict:
-            side = verdict["sample_covariance_test"]
+            side, other, regime = (verdict["sample_covariance_test"],
+                                   verdict["other_known_covariance_test"], verdict["regime"])
             print(f"  covariance: {verdict['covariance']}; the sample-covariance "
                   f"{side['test']} test beside it: p = {num(side['p_value'], '.3g')}")
+            pair = tuple(regime["rarest_pair"])
+            print(f"  regime: the rarest on-policy pair (s, a) = {pair} is expected "
+                  f"{num(regime['rarest_visits'], '.3g')} times in all "
+                  f"{regime['transitions']} transitions ("
+                  + ("rare-event regime" if regime["rare_event"] else "regular regime")
+                  + f", threshold {regime['threshold']:g}): {regime['decides']} decides; "
+                  f"the {other['test']} test beside it: p = {num(other['p_value'], '.3g')}")
         print(f"  resolution: relative biases above {num(verdict['resolution'], '.3g')} "
               "(of max|exact|) would be detected with probability >= 1/2")
         if not verdict["approximation_ok"]:

@@ -56,7 +56,14 @@ from ..estimators.zeroth_order import smoothed_gradient
 from ..games import estimators as game_estimators
 from ..games.exact import hypergradient as game_hypergradient
 from ..games.model import MarkovGame
-from .acceptance import EstimateTailWarning, TestResult, bias_bound_test, unbiasedness_test
+from .acceptance import (
+    EstimateTailWarning,
+    TestResult,
+    bias_bound_test,
+    chebyshev_test,
+    known_covariance_test,
+    unbiasedness_test,
+)
 
 #: Fewer expected visits of some state-action pair over all replicates than this
 #: marks a check as unreliable (rare-event regime).
@@ -139,6 +146,35 @@ def rare_event_diagnostic(know: LeaderKnowledge, transitions: float) -> tuple[fl
     visits = transitions * d[:, None] * pi
     s, a = np.unravel_index(int(np.argmin(visits)), visits.shape)
     return float(visits[s, a]), int(s), int(a)
+
+
+def known_covariance_verdict(samples: object, exact: object, covariance: object,
+                             rarest_visits: float, alpha: float = 0.01) -> TestResult:
+    r"""The exact-covariance test that decides, by the regime the exact occupancy shows.
+
+    ``samples[R, d]`` independent estimates, ``exact[d]``, ``covariance[d, d]`` the exact
+    covariance of one estimate, ``rarest_visits`` the expected visits of the least likely
+    on-policy pair in all ``R`` estimates' transitions (:func:`rare_event_diagnostic`).
+    Regular regime (``rarest_visits >= MIN_EXPECTED_VISITS``): the chi-square test
+    :func:`~.acceptance.known_covariance_test` (level ``alpha`` asymptotically; measured
+    in ``verification/known_covariance_rates.md``). Rare-event regime: the distribution-free
+    :func:`~.acceptance.chebyshev_test` (``P(T >= r / alpha) <= alpha`` for every law of
+    the estimates; docs/math.md, section 10.5), because there one replicate that sees the
+    rare pair moves ``T`` by about ``1 / visits`` and the chi-square law fails. The
+    result's report names the regime.
+    """
+    visits = float(rarest_visits)
+    if not visits >= 0.0:  # also NaN
+        raise ValueError(f"rarest_visits = {rarest_visits!r}: must be a number >= 0")
+    if visits >= MIN_EXPECTED_VISITS:
+        res = known_covariance_test(samples, exact, covariance, alpha)
+        regime = (f"regular regime (rarest pair expected {visits:.3g} >= "
+                  f"{MIN_EXPECTED_VISITS:g} times): the chi-square decides")
+    else:
+        res = chebyshev_test(samples, exact, covariance, alpha)
+        regime = (f"rare-event regime (rarest pair expected {visits:.3g} < "
+                  f"{MIN_EXPECTED_VISITS:g} times): the distribution-free bound decides")
+    return dataclasses.replace(res, report=f"{res.report}; {regime}")
 
 
 def _flag_rare_events(res: TestResult, know: LeaderKnowledge, transitions: float
