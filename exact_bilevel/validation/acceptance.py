@@ -316,7 +316,9 @@ def _known_covariance_statistic(X: np.ndarray, g: np.ndarray, S: np.ndarray
     Xs, gs = np.ldexp(X, -e), np.ldexp(g, -e)
     f = _half_exponent(S)
     lam, V, keep = covariance_spectrum(np.ldexp(S, -2 * f))
-    diff = Xs.mean(axis=0) - gs  # |diff| <= 2: no overflow
+    # the mean of the differences (|.| <= 2: no overflow): exactly 0 when every estimate
+    # equals g, where mean(X) - g would leave the rounding of the mean
+    diff = (Xs - gs).mean(axis=0)
     proj = V.T @ diff
     scale = max(float(np.max(np.abs(gs), initial=0.0)), float(np.max(np.abs(Xs))), 1e-300)
     rank = int(np.count_nonzero(keep))
