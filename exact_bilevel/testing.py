@@ -21,7 +21,10 @@ The place other projects' test suites import from, like ``numpy.testing``::
   ``reference="bc-hg"`` (or ``"bc-hg-baseline"``, ``"naive"``) when ``fn`` implements a
   registered estimator: its exact mean and covariance drive the exact-covariance test;
 * :func:`known_covariance_test` — ``H0: E X = g`` with the exact covariance of one
-  estimate (:func:`exact_bilevel.estimators.moments`), no sample covariance;
+  estimate (:func:`exact_bilevel.estimators.moments`), no sample covariance (chi-square,
+  asymptotic); :func:`chebyshev_test` — the same statistic with a level that holds for
+  every law of the estimates (Markov's inequality; for the rare-event regime) and
+  :func:`known_covariance_verdict` — the rule that picks one of the two by the regime;
 * :func:`plan_sample_size` — transitions per replicate x replicates that the
   exact-covariance test needs to detect a relative bias ``B`` (also ``exact-bilevel
   plan``).
@@ -42,12 +45,14 @@ from .validation.acceptance import (
     assert_unbiased,
     bias_bound_test,
     bonferroni_test,
+    chebyshev_test,
     consistency_test,
     hotelling_test,
     known_covariance_test,
     tail_diagnostic,
     unbiasedness_test,
 )
+from .validation.convergence import known_covariance_verdict
 from .validation.planning import SamplePlan, plan_sample_size
 
 __all__ = [
@@ -64,10 +69,12 @@ __all__ = [
     "assert_unbiased",
     "bias_bound_test",
     "bonferroni_test",
+    "chebyshev_test",
     "check_estimator",
     "consistency_test",
     "hotelling_test",
     "known_covariance_test",
+    "known_covariance_verdict",
     "plan_sample_size",
     "registered",
     "suite",
