@@ -12,6 +12,12 @@ For other projects' test suites as much as ours. Two questions, two tests:
   are compared exactly (tolerance ``1e-12`` relative to the largest magnitude among
   the estimates and the exact value): a deterministic estimator that is off is
   rejected, not skipped.
+* **Unbiased, with the exact covariance?** When the covariance ``Sigma`` of one estimate
+  is known exactly (:func:`exact_bilevel.estimators.moments`), ``T = R (Xbar - g)^T
+  Sigma^+ (Xbar - g)`` needs no sample covariance: :func:`known_covariance_test` refers it
+  to ``chi2_r`` (asymptotic), :func:`chebyshev_test` to Markov's inequality, ``P(T >= r /
+  alpha) <= alpha`` for every law of the estimates (the rare-event regime; docs/math.md,
+  section 10.5).
 * **Consistent?** :func:`consistency_test`: squared errors at budgets ``N`` and
   ``4N``; for an estimator with error ``O(N^{-1/2})`` the mean squared error
   drops ~4x, for one stalled on a bias ~1x. The test accepts when the estimated
