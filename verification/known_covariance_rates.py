@@ -8,7 +8,7 @@ statistic ``T = R (Xbar - g)^T Sigma^+ (Xbar - g)``:
 * ``chi-square``: :func:`~exact_bilevel.validation.acceptance.known_covariance_test`
   (``T ~ chi2_r``, asymptotic);
 * ``chebyshev``: :func:`~exact_bilevel.validation.acceptance.chebyshev_test` (``p = min(1,
-  r / T)``; level ``<= alpha`` for every law of the estimates, docs/math.md section 10.5);
+  r / T)``; level ``<= alpha`` for every law of the estimates, docs/math.md section 10.6);
 * ``rule``: :func:`~exact_bilevel.validation.convergence.known_covariance_verdict` (the
   chi-square where every on-policy pair is expected ``>= MIN_EXPECTED_VISITS`` times in the
   ``R x budget`` transitions, the Chebyshev test otherwise): what ``exact-bilevel check``
@@ -282,7 +282,7 @@ def main() -> None:
             "(`exact_bilevel.estimators.moments` at the budget, r its rank). 'chi-square': "
             "T against chi2_r (asymptotic). 'chebyshev': p = min(1, r / T), valid for every "
             "law of the estimates because E T = r exactly (Markov's inequality; docs/math.md "
-            "section 10.5). 'rule': the chi-square in the regular regime, the Chebyshev test "
+            "section 10.6). 'rule': the chi-square in the regular regime, the Chebyshev test "
             "in the rare-event regime (the least likely on-policy pair expected fewer than "
             f"{MIN_EXPECTED_VISITS:g} times in all R x N transitions, computed from the exact "
             "occupancy): what `exact-bilevel check` decides with.", "",

@@ -17,7 +17,7 @@ For other projects' test suites as much as ours. Two questions, two tests:
   Sigma^+ (Xbar - g)`` needs no sample covariance: :func:`known_covariance_test` refers it
   to ``chi2_r`` (asymptotic), :func:`chebyshev_test` to Markov's inequality, ``P(T >= r /
   alpha) <= alpha`` for every law of the estimates (the rare-event regime; docs/math.md,
-  section 10.5).
+  section 10.6).
 * **Consistent?** :func:`consistency_test`: squared errors at budgets ``N`` and
   ``4N``; for an estimator with error ``O(N^{-1/2})`` the mean squared error
   drops ~4x, for one stalled on a bias ~1x. The test accepts when the estimated
@@ -381,7 +381,7 @@ def known_covariance_test(samples: object, exact: object, covariance: object,
     chi-square law is asymptotic: where a rare event carries the variance the mean of
     ``R`` replicates is not normal and the level is not guaranteed;
     :func:`chebyshev_test` is the same statistic with a level that holds for every
-    distribution (docs/math.md, section 10.5). Computed on power-of-two rescaled arrays,
+    distribution (docs/math.md, section 10.6). Computed on power-of-two rescaled arrays,
     so estimates of any finite magnitude give a finite statistic; a statistic that is
     not a number rejects.
     """
@@ -412,7 +412,7 @@ def chebyshev_test(samples: object, exact: object, covariance: object,
     rate is at most ``alpha`` also in the rare-event regime, where one rare replicate
     moves ``T`` far into the chi-square's tail. The bound is sharp for covariance-only
     tests (sums of independent rare events attain it up to ``1 + O(alpha)``; docs/math.md,
-    section 10.5). The price is power: at ``r = 5``, ``alpha = 0.01`` a Gaussian mean
+    section 10.6). The price is power: at ``r = 5``, ``alpha = 0.01`` a Gaussian mean
     needs a bias of 23.6 standard errors (Mahalanobis length ``sqrt(R b^T Sigma^+ b)``)
     for power 0.9, the chi-square test 4.7 (5.0 times less). ``T <= r`` gives ``p = 1``;
     a mean off in the null space of ``Sigma`` (``T = inf``) ``p = 0``; a statistic that is

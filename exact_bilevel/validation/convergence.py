@@ -159,7 +159,7 @@ def known_covariance_verdict(samples: object, exact: object, covariance: object,
     :func:`~.acceptance.known_covariance_test` (level ``alpha`` asymptotically; measured
     in ``verification/known_covariance_rates.md``). Rare-event regime: the distribution-free
     :func:`~.acceptance.chebyshev_test` (``P(T >= r / alpha) <= alpha`` for every law of
-    the estimates; docs/math.md, section 10.5), because there one replicate that sees the
+    the estimates; docs/math.md, section 10.6), because there one replicate that sees the
     rare pair moves ``T`` by about ``1 / visits`` and the chi-square law fails. The
     result's report names the regime.
     """
