@@ -370,13 +370,15 @@ def _known_covariance_check(obj: Any, x: Any, est: Any, exact: Any, cov: Any, sa
     rarest on-policy pair's expected visits in all ``R x budget`` transitions, of the
     follower's problem for a Markov game), then
     :func:`~exact_bilevel.validation.convergence.known_covariance_verdict` (chi-square in
-    the regular regime, the distribution-free Chebyshev test in the rare-event regime).
+    the regular regime; in the rare-event regime a chi-square rejection counts only when
+    the distribution-free Chebyshev test rejects too, otherwise it is inconclusive).
     Returns the deciding result, its resolution, and the JSON fields shown beside it (the
     regime, the other exact-covariance test, the sample-covariance test)."""
     from .estimators import leader_knowledge
     from .validation import acceptance
     from .validation.convergence import (
         MIN_EXPECTED_VISITS,
+        is_unresolved_rejection,
         known_covariance_verdict,
         rare_event_diagnostic,
     )
@@ -385,17 +387,18 @@ def _known_covariance_check(obj: Any, x: Any, est: Any, exact: Any, cov: Any, sa
     visits, s, a = rare_event_diagnostic(leader_knowledge(_follower(obj, x), x), budget * R)
     rare = visits < MIN_EXPECTED_VISITS
     res = known_covariance_verdict(est, exact, cov, visits, alpha)
-    if rare:
+    unresolved = is_unresolved_rejection(res)
+    if res.name == "chebyshev":
         other = acceptance.known_covariance_test(est, exact, cov, alpha)
-        resolves = acceptance.resolution_chebyshev(cov, R, exact, alpha)
+        decides = "chebyshev (distribution-free): both reject"
     else:
         other = acceptance.chebyshev_test(est, exact, cov, alpha)
-        resolves = acceptance.resolution_known(cov, R, exact, alpha)
+        decides = ("none: only the chi-square rejects (inconclusive)" if unresolved
+                   else "chi-square")
+    resolves = acceptance.resolution_known(cov, R, exact, alpha)
     beside = {"regime": {"rare_event": bool(rare), "rarest_visits": _finite_or_none(visits),
                          "rarest_pair": [s, a], "threshold": MIN_EXPECTED_VISITS,
-                         "transitions": budget * R,
-                         "decides": "chebyshev (distribution-free)" if rare
-                         else "chi-square"},
+                         "transitions": budget * R, "decides": decides},
               "other_known_covariance_test": _side(other),
               "sample_covariance_test": _side(sample)}
     return res, resolves, beside
@@ -404,7 +407,9 @@ def _known_covariance_check(obj: Any, x: Any, est: Any, exact: Any, cov: Any, sa
 def _cmd_check(args: argparse.Namespace) -> int:
     """The verdict of an estimate file: ``pass``, ``fail`` or (statistical mode)
     ``inconclusive`` when the replicates cannot resolve a relative bias of 100%
-    (:func:`exact_bilevel.validation.acceptance.resolution` > 1). A check passes only
+    (:func:`exact_bilevel.validation.acceptance.resolution` > 1) or, in the rare-event
+    regime, only the chi-square rejects
+    (:func:`~exact_bilevel.validation.convergence.is_unresolved_rejection`). A check passes only
     if its test accepts, the replicates resolve the answer, *and* every statistic it
     reports is finite; text and JSON give the same verdict and exit code (0 pass,
     1 fail or inconclusive)."""
@@ -413,6 +418,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .validation import acceptance
+    from .validation.convergence import is_unresolved_rejection
 
     if args.file == "-" and args.estimate == "-":
         raise ValueError("file, --estimate: at most one of them can be '-' (standard input)")
@@ -458,8 +464,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                   "error": float(np.max(np.abs(diff)))})
     nonfinite = sorted(k for k, v in stats.items() if not math.isfinite(v))
     passed = passed and not nonfinite
-    inconclusive = (kind == "estimates" and not res.reject and not nonfinite
-                    and not verdict["resolution"] <= 1.0)
+    unresolved = kind == "estimates" and is_unresolved_rejection(res)
+    inconclusive = (kind == "estimates" and not nonfinite
+                    and (unresolved or (not res.reject and not verdict["resolution"] <= 1.0)))
     outcome = "pass" if passed else ("inconclusive" if inconclusive else "fail")
     out: dict[str, Any] = {
         "pass": passed, "verdict": outcome, **{k: _finite_or_none(v) if isinstance(v, float) else v
@@ -515,7 +522,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if nonfinite:
         print(f"  not finite: {', '.join(nonfinite)} (float64 overflow): no verdict can "
               "pass on a statistic that is not a number")
-    if inconclusive:
+    if inconclusive and unresolved:
+        print("  rare-event regime: only the chi-square rejects, the distribution-free "
+              "bound does not; more replicates or a larger budget per estimate decide")
+    elif inconclusive:
         print("  the replicates cannot tell this estimator from one that is off by 100%: "
               "more replicates or a larger budget per estimate")
     print(outcome.upper())

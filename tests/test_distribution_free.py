@@ -18,7 +18,11 @@ from exact_bilevel.cli import main
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import save_problem
 from exact_bilevel.validation import acceptance
-from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS, known_covariance_verdict
+from exact_bilevel.validation.convergence import (
+    MIN_EXPECTED_VISITS,
+    is_unresolved_rejection,
+    known_covariance_verdict,
+)
 
 D, R, ALPHA = 5, 100, 0.01
 MIX = np.linalg.qr(np.random.default_rng(5).normal(size=(D, D)))[0] @ np.diag(
@@ -156,23 +160,47 @@ def test_exact_covariance_statistics_are_invariant_under_powers_of_two(k: int) -
         assert c.statistic == pytest.approx(want, rel=1e-12)
 
 
-def test_the_verdict_rule_picks_the_test_by_regime() -> None:
-    X, g, cov = _rare_sets(1, 2e-4, seed=6)
-    regular = known_covariance_verdict(X[0], g, cov, MIN_EXPECTED_VISITS, ALPHA)
-    rare = known_covariance_verdict(X[0], g, cov, 0.02, ALPHA)
-    assert regular.name == "known-covariance" and "regular regime" in regular.report
-    assert rare.name == "chebyshev" and "rare-event regime" in rare.report
-    assert rare.statistic == regular.statistic
+def test_the_verdict_rule_by_regime() -> None:
+    """Regular regime: the chi-square decides. Rare-event regime: a chi-square acceptance
+    stands, a rejection counts only when the Chebyshev test rejects too, and a rejection by
+    the chi-square alone is unresolved (all three outcomes exercised)."""
+    X, g, cov = _rare_sets(400, 2e-4, seed=6)
+    seen = set()
+    for Xi in X:
+        chi = acceptance.known_covariance_test(Xi, g, cov, ALPHA)
+        cheb = acceptance.chebyshev_test(Xi, g, cov, ALPHA)
+        regular = known_covariance_verdict(Xi, g, cov, MIN_EXPECTED_VISITS, ALPHA)
+        rare = known_covariance_verdict(Xi, g, cov, 0.02, ALPHA)
+        assert regular.name == "known-covariance" and "regular regime" in regular.report
+        assert regular.reject == chi.reject and not is_unresolved_rejection(regular)
+        assert "rare-event regime" in rare.report
+        assert rare.statistic == regular.statistic
+        if not chi.reject:
+            outcome = "pass"
+            assert rare.name == "known-covariance" and not rare.reject
+        elif cheb.reject:
+            outcome = "fail"
+            assert rare.name == "chebyshev" and rare.reject
+        else:
+            outcome = "unresolved"
+            assert rare.reject and "UNRESOLVED" in rare.report
+        assert is_unresolved_rejection(rare) == (outcome == "unresolved")
+        seen.add(outcome)
+    assert seen == {"pass", "unresolved"}  # a correct estimator never fails the bound here
+    biased = known_covariance_verdict(X[0] + 40 * np.sqrt(np.diag(cov) / X.shape[1]), g, cov,
+                                      0.02, ALPHA)
+    assert biased.name == "chebyshev" and biased.reject and not is_unresolved_rejection(biased)
     with pytest.raises(ValueError, match="rarest_visits"):
         known_covariance_verdict(X[0], g, cov, math.nan, ALPHA)
 
 
 @pytest.mark.filterwarnings("ignore::exact_bilevel.validation.acceptance.EstimateTailWarning")
-def test_check_reports_the_regime_and_lets_chebyshev_decide_when_rare(tmp_path,
+def test_check_reports_the_regime_and_both_exact_tests(tmp_path,
                                                                      capsys) -> None:
     """`exact-bilevel check` on bc-hg estimates: in the regular regime the chi-square
     decides; on a near-deterministic follower (tau = 0.02: some on-policy pair expected far
-    fewer than 10 times) the Chebyshev test decides, and both are reported."""
+    fewer than 10 times) a rejection would also need the Chebyshev test; both are
+    reported."""
     for tau, rare in ((1.0, False), (0.02, True)):
         problem, x = random_problem(4, 3, 2, seed=9, tau=tau)
         path = tmp_path / f"p{tau}.json"
@@ -183,9 +211,10 @@ def test_check_reports_the_regime_and_lets_chebyshev_decide_when_rare(tmp_path,
         main(["check", str(path), "--estimate", str(out), "--json"])
         report = json.loads(capsys.readouterr().out)
         assert report["regime"]["rare_event"] is rare
-        assert report["test"] == ("chebyshev" if rare else "known-covariance")
-        assert report["other_known_covariance_test"]["test"] == (
-            "known-covariance" if rare else "chebyshev")
+        # a correct estimator: the chi-square accepts (or, rare, only it rejects)
+        assert report["test"] == "known-covariance"
+        assert report["other_known_covariance_test"]["test"] == "chebyshev"
+        assert report["verdict"] in ("pass", "inconclusive")  # never a fail here
         main(["check", str(path), "--estimate", str(out)])
         text = capsys.readouterr().out
         assert ("rare-event regime" if rare else "regular regime") in text
