@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _validate
 from ._budget import check_allocation
 from .batched_solve import (
     SoftSolutionBatch,
@@ -184,3 +185,52 @@ def hypergradients_of_models(problem: BilevelProblem, x: np.ndarray, P: np.ndarr
     require_finite("indirect term of grad F", indirect, "the batched adjoint solve")
     return HypergradientStack(values=values, gradients=direct + indirect, direct=direct,
                               indirect=indirect, solution=solution)
+
+
+#: Points per batched solve in :func:`objective_values` (``CHUNK * S * A * S`` floats of
+#: transitions when they depend on ``x``).
+CHUNK = 4096
+
+
+def objective_values(problem: BilevelProblem, X: np.ndarray,
+                     v0: np.ndarray | None = None) -> np.ndarray:
+    r"""``F(x_m) = rho^T V_L(x_m) + reg(x_m)`` at every row of ``X[M, d]``, shape ``[M]``
+    (:class:`~.objectives.LeaderReturn`; any transition model, no ``solver_options``).
+
+    The follower is solved at :data:`CHUNK` points at a time
+    (:func:`~.batched_solve.solve_soft_batch`, Newton from ``v0[S]`` without sweeps when
+    given, e.g. the follower's values at a nearby ``x``), then
+    ``V_L = (I - gamma_L P_pi)^{-1} sum_a pi r_L`` by one batched solve. Equal to
+    :meth:`~.problem.BilevelProblem.value` point by point to rounding (tested).
+    """
+    obj = problem.objective
+    if not isinstance(obj, LeaderReturn) or problem.solver_options:
+        raise ValueError(f"problem: batched objective values need a LeaderReturn objective "
+                         f"and no solver_options; got {problem!r} with solver_options "
+                         f"{problem.solver_options}")
+    from ._progress import progress_bar
+
+    X = _validate.real_array("X", X, shape=(None, problem.n_params))
+    S, A = problem.n_states, problem.n_actions
+    gL, rho = obj.gamma_for(problem), problem.initial
+    out = np.empty(len(X))
+    chunks = range(0, len(X), CHUNK)
+    for lo in progress_bar(chunks, desc="objective values", enabled=len(chunks) > 4):
+        Xc = X[lo:lo + CHUNK]
+        m = len(Xc)
+        if problem.transitions.depends_on_x:
+            check_allocation(f"{m} follower MDPs P [M, S, A, S]", (m, S, A, S))
+            P = np.stack([problem.transitions.value(x) for x in Xc])
+        else:
+            P = np.asarray(problem.follower_mdp(Xc[0]).transitions, dtype=float)[None]
+        sol = solve_soft_batch(P, problem.follower_reward.values(Xc), problem.gamma,
+                               problem.tau, v0=v0, warm_start=3 if v0 is None else 0)
+        pi = sol.policy
+        ML = bellman_matrices(policy_matrices(P, pi), gL)
+        vL = solve_members(ML, np.sum(pi * obj.leader_reward.values(Xc), axis=-1))
+        F = np.sum(vL * rho, axis=1)
+        if obj.regularizer is not None:
+            F = F + np.array([obj.regularizer(x)[0] for x in Xc])
+        out[lo:lo + m] = F
+    require_finite("F(x)", out, "the batched leader evaluation")
+    return out

@@ -111,9 +111,15 @@ def value_scales(reward: np.ndarray, gamma: float, tau: float) -> np.ndarray:
 def q_from_v_batch(P: np.ndarray, reward: np.ndarray, gamma: float,
                    v: np.ndarray) -> np.ndarray:
     """``Q[m, s, a] = r[m, s, a] + gamma sum_s' P[m, s, a, s'] V[m, s']``; ``P[R or 1, S, A,
-    S]``, ``reward[R, S, A]``, ``v[R, S]`` -> ``[R, S, A]``."""
+    S]``, ``reward[R, S, A]``, ``v[R, S]`` -> ``[R, S, A]``. One matrix-vector product per
+    member (a member's floats do not depend on the batch); with a shared ``P[1]``, one
+    matrix product ``V P^T`` for all members (45x faster at ``R = 8000``; its last bit
+    may depend on the batch's BLAS blocking)."""
     R, S, A = reward.shape
-    Pv = np.matmul(P.reshape(P.shape[0], S * A, S), v[:, :, None])
+    if P.shape[0] == 1:
+        Pv = v @ P.reshape(S * A, S).T
+    else:
+        Pv = np.matmul(P.reshape(R, S * A, S), v[:, :, None])
     return reward + gamma * Pv.reshape(R, S, A)
 
 
@@ -139,7 +145,10 @@ def boltzmann_batch(q: np.ndarray, tau: float) -> Boltzmann:
 
 def policy_matrices(P: np.ndarray, pi: np.ndarray) -> np.ndarray:
     """``P_pi[m, s, s'] = sum_a pi[m, s, a] P[m, s, a, s']``; ``P[R or 1, S, A, S]``,
-    ``pi[R, S, A]`` -> ``[R, S, S]``."""
+    ``pi[R, S, A]`` -> ``[R, S, S]``: per member and state (batch-independent floats), or,
+    with a shared ``P[1]``, one ``[R, A] x [A, S]`` product per state."""
+    if P.shape[0] == 1:
+        return np.ascontiguousarray(np.matmul(pi.transpose(1, 0, 2), P[0]).transpose(1, 0, 2))
     return np.matmul(pi[:, :, None, :], P)[:, :, 0, :]
 
 

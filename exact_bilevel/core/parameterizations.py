@@ -45,6 +45,12 @@ class RewardModel(ABC):
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         """``dr[s, a, k] = d r_x[s, a] / d x[k]``, shape ``[S, A, d]``."""
 
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``r_x[s, a]`` at every row ``x`` of ``X[M, d]``, shape ``[M, S, A]`` (row ``m``
+        computed from ``X[m]`` alone, whatever else is in ``X``)."""
+        return np.stack([self.value(x) for x in X]).reshape(len(X), self.n_states,
+                                                            self.n_actions)
+
     def vjp(self, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_{s,a} weights[s, a] dr[s, a, k]``, shape ``[d]``."""
         jac = self.jacobian(x)
@@ -122,6 +128,11 @@ class AffineReward(RewardModel):
 
     def value(self, x: np.ndarray) -> np.ndarray:
         return self._base + (self._phi @ x).reshape(self.n_states, self.n_actions)
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A]``, in one
+        ``einsum`` over the dense features (each entry its own sum over ``k``)."""
+        return self._base + np.einsum("sak,mk->msa", self.features, np.asarray(X))
 
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         return self.features
