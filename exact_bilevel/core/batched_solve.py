@@ -10,16 +10,21 @@ policy iteration, every member's step in the same numpy call:
 
 with one batched LAPACK solve (``numpy.linalg.solve`` on the ``[R, S, S]`` stack, an LU
 per member, never an inverse) per step and the max-shifted log-sum-exp of
-:func:`~.soft_bellman.boltzmann`. The stopping rule is
+:func:`~.soft_bellman.boltzmann` (:func:`boltzmann_batch`). The stopping rule is
 :func:`~.solve.solve_soft`'s (method ``"newton-only"``) applied to each member on its
 own: member ``m`` stops at its first iterate with ``||T_m(V) - V||_inf <= tol_m``, the
 default ``tol_m = 1e-12 * value_scale_m`` of :func:`~.solve.solve_soft`, after polishing
 while each step cuts its residual tenfold, and returns its iterate of smallest
-residual. Finished members leave the stack, so a member's numbers do not depend on the
-other members (a member solved alone gives the same floats: tested).
+residual. Finished members leave the stack and every product is taken member by member,
+so with per-member ``P`` a member's numbers do not depend on the other members (a member
+solved alone gives the same floats: tested). A shared ``P[1]`` is applied to all members
+in one BLAS matrix product (much faster; its last bit may depend on the batch).
 
-Cost: per Newton step ``R`` LUs of ``S x S`` in one call (about 1.5 us each at
-``S = 10``) instead of ``R`` Python-level solves (about 150 us each). It applies to
+Newton's steps are not chord steps here (``numpy`` keeps no LU between calls): each
+costs ``R`` LUs of ``S x S`` in one call (about 1.5 us each at ``S = 10``), against about
+150 us for one :func:`~.solve.solve_soft` in Python. Measured (``S = 10, A = 4``, one
+thread): 8000 members from the values of a nearby problem in 50 ms (3 Newton steps
+each), 1000 empirical models in 13-20 ms. It applies to
 MDPs held dense (:func:`applies`: ``S*A*S`` at most
 :data:`~.mdp.AUTO_SPARSE_ENTRIES` and ``S`` below
 :data:`~.linalg.SPARSE_LU_MIN_STATES`); larger or sparse MDPs are solved one by one
