@@ -220,7 +220,7 @@ def objective_values(problem: BilevelProblem, X: np.ndarray,
         m = len(Xc)
         if problem.transitions.depends_on_x:
             check_allocation(f"{m} follower MDPs P [M, S, A, S]", (m, S, A, S))
-            P = np.stack([problem.transitions.value(x) for x in Xc])
+            P = problem.transitions.values(Xc)
         else:
             P = np.asarray(problem.follower_mdp(Xc[0]).transitions, dtype=float)[None]
         sol = solve_soft_batch(P, problem.follower_reward.values(Xc), problem.gamma,

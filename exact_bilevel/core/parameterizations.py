@@ -217,6 +217,13 @@ class TransitionModel(ABC):
     def jacobian_dot(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``(dP V)[s, a, k] = sum_s' dP[s, a, s', k] V[s']``, shape ``[S, A, d]``."""
 
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``P_x[s, a, s']`` at every row ``x`` of ``X[M, d]``, shape ``[M, S, A, S]`` (row
+        ``m`` computed from ``X[m]`` alone). Not validated: rows are probability vectors
+        for a valid model."""
+        S, A = self.n_states, self.n_actions
+        return np.stack([np.asarray(self.value(x)) for x in X]).reshape(len(X), S, A, S)
+
     def vjp(self, x: np.ndarray, weights: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``sum_{s,a,s'} weights[s, a] dP[s, a, s', k] V[s']``, shape ``[d]``."""
         jd = self.jacobian_dot(x, v)
@@ -336,6 +343,12 @@ class SoftmaxTransitions(TransitionModel):
 
     def value(self, x: np.ndarray) -> np.ndarray:
         return _softmax_last(self.logits(x))
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """The softmax of ``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A,
+        S]``, the logits in one ``einsum`` (each entry its own sum over ``k``)."""
+        return _softmax_last(self._base + np.einsum("iajk,mk->miaj", self._psi,
+                                                    np.asarray(X)))
 
     def _centred_weights(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         P = self.value(x)

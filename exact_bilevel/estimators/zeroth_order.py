@@ -63,15 +63,20 @@ def perturbed_followers(problem: BilevelProblem, points: np.ndarray,
     if problem.solver_options or not applies(S, A):
         return each_perturbed_follower(problem, points)
     M = len(points)
-    if problem.transitions.depends_on_x:
-        check_allocation(f"{M} perturbed follower MDPs P [M, S, A, S]", (M, S, A, S))
-        mdps = [problem.follower_mdp(p) for p in points]
-        P = np.stack([np.asarray(m.transitions) for m in mdps])
-    else:  # one P for every point: the follower's fixed dynamics
-        mdps = [problem.follower_mdp(points[0])] * M
-        P = np.asarray(mdps[0].transitions)[None]
     r = problem.follower_reward.values(points)
-    sol = solve_soft_batch(P, r, problem.gamma, problem.tau, v0=v0,
+    if problem.transitions.depends_on_x:
+        # P_x at every point, validated once as a stack by the solver (which names the
+        # point of a bad row), then one FiniteMDP per point without validating it again
+        check_allocation(f"{M} perturbed follower MDPs P [M, S, A, S]", (M, S, A, S))
+        P = problem.transitions.values(points)
+        sol = solve_soft_batch(P, r, problem.gamma, problem.tau, v0=v0,
+                               warm_start=3 if v0 is None else 0)
+        rho = problem.initial
+        mdps = [FiniteMDP._trusted(P[m], r[m], problem.gamma, rho) for m in range(M)]
+        return mdps, sol.policy
+    mdps = [problem.follower_mdp(points[0])] * M  # the follower's fixed dynamics
+    sol = solve_soft_batch(np.asarray(mdps[0].transitions, dtype=float)[None], r,
+                           problem.gamma, problem.tau, v0=v0,
                            warm_start=3 if v0 is None else 0)
     return mdps, sol.policy
 
