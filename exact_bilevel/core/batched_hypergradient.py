@@ -10,8 +10,8 @@ exponential tilt through ``P[m]`` with the problem's features,
 This is the empirical model of :mod:`exact_bilevel.estimators.model_based`.
 
 For the leader-return objective (:class:`~.objectives.LeaderReturn`) every member's
-``F`` and adjoint-mode ``grad F`` (:mod:`.hypergradient`) come out of a few batched
-solves (:func:`~.batched_solve.solve_members`, one LU per member each):
+``F`` and adjoint-mode ``grad F`` (:mod:`exact_bilevel.core.hypergradient`) come out of
+a few batched solves (:func:`~.batched_solve.solve_members`, one LU per member each):
 
 .. math::
 
@@ -73,7 +73,8 @@ def supports(problem: BilevelProblem) -> bool:
     """Whether :func:`hypergradients_of_models` applies: a
     :class:`~.objectives.LeaderReturn` objective, transitions that are fixed or
     softmax-logit, and no problem-specific solver options (those are honoured by the
-    one-member-at-a-time route, :func:`~.hypergradient.hypergradient`)."""
+    one-member-at-a-time route,
+    :func:`~exact_bilevel.core.hypergradient.hypergradient`)."""
     tr = problem.transitions
     return (isinstance(problem.objective, LeaderReturn) and not problem.solver_options
             and (not tr.depends_on_x or isinstance(tr, SoftmaxTransitions)))
