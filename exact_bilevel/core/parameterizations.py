@@ -45,6 +45,12 @@ class RewardModel(ABC):
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         """``dr[s, a, k] = d r_x[s, a] / d x[k]``, shape ``[S, A, d]``."""
 
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``r_x[s, a]`` at every row ``x`` of ``X[M, d]``, shape ``[M, S, A]`` (row ``m``
+        computed from ``X[m]`` alone, whatever else is in ``X``)."""
+        return np.stack([self.value(x) for x in X]).reshape(len(X), self.n_states,
+                                                            self.n_actions)
+
     def vjp(self, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_{s,a} weights[s, a] dr[s, a, k]``, shape ``[d]``."""
         jac = self.jacobian(x)
@@ -122,6 +128,11 @@ class AffineReward(RewardModel):
 
     def value(self, x: np.ndarray) -> np.ndarray:
         return self._base + (self._phi @ x).reshape(self.n_states, self.n_actions)
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A]``, in one
+        ``einsum`` over the dense features (each entry its own sum over ``k``)."""
+        return self._base + np.einsum("sak,mk->msa", self.features, np.asarray(X))
 
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         return self.features
@@ -205,6 +216,13 @@ class TransitionModel(ABC):
     @abstractmethod
     def jacobian_dot(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``(dP V)[s, a, k] = sum_s' dP[s, a, s', k] V[s']``, shape ``[S, A, d]``."""
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``P_x[s, a, s']`` at every row ``x`` of ``X[M, d]``, shape ``[M, S, A, S]`` (row
+        ``m`` computed from ``X[m]`` alone). Not validated: rows are probability vectors
+        for a valid model."""
+        S, A = self.n_states, self.n_actions
+        return np.stack([np.asarray(self.value(x)) for x in X]).reshape(len(X), S, A, S)
 
     def vjp(self, x: np.ndarray, weights: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``sum_{s,a,s'} weights[s, a] dP[s, a, s', k] V[s']``, shape ``[d]``."""
@@ -325,6 +343,12 @@ class SoftmaxTransitions(TransitionModel):
 
     def value(self, x: np.ndarray) -> np.ndarray:
         return _softmax_last(self.logits(x))
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """The softmax of ``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A,
+        S]``, the logits in one ``einsum`` (each entry its own sum over ``k``)."""
+        return _softmax_last(self._base + np.einsum("iajk,mk->miaj", self._psi,
+                                                    np.asarray(X)))
 
     def _centred_weights(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         P = self.value(x)
