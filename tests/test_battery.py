@@ -65,6 +65,7 @@ def test_battery_with_a_reference_uses_the_exact_covariance():
     res = check_estimator(_registered("bc-hg"), "quick", reference="bc-hg")
     assert res.passed, res.table()
     assert all(r.name == "known-covariance" for _, r in res.results)
+    assert all("regular regime" in r.report for _, r in res.results)  # the regime rule ran
     assert len(res.sample_results) == 3 and "sample-covariance p" in res.table()
     assert not check_estimator(_mutant("sign-flip"), "quick", reference="bc-hg").passed
     known, sample = suite("quick")[1].run_both(_registered("bc-hg"), reference="bc-hg-baseline")
