@@ -63,7 +63,7 @@ plus the zeroth-order directions): the block each owns in its cell's stream.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -72,7 +72,7 @@ from scipy.special import ndtri
 
 from ..core import _validate
 from ..core._budget import check_allocation
-from ..core._transitions import inverse_cdf, searchsorted_rows
+from ..core._transitions import RowCDFs, inverse_cdf
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
 
@@ -230,7 +230,8 @@ class EpisodeBatch:
     s, a, s1 : ndarray of int, shape (N,)
         The ``N = sum T_e`` steps ``(s_t, a_t, s_{t+1})``.
     time, episode, replicate : ndarray of int, shape (N,)
-        ``t``, the episode ``e`` and the replicate ``e // n`` of every step.
+        ``t``, the episode ``e`` and the replicate ``e // n`` of every step (derived from
+        ``chains`` and ``live`` when first used, then kept).
     """
 
     n_replicates: int
@@ -242,29 +243,48 @@ class EpisodeBatch:
     s: np.ndarray
     a: np.ndarray
     s1: np.ndarray
-    time: np.ndarray
-    episode: np.ndarray
-    replicate: np.ndarray
     cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _kept(self, key: object, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """``make()``, computed once per batch under ``key``."""
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
 
     @property
     def n_steps(self) -> int:
         return int(self.s.size)
 
+    @property
+    def time(self) -> np.ndarray:
+        return self._kept("time", lambda: per_time(np.arange(self.live.size), self.live))
+
+    @property
+    def episode(self) -> np.ndarray:
+        return self._kept("episode", lambda: time_major(self.chains, self.live))
+
+    @property
+    def replicate(self) -> np.ndarray:
+        return self._kept("replicate", lambda: time_major(self.chains // self.n_episodes,
+                                                          self.live))
+
+    def pairs(self, n_actions: int) -> np.ndarray:
+        """``s * A + a`` of every step (the flat index into an ``[S, A]`` table)."""
+        return self._kept(("pair", n_actions), lambda: self.s * n_actions + self.a)
+
     def pair_keys(self, n_actions: int, size: int) -> np.ndarray:
         """``replicate * size + s * A + a`` of every step (the bins of per-replicate
-        ``[S, A]`` tables, ``size = S A``); computed once per batch."""
-        key = ("pairs", n_actions, size)
-        if key not in self.cache:
-            self.cache[key] = self.replicate * size + (self.s * n_actions + self.a)
-        return self.cache[key]
+        ``[S, A]`` tables, ``size = S A``; the flat index into a table ``[R, S, A]``)."""
+        def make() -> np.ndarray:
+            first = time_major(self.chains // self.n_episodes * size, self.live)
+            first += self.pairs(n_actions)
+            return first
+        return self._kept(("pairs", n_actions, size), make)
 
     def step_weights(self, ratio: float) -> np.ndarray:
         """``ratio^t`` at every step (``0^0 = 1``), shape ``[N]``; computed once per ratio."""
-        key = ("weights", ratio)
-        if key not in self.cache:
-            self.cache[key] = (ratio ** np.arange(self.live.size, dtype=float))[self.time]
-        return self.cache[key]
+        return self._kept(("weights", ratio), lambda: per_time(
+            ratio ** np.arange(self.live.size, dtype=float), self.live))
 
     def pair_table(self, n_actions: int, size: int,
                    weights: np.ndarray | None = None) -> np.ndarray:
@@ -274,12 +294,14 @@ class EpisodeBatch:
                            minlength=R * size)
         return flat.reshape(R, size)
 
-    def prefix_sums(self, values: np.ndarray, ratio: float) -> np.ndarray:
+    def prefix_sums(self, values: np.ndarray, ratio: float, *,
+                    overwrite: bool = False) -> np.ndarray:
         """``Y_k = sum_{t <= k} ratio^(k - t) values_t`` along each episode (``values[N,
-        ...]`` step-aligned): ``Y_t = values_t + ratio Y_{t-1}``, per step."""
-        y = np.array(values, dtype=float, copy=True)
-        off, live = self.offsets, self.live
-        for t in range(1, live.size):
+        ...]`` step-aligned): ``Y_t = values_t + ratio Y_{t-1}``, per step. ``overwrite``
+        computes in place in ``values`` (a float array the caller owns)."""
+        y = values if overwrite else np.array(values, dtype=float, copy=True)
+        off, live = self.offsets.tolist(), self.live.tolist()
+        for t in range(1, len(live)):
             c = live[t]
             y[off[t]:off[t] + c] += ratio * y[off[t - 1]:off[t - 1] + c]
         return y
@@ -288,8 +310,8 @@ class EpisodeBatch:
         """``Z_t = sum_{k >= t} ratio^(k - t) values_k`` along each episode, per step
         (backward recursion ``Z_t = values_t + ratio Z_{t+1}``)."""
         z = np.array(values, dtype=float, copy=True)
-        off, live = self.offsets, self.live
-        for t in range(live.size - 2, -1, -1):
+        off, live = self.offsets.tolist(), self.live.tolist()
+        for t in range(len(live) - 2, -1, -1):
             c = live[t + 1]
             z[off[t]:off[t] + c] += ratio * z[off[t + 1]:off[t + 1] + c]
         return z
@@ -322,28 +344,32 @@ class EpisodeBatch:
 def batch_of(ep: Episodes) -> EpisodeBatch:
     """A padded :class:`Episodes` as a one-replicate :class:`EpisodeBatch`."""
     lengths = np.asarray(ep.lengths, dtype=np.int64)
-    chains, live, offsets, t, e = _layout(lengths)
+    chains, live, offsets = _layout(lengths)
+    t, e = per_time(np.arange(live.size), live), time_major(chains, live)
     return EpisodeBatch(1, lengths.size, lengths, chains, live, offsets,
-                        ep.states[e, t], ep.actions[e, t], ep.states[e, t + 1], t, e,
-                        np.zeros(e.size, dtype=np.int64))
+                        ep.states[e, t], ep.actions[e, t], ep.states[e, t + 1])
 
 
-def _layout(lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+def _layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time-major layout of episodes of ``lengths[E]``: ``chains`` (by decreasing length,
-    stable), ``live[L]``, ``offsets[L + 1]`` and, per step, ``time`` and ``episode``."""
+    stable), ``live[L]`` and ``offsets[L + 1]``."""
     L = int(lengths.max())
     key = (L - lengths).astype(np.int16 if L < 2**15 else np.int64)
     chains = np.argsort(key, kind="stable")  # radix sort for small integers
     live = lengths.size - np.cumsum(np.bincount(lengths, minlength=L + 1))[:L]
     offsets = np.zeros(L + 1, dtype=np.int64)
     np.cumsum(live, out=offsets[1:])
-    time = np.repeat(np.arange(L), live)
-    return chains, live, offsets, time, time_major(chains, live)
+    return chains, live, offsets
 
 
 def time_major(per_chain: np.ndarray, live: np.ndarray) -> np.ndarray:
     """``per_chain[k]`` at every step ``(t, k)``, ``k < live[t]``, in time-major order."""
     return np.concatenate([per_chain[:c] for c in live.tolist()])
+
+
+def per_time(per_t: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """``per_t[t]`` at every step ``(t, k)``, ``k < live[t]``, in time-major order."""
+    return np.repeat(per_t, live)
 
 
 def as_batch(ep: Episodes | EpisodeBatch) -> EpisodeBatch:
@@ -606,64 +632,84 @@ class Sampler:
             s0 = start
             self.resets = self.resets + n
         self._charge(f"{int(steps.max())} steps", steps)
-        fixed = first_action is not None
-        f = 1 if fixed else 0
         flat_len = lengths.reshape(-1)
-        chains, live, offsets, time, episode = _layout(flat_len)
-        # uniforms of the walk: per replicate 2 per step (one fewer per episode when a_0
-        # is given), episode by episode (module docstring); gathered once, time-major
+        chains, live, offsets = _layout(flat_len)
+        u, first = self._walk_uniforms(lengths, chains, first_action is not None)
+        if first_action is not None:
+            first_action = np.asarray(first_action).reshape(-1)[chains]
+        s, a, s1 = self._walk(pi, s0.reshape(-1)[chains], live, offsets, u, first,
+                              first_action)
+        self.steps = self.steps + steps
+        return EpisodeBatch(R, n, flat_len, chains, live, offsets, s, a, s1)
+
+    def _walk_uniforms(self, lengths: np.ndarray, chains: np.ndarray,
+                       fixed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Reserve the walk's uniforms (module docstring: per replicate 2 per step, one
+        fewer per episode when ``a_0`` is given, episode by episode): a flat array ``u``
+        and, per chain ``k``, the position ``first[k]`` such that step ``t`` of chain ``k``
+        draws its action with ``u[first[k] + 2 t]`` and its next state with
+        ``u[first[k] + 2 t + 1]``."""
+        n = lengths.shape[1]
+        steps = lengths.sum(axis=1)
         u, base_r = self.uniforms.ragged(2 * steps - (n if fixed else 0))
         cum = np.cumsum(lengths, axis=1) - lengths  # steps of earlier episodes of the rep
-        base = (base_r[:, None] + 2 * cum - (np.arange(n)[None, :] if fixed else 0)
-                ).reshape(-1)
-        pos = base[episode] + 2 * time - f  # the action uniform of each step
-        u_next = u[pos + 1]
-        u_act = u[np.maximum(pos, 0) if fixed else pos]
+        base = base_r[:, None] + 2 * cum
+        if fixed:  # no action uniform at t = 0: episode j of a replicate starts j earlier
+            base -= np.arange(n)[None, :] + 1
+        return u, base.reshape(-1)[chains]
+
+    def _walk(self, pi: np.ndarray, cur: np.ndarray, live: np.ndarray, offsets: np.ndarray,
+              u: np.ndarray, first: np.ndarray, first_action: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The steps ``(s, a, s')`` (time-major, ``[N]`` each) of the chains starting in
+        ``cur[E]`` (by chain), their uniforms ``u`` at ``first`` (:meth:`_walk_uniforms`), the
+        first actions ``first_action[E]`` (by chain) given or drawn. One vectorised pass
+        per time step (:class:`~exact_bilevel.core._transitions.RowCDFs` draws) until at
+        most :data:`SCALAR_TAIL` chains are alive, then :meth:`_walk_tail`."""
+        N = int(offsets[-1])
         s = np.empty(N, dtype=np.int64)
         a = np.empty(N, dtype=np.int64)
         s1 = np.empty(N, dtype=np.int64)
         pi_cdf = np.cumsum(pi, axis=-1)
-        cur = s0.reshape(-1)[chains]
-        for t in range(L):
-            c = int(live[t])
-            lo, hi = int(offsets[t]), int(offsets[t]) + c
-            if c <= SCALAR_TAIL and not (t == 0 and fixed):
-                self._walk_tail(pi_cdf, cur[:c], t, live, offsets, u_act, u_next, s, a, s1)
+        policy = RowCDFs(pi_cdf)
+        live_l, off_l = live.tolist(), offsets.tolist()
+        for t, c in enumerate(live_l):
+            lo, hi = off_l[t], off_l[t] + c
+            given = t == 0 and first_action is not None
+            if c <= SCALAR_TAIL and not given:
+                self._walk_tail(pi_cdf, cur[:c], t, live_l, off_l, u, first, s, a, s1)
                 break
             cur = cur[:c]
+            at = first[:c] + 2 * t
             s[lo:hi] = cur
-            if t == 0 and fixed:
-                a[lo:hi] = first_action.reshape(-1)[chains]
-            else:
-                a[lo:hi] = inverse_cdf(pi_cdf[cur], u_act[lo:hi])
-            cur = self.mdp.sample_next(cur, a[lo:hi], u_next[lo:hi])
+            act = first_action if given else policy.draw(cur, u.take(at))
+            a[lo:hi] = act
+            cur = self.mdp.sample_next(cur, act, u.take(at + 1))
             s1[lo:hi] = cur
-        self.steps = self.steps + steps
-        return EpisodeBatch(R, n, flat_len, chains, live, offsets, s, a, s1, time, episode,
-                            time_major(chains // n, live))
+        return s, a, s1
 
-    def _walk_tail(self, pi_cdf: np.ndarray, cur: np.ndarray, t0: int, live: np.ndarray,
-                   offsets: np.ndarray, u_act: np.ndarray, u_next: np.ndarray,
-                   s: np.ndarray, a: np.ndarray, s1: np.ndarray) -> None:
+    def _walk_tail(self, pi_cdf: np.ndarray, cur: np.ndarray, t0: int, live: list[int],
+                   offsets: list[int], u: np.ndarray, first: np.ndarray, s: np.ndarray,
+                   a: np.ndarray, s1: np.ndarray) -> None:
         """The walk from time ``t0`` for its few live chains ``k < len(cur)``, one draw at a
         time in Python: the same draws as the vectorised loop (``bisect`` on the policy's
         row CDF is :func:`inverse_cdf`; :meth:`FiniteMDP.next_state` is ``sample_next``),
         without numpy's per-call overhead."""
         rows: dict[int, list[float]] = {}
         idx, prev, acts, nxt = [], [], [], []
-        ends = live.size
+        ends = len(live)
         for k, state in enumerate(cur.tolist()):
             t = t0
+            p = int(first[k])
             while t < ends and live[t] > k:
-                j = int(offsets[t]) + k
                 row = rows.get(state)
                 if row is None:
                     row = rows[state] = pi_cdf[state].tolist()
-                act = bisect_right(row, float(u_act[j]) * row[-1])
-                idx.append(j)
+                act = bisect_right(row, float(u[p + 2 * t]) * row[-1])
+                idx.append(offsets[t] + k)
                 prev.append(state)
                 acts.append(act)
-                state = self.mdp.next_state(state, act, float(u_next[j]))
+                state = self.mdp.next_state(state, act, float(u[p + 2 * t + 1]))
                 nxt.append(state)
                 t += 1
         s[idx] = prev
@@ -702,13 +748,14 @@ class _BlockTransitions:
 
     def __init__(self, cdf: np.ndarray, n_states: int, n_actions: int) -> None:
         self._cdf = cdf
+        self._rows = RowCDFs(cdf)
         self._S = n_states
         self.n_actions = n_actions
         self.n_states = cdf.shape[0] // n_actions
 
     def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
-        local = searchsorted_rows(self._cdf, rows, np.asarray(u))
+        local = self._rows.draw(rows, np.asarray(u))
         return (rows // (self._S * self.n_actions)) * self._S + local
 
     def next_state(self, row: int, u: float) -> int:
