@@ -308,6 +308,8 @@ def contract(table: np.ndarray, mat: np.ndarray) -> np.ndarray:
 def per_step(table: np.ndarray, batch: EpisodeBatch, *index: np.ndarray) -> np.ndarray:
     """``table[index]`` at every step, for a shared table (``ndim == len(index)``) or one
     per replicate (a leading ``[R]`` axis)."""
+    if table.ndim == len(index) == 1:
+        return table.take(index[0])
     if table.ndim == len(index):
         return table[index]
     return table[(batch.replicate, *index)]
@@ -348,16 +350,15 @@ def contract_batch(know: LeaderKnowledge, batch: EpisodeBatch, weights: np.ndarr
     S, A = know.pi.shape
     out = contract(batch.pair_table(A, S * A, weights), dr.reshape(S * A, -1))
     if know.problem.transitions.depends_on_x:
-        sa = batch.s * A + batch.a
         vn = per_step(v_next, batch, batch.s1)
         level = vn - per_step(v_next, batch, batch.s) if baseline else vn
         w = weights * level
         if S * A * S <= SCORE_TABLE_ENTRIES:
-            check_allocation("per-replicate score tables [R, S A S]",
-                             (batch.n_replicates, S * A * S))
+            R = batch.n_replicates
+            check_allocation("per-replicate score tables [R, S A S]", (R, S * A * S))
             score = know.score.reshape(S * A * S, -1)
-            out = out + gamma_next * contract(
-                batch.replicate_table(sa * S + batch.s1, S * A * S, w), score)
+            table = np.bincount(batch.triple_keys(S, A), weights=w, minlength=R * S * A * S)
+            out = out + gamma_next * contract(table.reshape(R, S * A * S), score)
         else:
             rows = know.score[batch.s, batch.a, batch.s1] * w[:, None]
             out = out + gamma_next * per_replicate_sum(batch, rows)
@@ -368,13 +369,13 @@ def sensitivity_steps(know: LeaderKnowledge, batch: EpisodeBatch,
                       cols: slice = slice(None), baseline: bool = False) -> np.ndarray:
     """``g_t = dr(s_t, a_t) + gamma dlogP(s_{t+1}|s_t, a_t) (V(s_{t+1}) - b_t)`` at every
     step, ``[N, k]`` for the parameter columns ``cols`` (all by default); ``b_t = V(s_t)``
-    if ``baseline``."""
+    if ``baseline``. Stored column by column (the transpose of a C-ordered ``[k, N]``),
+    so that each column is contiguous."""
     S, A, d = know.dr.shape
-    pairs = batch.s * A + batch.a
-    g = np.take(know.dr.reshape(S * A, d)[:, cols], pairs, axis=0)
+    pairs = batch.pairs(A)
+    g = know.dr.reshape(S * A, d)[:, cols].T.take(pairs, axis=1)
     if know.problem.transitions.depends_on_x:
         level = know.v[batch.s1] - know.v[batch.s] if baseline else know.v[batch.s1]
-        score = np.take(know.score.reshape(S * A * S, d)[:, cols], pairs * S + batch.s1,
-                        axis=0)
-        g = g + know.gamma * score * level[:, None]
-    return g
+        score = know.score.reshape(S * A * S, d)[:, cols].T.take(pairs * S + batch.s1, axis=1)
+        g = g + know.gamma * score * level[None, :]
+    return g.T

@@ -39,7 +39,6 @@ from ._common import (
     contract_batch,
     episodes_for_budget,
     finish,
-    per_step,
     ratio,
     require_leader_return,
     sensitivity_samples,
@@ -71,8 +70,8 @@ def bchg_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, critic: Critic
     (gamma_L/beta)^t A_L(s_t, a_t)`` (:meth:`EpisodeBatch.prefix_sums`); shape ``[R, d]``.
     ``baseline`` uses ``V(s_{k+1}) - V(s_k)`` in the score term of ``g_k``."""
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
-    adv = per_step(critic.advantage, batch, batch.s, batch.a) * w
-    Y = batch.prefix_sums(adv, ratio(know.gamma, know.beta))
+    adv = batch.per_pair(critic.advantage) * w
+    Y = batch.prefix_sums(adv, ratio(know.gamma, know.beta), overwrite=True)
     total = contract_batch(know, batch, Y, know.dr, know.v, know.gamma, baseline)
     return total / (know.tau * batch.n_episodes)
 

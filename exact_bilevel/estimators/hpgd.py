@@ -26,7 +26,6 @@ from ._common import (
     contract,
     episodes_for_budget,
     finish,
-    per_step,
     ratio,
     require_leader_return,
     step_weights_at,
@@ -46,8 +45,7 @@ def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarra
     S, A = know.pi.shape
     centred = dq - np.matmul(know.pi[:, None, :], dq)  # [..., S, 1, d]: E_pi dQ(s, .)
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
-    weights = per_step(adv, batch, batch.s, batch.a) * w
-    table = batch.replicate_table(batch.s * A + batch.a, S * A, weights)
+    table = batch.pair_table(A, S * A, batch.per_pair(adv) * w)
     flat = centred.reshape(*centred.shape[:-3], S * A, -1)
     total = (contract(table, flat) if flat.ndim == 2
              else np.matmul(table[:, None, :], flat)[:, 0, :])  # one product per replicate

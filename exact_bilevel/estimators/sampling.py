@@ -281,6 +281,24 @@ class EpisodeBatch:
             return first
         return self._kept(("pairs", n_actions, size), make)
 
+    def triple_keys(self, n_states: int, n_actions: int) -> np.ndarray:
+        """``replicate * S A S + (s * A + a) * S + s'`` of every step (the bins of
+        per-replicate ``[S, A, S]`` tables; the flat index into a table ``[R, S, A, S]``)."""
+        def make() -> np.ndarray:
+            size = n_states * n_actions * n_states
+            keys = time_major(self.chains // self.n_episodes * size, self.live)
+            keys += self.pairs(n_actions) * n_states + self.s1
+            return keys
+        return self._kept(("triples", n_states, n_actions), make)
+
+    def per_pair(self, table: np.ndarray) -> np.ndarray:
+        """``table[s_t, a_t]`` at every step for a shared ``table[S, A]``, or
+        ``table[r, s_t, a_t]`` (``r`` the step's replicate) for one per replicate
+        ``[R, S, A]``; shape ``[N]``."""
+        S, A = table.shape[-2:]
+        keys = self.pairs(A) if table.ndim == 2 else self.pair_keys(A, S * A)
+        return table.reshape(-1).take(keys)
+
     def step_weights(self, ratio: float) -> np.ndarray:
         """``ratio^t`` at every step (``0^0 = 1``), shape ``[N]``; computed once per ratio."""
         return self._kept(("weights", ratio), lambda: per_time(
@@ -306,10 +324,12 @@ class EpisodeBatch:
             y[off[t]:off[t] + c] += ratio * y[off[t - 1]:off[t - 1] + c]
         return y
 
-    def suffix_sums(self, values: np.ndarray, ratio: float) -> np.ndarray:
+    def suffix_sums(self, values: np.ndarray, ratio: float, *,
+                    overwrite: bool = False) -> np.ndarray:
         """``Z_t = sum_{k >= t} ratio^(k - t) values_k`` along each episode, per step
-        (backward recursion ``Z_t = values_t + ratio Z_{t+1}``)."""
-        z = np.array(values, dtype=float, copy=True)
+        (backward recursion ``Z_t = values_t + ratio Z_{t+1}``); ``overwrite`` as in
+        :meth:`prefix_sums`."""
+        z = values if overwrite else np.array(values, dtype=float, copy=True)
         off, live = self.offsets.tolist(), self.live.tolist()
         for t in range(len(live) - 2, -1, -1):
             c = live[t + 1]

@@ -54,24 +54,26 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
     discount = know.gamma if discount is None else discount
     S, A = know.pi.shape
     d = know.dr.shape[-1]
-    sums = counts = 0.0
+    sums = counts = None
     for b in (as_batch(ep), *more):
         width = max(1, min(d, DQ_CHUNK_ENTRIES // max(1, b.n_steps)))  # columns at once
         check_allocation(f"Monte Carlo dQ: {DQ_CHUNK_ARRAYS} arrays of {b.n_steps} steps "
                          f"x {width} columns", (DQ_CHUNK_ARRAYS, b.n_steps * width))
-        counts = counts + b.pair_table(A, S * A).astype(float)
         part = np.empty((b.n_replicates, S * A, d))
         for k0 in range(0, d, width):
             g = sensitivity_steps(know, b, slice(k0, k0 + width))
-            Z = b.suffix_sums(g, ratio(discount, know.beta))
+            Z = b.suffix_sums(g, ratio(discount, know.beta), overwrite=not skip_first)
             if skip_first:
                 Z = Z - g
             for k in range(Z.shape[1]):
                 part[:, :, k0 + k] = b.pair_table(A, S * A, Z[:, k])
-        sums = sums + part
-    mean = sums / np.maximum(counts, 1.0)[..., None]
-    dq = np.where((counts > 0)[..., None], mean, know.dr.reshape(S * A, d))
-    return _squeeze(dq.reshape(-1, S, A, d), ep)
+        # bincount sums are never -0.0, so the first batch's sums stand for ``0.0 + part``
+        visits = b.pair_table(A, S * A).astype(float)
+        sums = part if sums is None else sums + part
+        counts = visits if counts is None else counts + visits
+    np.divide(sums, np.maximum(counts, 1.0)[..., None], out=sums)  # the mean, in place
+    np.copyto(sums, know.dr.reshape(S * A, d), where=(counts == 0)[..., None])
+    return _squeeze(sums.reshape(-1, S, A, d), ep)
 
 
 def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndarray:

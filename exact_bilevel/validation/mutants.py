@@ -82,7 +82,6 @@ from ..estimators._common import (
     contract_batch,
     episodes_for_budget,
     finish,
-    per_step,
     ratio,
     vectorised,
 )
@@ -124,7 +123,7 @@ def _mutant(name: str, *, adv: str = "A", outer: str = "correct", z: str = "corr
         outer_ratio = {"correct": ratio(know.gamma_leader, know.beta),
                        "no-survival": know.gamma_leader,
                        "gamma": ratio(know.gamma, know.beta)}[outer]
-        weights = per_step(table, batch, batch.s, batch.a) * batch.step_weights(outer_ratio)
+        weights = batch.per_pair(table) * batch.step_weights(outer_ratio)
         inner = know.gamma if z == "no-survival" else ratio(know.gamma, know.beta)
         if z == "from-start":
             weights = weights * batch.step_weights(know.gamma)
