@@ -117,12 +117,13 @@ def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
     b = as_batch(ep)
     check_allocation("per-replicate empirical transitions [R, S, A, S]",
                      (b.n_replicates, n_states * n_actions * n_states))
-    SA = n_states * n_actions
-    counts = b.replicate_table((b.s * n_actions + b.a) * n_states + b.s1, SA * n_states,
-                               np.ones(b.n_steps))  # float counts
-    visits = b.pair_table(n_actions, SA, np.ones(b.n_steps))  # N(s, a)
-    P = (counts.reshape(-1, SA, n_states) / np.maximum(visits, 1.0)[:, :, None]
-         ).reshape(-1, n_states, n_actions, n_states)
+    SA, R = n_states * n_actions, b.n_replicates
+    counts = np.bincount(b.triple_keys(n_states, n_actions),
+                         minlength=R * SA * n_states).astype(float)  # N(s, a, s')
+    visits = b.pair_table(n_actions, SA).astype(float)  # N(s, a)
+    P = counts.reshape(R, SA, n_states)
+    np.divide(P, np.maximum(visits, 1.0)[:, :, None], out=P)
+    P = P.reshape(R, n_states, n_actions, n_states)
     return P[0] if isinstance(ep, Episodes) else P
 
 
@@ -141,12 +142,12 @@ def stacked_solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
     S = M.shape[-1]
     if S > ELIMINATION_STATES:
         return np.linalg.solve(M, b)
-    A = np.array(M, dtype=float)
-    x = np.array(b, dtype=float)
-    for j in range(S - 1):  # forward elimination of column j
-        f = A[:, j + 1:, j] / A[:, j, j][:, None]
-        A[:, j + 1:, j + 1:] -= f[:, :, None] * A[:, j, None, j + 1:]
-        x[:, j + 1:] -= f[:, :, None] * x[:, j, None, :]
+    aug = np.concatenate([M, b], axis=2).astype(float, copy=False)  # [R, S, S + k]
+    for j in range(S - 1):  # forward elimination of column j, on [M | b] at once
+        f = aug[:, j + 1:, j] / aug[:, j, j][:, None]
+        aug[:, j + 1:, j + 1:] -= f[:, :, None] * aug[:, j, None, j + 1:]
+    A = np.ascontiguousarray(aug[:, :, :S])
+    x = np.ascontiguousarray(aug[:, :, S:])
     for j in range(S - 1, -1, -1):  # back substitution
         if j < S - 1:
             x[:, j] -= np.matmul(A[:, j, None, j + 1:], x[:, j + 1:])[:, 0, :]
@@ -170,7 +171,11 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
     flat = rew.reshape(R, S, A, -1)
     # stacked products, one per (replicate, state): a row never depends on the others
     M = np.eye(S) - gamma * np.matmul(pi[None, :, None, :], P)[:, :, 0, :]
-    rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
+    if flat.strides[0] == 0:  # one reward shared by every replicate: its product once
+        rhs = np.broadcast_to(np.matmul(pi[:, None, :], flat[0])[:, 0, :],
+                              (R, S, flat.shape[-1]))
+    else:
+        rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
     v = stacked_solve(M, rhs)
     q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
     q = q.reshape(rew.shape)

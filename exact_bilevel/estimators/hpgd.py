@@ -33,7 +33,7 @@ from ._common import (
 from .bchg import direct_sum
 from .critics import CriticFn, leader_critic
 from .sampling import EpisodeBatch, Sampler
-from .tabular import estimate_dq
+from .tabular import centre_actions, estimate_dq
 
 
 def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray,
@@ -43,7 +43,7 @@ def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarra
     scalar weights; shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``, ``dq[S, A, d]`` or
     ``[R, S, A, d]``)."""
     S, A = know.pi.shape
-    centred = dq - np.matmul(know.pi[:, None, :], dq)  # [..., S, 1, d]: E_pi dQ(s, .)
+    centred = centre_actions(know.pi, dq)
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
     table = batch.pair_table(A, S * A, batch.per_pair(adv) * w)
     flat = centred.reshape(*centred.shape[:-3], S * A, -1)

@@ -50,9 +50,8 @@ def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
     with sampler.capped(budget):
         s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
         ep = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
-    dq = estimate_dq(critic, know, ep)
-    return finish(sampler, _policy_term(know, dlogpi_from_dq(know.pi, dq, know.tau)),
-                  start, resets0, "sobirl")
+    dlogpi = dlogpi_from_dq(know.pi, estimate_dq(critic, know, ep), know.tau, overwrite=True)
+    return finish(sampler, _policy_term(know, dlogpi), start, resets0, "sobirl")
 
 
 def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,

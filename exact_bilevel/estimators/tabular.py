@@ -72,7 +72,8 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
         sums = part if sums is None else sums + part
         counts = visits if counts is None else counts + visits
     np.divide(sums, np.maximum(counts, 1.0)[..., None], out=sums)  # the mean, in place
-    np.copyto(sums, know.dr.reshape(S * A, d), where=(counts == 0)[..., None])
+    unvisited = np.repeat(counts == 0, d, axis=1)  # [R, S A d]: a contiguous mask
+    np.copyto(sums.reshape(len(sums), -1), know.dr.reshape(-1), where=unvisited)
     return _squeeze(sums.reshape(-1, S, A, d), ep)
 
 
@@ -108,6 +109,17 @@ def estimate_dq(method: str, know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
     raise ValueError(f"dQ estimator = {method!r}: must be one of {DQ_METHODS}")
 
 
-def dlogpi_from_dq(pi: np.ndarray, dq: np.ndarray, tau: float) -> np.ndarray:
-    """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[..., S, A, d]`` (Boltzmann policy)."""
-    return (dq - np.matmul(pi[:, None, :], dq)) / tau  # E_pi dQ(s, .): [..., S, 1, d]
+def centre_actions(pi: np.ndarray, dq: np.ndarray, *, overwrite: bool = False
+                   ) -> np.ndarray:
+    """``dQ - E_pi dQ(s, .)``, shape ``[..., S, A, d]`` for ``dq[..., S, A, d]`` and
+    ``pi[S, A]``; ``overwrite`` computes in place in ``dq`` (an array the caller owns)."""
+    mean = np.matmul(pi[:, None, :], dq)  # E_pi dQ(s, .): [..., S, 1, d]
+    return np.subtract(dq, mean, out=dq if overwrite else None)
+
+
+def dlogpi_from_dq(pi: np.ndarray, dq: np.ndarray, tau: float, *,
+                   overwrite: bool = False) -> np.ndarray:
+    """``dlogpi = (dQ - E_pi dQ) / tau``, shape ``[..., S, A, d]`` (Boltzmann policy);
+    ``overwrite`` as in :func:`centre_actions`."""
+    centred = centre_actions(pi, dq, overwrite=overwrite)
+    return np.divide(centred, tau, out=centred)
