@@ -16,8 +16,19 @@ whole run: on a shared machine whose load changes during the run this is the
 conservative choice (a slow moment of the baseline never inflates a ratio). One BLAS
 thread (set before numpy is imported).
 
-Usage: ``python benchmarks/bench_estimators.py [--repeats 3] [--parameterize reward]``.
-Point ``PYTHONPATH`` at another checkout to time its package with the same script.
+Clock (``--clock``): ``cpu`` (default) times the process's CPU time
+(``time.process_time``), ``wall`` the elapsed time (``time.perf_counter``). Both sides
+run on one thread, so their CPU times are the work done; on a shared machine the wall
+time also counts the moments another process held the core, which inflate whichever
+side they hit (measured on the 2-core development VM under load: the same raw rollout
+at 5.3 M/s wall and 10.3 M/s CPU). "faults" is the fewest minor page faults of one
+``replicates()`` call among the repeats (``getrusage``): each first touch of a page the
+process has just given back to the kernel, a few microseconds on a virtual machine
+(:mod:`exact_bilevel.core._heap`).
+
+Usage: ``python benchmarks/bench_estimators.py [--repeats 3] [--parameterize reward]
+[--clock cpu]``. Point ``PYTHONPATH`` at another checkout to time its package with the
+same script.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import os
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
+import resource  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -40,13 +52,30 @@ from exact_bilevel.experiments.examples import random_problem  # noqa: E402
 SETTINGS = ((2000, 200), (100, 1000))
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def best_time(fn, repeats: int, clock=time.process_time) -> float:
+    """The shortest of ``repeats`` timings of ``fn()`` by ``clock``."""
+    return timed(fn, repeats, clock)[0]
+
+
+def timed(fn, repeats: int, clock=time.process_time) -> tuple[float, int]:
+    """The shortest of ``repeats`` timings of ``fn()`` by ``clock``, and the fewest minor
+    page faults of one call."""
+    best, fewest = float("inf"), None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        best = min(best, clock() - t0)
+        n = minor_faults() - f0
+        fewest = n if fewest is None else min(fewest, n)
+    return best, fewest
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def raw_rollout(P: np.ndarray, pi: np.ndarray, rho: np.ndarray, chains: int, steps: int,
@@ -77,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--parameterize", default="reward")
     ap.add_argument("--only", default=None, help="comma-separated estimator names")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     args = ap.parse_args(argv)
+    clock = CLOCKS[args.clock]
     problem, x = random_problem(10, 4, 5, seed=0, gamma=0.9, parameterize=args.parameterize)
     mdp = problem.follower_mdp(x)
     pi = solve_soft(mdp, problem.tau).policy
@@ -86,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def raw_rate() -> float:
         return chains * steps / best_time(
-            lambda: raw_rollout(P, pi, mdp.initial, chains, steps), args.repeats)
+            lambda: raw_rollout(P, pi, mdp.initial, chains, steps), args.repeats, clock)
 
     only = None if args.only is None else set(args.only.split(","))
     raws, table = [raw_rate()], []
@@ -94,26 +125,28 @@ def main(argv: list[str] | None = None) -> None:
         if only is not None and name not in only:
             continue
         raws.append(raw_rate())
-        rates = []
+        rates, faults = [], []
         for budget, R in SETTINGS:
             cost = []
 
             def run(budget=budget, R=R, cost=cost, name=name, critic=critic) -> None:
                 cost[:] = [int(replicates(problem, x, name, budget, R, 0, critic)[1].sum())]
 
-            seconds = best_time(run, args.repeats)
+            seconds, fewest = timed(run, args.repeats, clock)
+            faults.append(fewest)
             rates.append(cost[0] / seconds)
-        table.append((name, critic, rates))
+        table.append((name, critic, rates, faults))
     raw = max(raws)
     print(f"S = 10, A = 4, d = 5, gamma = 0.9, parameterize = {args.parameterize}; "
-          f"one thread, best of {args.repeats}\n")
+          f"one thread, best of {args.repeats}, {args.clock} time\n")
     print(f"raw vectorised rollout ({chains} chains x {steps} steps): fastest {raw:.3g} "
           f"transitions/s of {len(raws)} timings (slowest {min(raws):.3g})\n")
-    head = " | ".join(f"budget {b} (R = {R}) | / raw" for b, R in SETTINGS)
+    head = " | ".join(f"budget {b} (R = {R}) | / raw | faults" for b, R in SETTINGS)
     print(f"| estimator | critic | {head} |")
-    print("| --- | --- |" + " ---: | ---: |" * len(SETTINGS))
-    for name, critic, rates in table:
-        cells = [f"{r / 1e6:.3f} M/s | {r / raw:.3f}" for r in rates]
+    print("| --- | --- |" + " ---: | ---: | ---: |" * len(SETTINGS))
+    for name, critic, rates, faults in table:
+        cells = [f"{r / 1e6:.3f} M/s | {r / raw:.3f} | {f}"
+                 for r, f in zip(rates, faults, strict=True)]
         print(f"| {name} | {critic} | " + " | ".join(cells) + " |", flush=True)
 
 
