@@ -129,6 +129,51 @@ def test_dense_draws_are_identical_to_the_gathered_inverse_cdf():
         assert np.all(P[rows, got] > 0)
 
 
+def test_row_cdf_draws_match_the_gathered_inverse_cdf_on_every_path():
+    """``RowCDFs.draw`` (counts over transposed columns: uint8 below 257 columns, int64
+    above; bisection beyond ``COMPARE_ENTRIES``) is ``inverse_cdf(cdf[rows], u)`` bit for
+    bit, with repeated CDF values (zero-probability entries) and ``u = 0``."""
+    from exact_bilevel.core._transitions import COMPARE_ENTRIES, RowCDFs, inverse_cdf
+
+    rng = np.random.default_rng(8)
+    for width, draws in ((1, 50), (4, 3000), (300, 2000), (300, COMPARE_ENTRIES // 300 + 1)):
+        P = rng.dirichlet(np.full(width, 0.3), size=7)
+        P[:, 1::3] = 0.0
+        P /= P.sum(axis=1, keepdims=True)
+        cdf = np.cumsum(P, axis=1)
+        rows, u = rng.integers(7, size=draws), rng.random(draws)
+        u[:5] = 0.0
+        got = RowCDFs(cdf).draw(rows, u)
+        assert got.dtype == np.int64 and got.shape == rows.shape
+        assert np.array_equal(got, inverse_cdf(cdf[rows], u)), (width, draws)
+        assert np.all(P[rows, got] > 0)
+
+
+def test_episode_batch_keys_and_sums():
+    """The derived per-step arrays of an ``EpisodeBatch`` equal their definitions, and the
+    in-place prefix and suffix sums equal the copying ones."""
+    from exact_bilevel.estimators.sampling import Uniforms
+
+    mdp = _mdp()
+    pi = solve_soft(mdp, 0.5).policy
+    R, n = 3, 4
+    b = Sampler(mdp, Uniforms(np.random.default_rng(5).random((R, 400)))).episode_batch(
+        pi, n, 0.8)
+    t = np.concatenate([np.full(c, k) for k, c in enumerate(b.live)])
+    e = np.concatenate([b.chains[:c] for c in b.live])
+    assert np.array_equal(b.time, t) and np.array_equal(b.episode, e)
+    assert np.array_equal(b.replicate, e // n)
+    assert np.array_equal(b.pair_keys(3, 15), b.replicate * 15 + b.s * 3 + b.a)
+    assert np.array_equal(b.triple_keys(5, 3), b.replicate * 75 + (b.s * 3 + b.a) * 5 + b.s1)
+    assert np.array_equal(b.step_weights(0.7), 0.7 ** t.astype(float))
+    table = np.random.default_rng(6).normal(size=(R, 5, 3))
+    assert np.array_equal(b.per_pair(table), table[b.replicate, b.s, b.a])
+    assert np.array_equal(b.per_pair(table[0]), table[0][b.s, b.a])
+    v = np.random.default_rng(7).normal(size=b.n_steps)
+    for sums in (b.prefix_sums, b.suffix_sums):
+        assert np.array_equal(sums(v.copy(), 0.9, overwrite=True), sums(v, 0.9))
+
+
 def test_a_replicate_never_reads_past_its_block():
     """Batched replicates own fixed blocks of uniforms: a draw that would read past one is
     a ValueError naming the replicate, before any step is taken."""

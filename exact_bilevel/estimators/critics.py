@@ -59,7 +59,7 @@ def visit_counts(ep: Episodes | EpisodeBatch, n_states: int, n_actions: int) -> 
     """``N[r, s, a]``: number of steps taken at ``(s, a)`` per replicate (``[S, A]`` for
     padded episodes)."""
     b = as_batch(ep)
-    n = b.replicate_table(b.s * n_actions + b.a, n_states * n_actions).astype(float)
+    n = b.pair_table(n_actions, n_states * n_actions).astype(float)
     n = n.reshape(-1, n_states, n_actions)
     return n[0] if isinstance(ep, Episodes) else n
 
@@ -68,10 +68,9 @@ def tabular_mean(batch: EpisodeBatch, values: np.ndarray, n_states: int, n_actio
                  fill: np.ndarray) -> np.ndarray:
     """Per replicate, the every-visit average of the per-step scalars ``values[N]`` per
     ``(s_t, a_t)``, shape ``[R, S, A]``; ``fill[S, A]`` where unvisited."""
-    idx = batch.s * n_actions + batch.a
     size = n_states * n_actions
-    sums = batch.replicate_table(idx, size, values)
-    counts = batch.replicate_table(idx, size)
+    sums = batch.pair_table(n_actions, size, values)
+    counts = batch.pair_table(n_actions, size)
     mean = (sums / np.maximum(counts, 1)).reshape(-1, n_states, n_actions)
     return np.where(counts.reshape(mean.shape) > 0, mean, fill)
 
@@ -90,7 +89,7 @@ def monte_carlo_critic(know: LeaderKnowledge, ep: Episodes | EpisodeBatch, *,
     S, A = know.pi.shape
     b = as_batch(ep)
     discount = know.gamma_leader if discount is None else discount
-    G = b.suffix_sums(know.r_leader[b.s, b.a], ratio(discount, know.beta))
+    G = b.suffix_sums(b.per_pair(know.r_leader), ratio(discount, know.beta), overwrite=True)
     return _squeeze(_from_q(tabular_mean(b, G, S, A, know.r_leader), know.pi), ep)
 
 
