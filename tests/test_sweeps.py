@@ -86,14 +86,16 @@ def test_sweep_stores_every_replicate_once_and_is_independent_of_workers(tmp_pat
 
 
 def test_sweep_killed_with_sigkill_resumes_to_the_same_rows(tmp_path):
-    spec = _write(tmp_path, {**SPEC, "budgets": [20000]})
+    # a cell must take longer than the polling interval (0.05 s): ~0.15 s of sampling
+    # per cell of 60 replicates at 50,000 transitions (batched replicates, issue 27)
+    spec = _write(tmp_path, {**SPEC, "budgets": [50000]})
     db = str(tmp_path / "k.sqlite")
     proc = subprocess.Popen([sys.executable, "-m", "exact_bilevel.cli", "sweep", spec, "--db",
                              db, "--quiet"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
         try:
             n = len(_rows(db))
         except sqlite3.Error:
@@ -434,7 +436,8 @@ def test_report_opens_read_only_and_reports_an_empty_results_file(tmp_path, caps
 
 def test_two_concurrent_sweeps_split_the_work_and_count_only_their_rows(tmp_path):
     """On today's main both runs compute all 240 replicates and both say 240."""
-    spec = _write(tmp_path, {**SPEC, "budgets": [8000]})
+    # each cell long enough (~0.1 s) that the second run starts before the first is done
+    spec = _write(tmp_path, {**SPEC, "budgets": [30000]})
     db = str(tmp_path / "c.sqlite")
     cmd = [sys.executable, "-m", "exact_bilevel.cli", "sweep", spec, "--db", db, "--quiet"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
