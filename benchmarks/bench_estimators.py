@@ -24,11 +24,15 @@ side they hit (measured on the 2-core development VM under load: the same raw ro
 at 5.3 M/s wall and 10.3 M/s CPU). "faults" is the fewest minor page faults of one
 ``replicates()`` call among the repeats (``getrusage``): each first touch of a page the
 process has just given back to the kernel, a few microseconds on a virtual machine
-(:mod:`exact_bilevel.core._heap`).
+(:mod:`exact_bilevel.core.heap`).
+
+Heap (``--heap``): ``retain`` (default) keeps freed heap for reuse as the command line
+does (:func:`exact_bilevel.core.heap.retain_heap`); ``default`` leaves glibc's thresholds,
+as in a process that imports the library without asking.
 
 Usage: ``python benchmarks/bench_estimators.py [--repeats 3] [--parameterize reward]
-[--clock cpu]``. Point ``PYTHONPATH`` at another checkout to time its package with the
-same script.
+[--clock cpu] [--heap retain]``. Point ``PYTHONPATH`` at another checkout to time its
+package with the same script.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from exact_bilevel import solve_soft  # noqa: E402
+from exact_bilevel.core.heap import retain_heap  # noqa: E402
 from exact_bilevel.estimators import ESTIMATORS, replicates  # noqa: E402
 from exact_bilevel.experiments.examples import random_problem  # noqa: E402
 
@@ -107,8 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parameterize", default="reward")
     ap.add_argument("--only", default=None, help="comma-separated estimator names")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    ap.add_argument("--heap", choices=("retain", "default"), default="retain",
+                    help="retain: keep freed heap for reuse, as the command line does "
+                         "(exact_bilevel.core.heap); default: glibc's thresholds, as a "
+                         "library call in a process that did not ask")
     args = ap.parse_args(argv)
     clock = CLOCKS[args.clock]
+    retained = args.heap == "retain" and retain_heap()
     problem, x = random_problem(10, 4, 5, seed=0, gamma=0.9, parameterize=args.parameterize)
     mdp = problem.follower_mdp(x)
     pi = solve_soft(mdp, problem.tau).policy
@@ -138,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         table.append((name, critic, rates, faults))
     raw = max(raws)
     print(f"S = 10, A = 4, d = 5, gamma = 0.9, parameterize = {args.parameterize}; "
-          f"one thread, best of {args.repeats}, {args.clock} time\n")
+          f"one thread, best of {args.repeats}, {args.clock} time, freed heap "
+          f"{'retained' if retained else 'returned (glibc defaults)'}\n")
     print(f"raw vectorised rollout ({chains} chains x {steps} steps): fastest {raw:.3g} "
           f"transitions/s of {len(raws)} timings (slowest {min(raws):.3g})\n")
     head = " | ".join(f"budget {b} (R = {R}) | / raw | faults" for b, R in SETTINGS)

@@ -932,6 +932,9 @@ def _stdout_error(exc: OSError) -> Exception:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .core.heap import retain_heap
+
+    retain_heap()  # our own process: keep freed heap for reuse (core.heap)
     from .core._files import OutputPathError, check_output
     from .core.errors import ConvergenceError, NumericalError
 

@@ -1,4 +1,4 @@
-"""Heap retention (:mod:`exact_bilevel.core._heap`): set once per process, opt-out by
+"""Heap retention (:mod:`exact_bilevel.core.heap`): set once per process, opt-out by
 environment, and it does what it is for (repeated large temporaries stop faulting)."""
 
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from exact_bilevel.core._heap import retain_heap
+    from exact_bilevel.core.heap import retain_heap
 
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._budget import check_allocation
-from ..core._heap import retain_heap
 from ..core.problem import BilevelProblem
 from ..core.streams import cell_uniforms
 from ._common import (
@@ -155,9 +154,9 @@ def run_replicates(fn: EstimatorFn, know: LeaderKnowledge, budget: int, n_replic
     vectorised call of ``fn`` (:func:`._common.vectorised`). A function not marked
     vectorised (yours) is called once per replicate with a single-estimate sampler on
     the same block: the numbers of a vectorised function are the same either way.
-    ``progress(k)`` is called after each ``k`` replicates done. Freed heap memory is kept
-    for reuse from the first call on (:func:`exact_bilevel.core._heap.retain_heap`)."""
-    retain_heap()
+    ``progress(k)`` is called after each ``k`` replicates done. Large calls run faster
+    where freed heap memory is kept for reuse (:func:`exact_bilevel.core.heap.retain_heap`:
+    the command line does it; a library call leaves your process's allocator alone)."""
     B = block_size(budget, know.dr.shape[-1]) if uniforms is None else uniforms.shape[1]
     per = max(1, CHUNK_UNIFORMS // B)
     out, cost = [], []

@@ -17,6 +17,10 @@ run-to-run differences in ``benchmarks/bench_estimators.py``).
 is kept for reuse instead of being returned. The process's resident size then stays at
 its peak (plus at most ``TRIM_THRESHOLD``) after a large estimate. It is a no-op where
 the C library is not glibc, and when the environment variable :data:`ENV` is ``0``.
+
+Who calls it: the ``exact-bilevel`` command line (its own process) and the benchmarks.
+The library never changes the allocator of a process it is imported into; call
+:func:`retain_heap` yourself before many large ``replicates()`` calls.
 """
 
 from __future__ import annotations
