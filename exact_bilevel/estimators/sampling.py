@@ -760,13 +760,17 @@ class Sampler:
         rows = np.flatnonzero(over.any(axis=1))
         if rows.size == 0:
             return lengths
+        # per crossing replicate: its first crossing episode k is cut to the steps left
+        # after episodes 0..k-1 as drawn and one step for each later one, which keep 1
+        drawn = lengths[rows]
+        k = np.argmax(over[rows], axis=1)
+        at = np.arange(rows.size)
+        before = np.cumsum(drawn, axis=1)[at, k] - drawn[at, k]
+        cut = np.where(np.arange(n)[None, :] > k[:, None], 1, drawn)
+        cut[at, k] = steps[rows, 0] - before - (n - 1 - k)
         out = lengths.copy()
-        for r in rows.tolist():
-            k = int(np.argmax(over[r]))
-            before = int(out[r, :k].sum())
-            out[r, k] = int(steps[r, 0]) - before - (n - 1 - k)
-            out[r, k + 1:] = 1
-            self.truncated[r] += int(np.count_nonzero(out[r] != lengths[r]))
+        out[rows] = cut
+        self.truncated[rows] += np.count_nonzero(cut != drawn, axis=1)
         return out
 
 
