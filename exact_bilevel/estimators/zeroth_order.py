@@ -152,7 +152,8 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``directions x d`` normals, the follower is solved at each of the ``M = 2 R
     directions`` perturbed points (one exact solve each, batched: module docstring), and
     the ``2 directions n`` episodes of every replicate are walked together in the ``M``
-    MDPs side by side (:func:`.sampling.stacked_mdp`), under one cap ``budget`` per replicate: the
+    MDPs side by side (:func:`perturbed_environment`: one shared next-state CDF table when
+    ``P`` does not depend on ``x``), under one cap ``budget`` per replicate: the
     truncation in episode order then leaves each later evaluation its resets and one step
     per episode, as separate caps would. A replicate's uniforms, in order: the normals,
     the ``2 directions n`` start states (inverse CDF of ``rho``), then the episodes
