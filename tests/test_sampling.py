@@ -186,3 +186,89 @@ def test_a_replicate_never_reads_past_its_block():
                                          r"block has 12"):
         smp.episode_batch(pi, 4, 0.9)
     assert np.all(smp.steps == 0)
+
+
+def test_draws_grouped_by_row_match_the_gathered_inverse_cdf():
+    """``draw_each_row`` (column counts up to ``COUNT_COLUMNS``, one ``searchsorted`` per
+    row beyond) is ``inverse_cdf(cdf[rows], u)`` bit for bit, with repeated CDF values
+    (zero-probability entries) and ``u = 0``; ``u`` of the wrong shape is a ValueError."""
+    from exact_bilevel.core._transitions import COUNT_COLUMNS, draw_each_row, inverse_cdf
+
+    rng = np.random.default_rng(9)
+    for width in (1, 4, COUNT_COLUMNS, COUNT_COLUMNS + 1, 300):
+        P = rng.dirichlet(np.full(width, 0.3), size=6)
+        P[:, 1::3] = 0.0
+        P /= P.sum(axis=1, keepdims=True)
+        cdf = np.cumsum(P, axis=1)
+        u = rng.random((3, 6, 40))
+        u[:, :, 0] = 0.0
+        got = draw_each_row(cdf, u)
+        rows = np.broadcast_to(np.arange(6)[None, :, None], u.shape)
+        assert got.dtype == np.int64 and got.shape == u.shape
+        assert np.array_equal(got.ravel(), inverse_cdf(cdf[rows.ravel()], u.ravel())), width
+        assert np.all(P[rows, got] > 0)
+    with pytest.raises(ValueError, match=r"u: shape \(3, 5, 2\) must end in \(6, m\)"):
+        draw_each_row(cdf, u[:, :5, :2])
+
+
+def test_sweep_draws_are_the_generative_model_draws():
+    """``sweep`` (grouped by pair on dense ``P``) gives the draws, costs and cursor of
+    ``step`` on the same pairs, bit for bit."""
+    from exact_bilevel.estimators.sampling import Uniforms
+
+    mdp = _mdp()
+    U = np.random.default_rng(2).random((3, 200))
+    a, b = Sampler(mdp, Uniforms(U.copy())), Sampler(mdp, Uniforms(U.copy()))
+    s, act, s1 = a.sweep(4)
+    assert np.array_equal(s1, b.step(s, act))
+    assert np.array_equal(a.steps, b.steps) and np.array_equal(a.uniforms.cursor,
+                                                               b.uniforms.cursor)
+
+
+def test_blocks_sharing_one_cdf_sample_as_stacked_copies():
+    """``stacked_mdp`` of one MDP repeated (one shared row-CDF table) and of distinct
+    copies (the stacked table) walk the same episodes bit for bit, vectorised and in the
+    scalar tail; a block never leaves itself."""
+    from exact_bilevel.core.mdp import FiniteMDP
+    from exact_bilevel.estimators.sampling import Uniforms, stacked_mdp
+
+    mdp = _mdp()
+    M, S = 7, mdp.n_states
+    copies = [FiniteMDP(np.array(mdp.transitions), mdp.reward, mdp.gamma, mdp.initial)
+              for _ in range(M)]
+    pi = np.random.default_rng(1).dirichlet(np.ones(3), size=M * S)
+    start = np.arange(40)[None, :] % M * S + np.arange(40)[None, :] % S
+    U = np.random.default_rng(4).random((2, 2000))
+    out = []
+    for env in (stacked_mdp([mdp] * M), stacked_mdp(copies)):
+        b = Sampler(env, Uniforms(U.copy())).episode_batch(pi, 40, 0.9,
+                                                           start=np.repeat(start, 2, axis=0))
+        assert np.array_equal(b.s // S, b.s1 // S)
+        out.append((b.s, b.a, b.s1))
+    for x, y in zip(*out, strict=True):
+        assert np.array_equal(x, y)
+    shared, stacked = stacked_mdp([mdp] * M), stacked_mdp(copies)
+    for row, u in [(0, 0.0), (5, 0.3), (M * S * 3 - 1, 0.999)]:
+        assert shared.next_state(row // 3, row % 3, u) == stacked.next_state(row // 3,
+                                                                              row % 3, u)
+
+
+@pytest.mark.parametrize("parameterize", ["reward", "transitions"])
+def test_perturbed_environment_is_the_stacked_followers(parameterize):
+    """The zeroth-order estimator's environment (row CDFs from the batched solve's ``P``,
+    one table for fixed dynamics) draws as ``stacked_mdp`` of ``perturbed_followers``,
+    with the same policies and start distribution, bit for bit."""
+    from exact_bilevel.estimators import zeroth_order as zo
+    from exact_bilevel.estimators.sampling import stacked_mdp
+    from exact_bilevel.experiments.examples import random_problem
+
+    problem, x = random_problem(6, 3, 2, seed=5, gamma=0.9, parameterize=parameterize)
+    points = x + 0.05 * np.random.default_rng(0).standard_normal((5, x.size))
+    env, pi, rho = zo.perturbed_environment(problem, points)
+    mdps, ref_pi = zo.perturbed_followers(problem, points)
+    ref = stacked_mdp(mdps)
+    assert np.array_equal(pi, ref_pi.reshape(-1, 3))
+    assert np.array_equal(np.broadcast_to(rho, (5, 6)), np.stack([m.initial for m in mdps]))
+    rng = np.random.default_rng(1)
+    s, a, u = rng.integers(30, size=500), rng.integers(3, size=500), rng.random(500)
+    assert np.array_equal(env.sample_next(s, a, u), ref.sample_next(s, a, u))

@@ -88,6 +88,37 @@ class RowCDFs:
             hi = np.where(active & ~below, mid, hi)
 
 
+#: Widest row that :func:`draw_each_row` counts column by column (one pass over the
+#: draws per column); wider rows are searched row by row (``searchsorted``).
+COUNT_COLUMNS = 64
+
+
+def draw_each_row(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``m`` draws from every row of ``cdf[n, w]`` at once: ``j[..., i, k] = #{c :
+    cdf[i, c] <= u[..., i, k] cdf[i, -1]}`` for ``u[..., n, m]`` in ``[0, 1)`` (int64, the
+    shape of ``u``), the number :meth:`RowCDFs.draw` gives for ``rows = i``.
+
+    Draws grouped by row (a generative-model sweep) need no gather: for ``w <=``
+    :data:`COUNT_COLUMNS` each of the first ``w - 1`` columns is compared with all the
+    draws, broadcast along ``m`` (the last column is never counted, as in
+    :class:`RowCDFs`); wider rows by one ``searchsorted`` per row."""
+    n, w = cdf.shape
+    if u.ndim < 2 or u.shape[-2] != n:
+        raise ValueError(f"u: shape {u.shape} must end in ({n}, m), one row of draws per "
+                         f"CDF row")
+    target = u * cdf[:, -1:]
+    if w <= COUNT_COLUMNS:
+        count = np.zeros(u.shape, dtype=np.uint8)
+        for c in range(w - 1):
+            count += cdf[:, c:c + 1] <= target
+        return count.astype(np.int64)
+    by_row = np.moveaxis(target, -2, 0).reshape(n, -1)
+    out = np.empty(by_row.shape, dtype=np.int64)
+    for i in range(n):
+        out[i] = np.searchsorted(cdf[i], by_row[i], side="right")
+    return np.moveaxis(out.reshape((n, *u.shape[:-2], u.shape[-1])), 0, -2)
+
+
 class DenseTransitions:
     """Dense transition tensor ``P[s, a, s']`` viewed as a ``(S*A, S)`` matrix."""
 

@@ -72,7 +72,7 @@ from scipy.special import ndtri
 
 from ..core import _validate
 from ..core._budget import check_allocation
-from ..core._transitions import RowCDFs, inverse_cdf
+from ..core._transitions import DenseTransitions, RowCDFs, draw_each_row, inverse_cdf
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
 
@@ -534,14 +534,24 @@ class Sampler:
         """``m`` generative-model draws for every ``(s, a)``, pair-major: arrays
         ``(s, a, s')``, ``s`` and ``a`` of length ``S * A * m`` and ``s'`` of shape
         ``[R, S * A * m]`` (``[S * A * m]`` for a single estimate); costs ``S * A * m``
-        steps per replicate."""
+        steps per replicate. The draws of :meth:`step` on these pairs, bit for bit
+        (dense ``P``: grouped by pair, :func:`~exact_bilevel.core._transitions.draw_each_row`,
+        no gather)."""
         S, A = self.mdp.n_states, self.mdp.n_actions
         check_allocation(f"{m} generative-model draws per pair: the sample buffers of one "
                          f"estimate ({DRAW_ENTRIES} entries per draw)",
                          (DRAW_ENTRIES, self.n_replicates * S * A * m))
         s = np.repeat(np.arange(S), A * m)
         a = np.tile(np.repeat(np.arange(A), m), S)
-        return s, a, self.step(s, a)
+        op = self.mdp._op
+        if not isinstance(op, DenseTransitions):
+            return s, a, self.step(s, a)
+        # the draws of step(s, a), grouped by pair: no rows to gather
+        self._charge(f"{S * A * m} generative-model draws", S * A * m)
+        self.steps = self.steps + S * A * m
+        u = self.uniforms.fixed(S * A * m)
+        s1 = draw_each_row(op.row_cdfs(), u.reshape(-1, S * A, m))
+        return s, a, self._shape(s1.reshape(u.shape))
 
     def act(self, pi: np.ndarray, s: np.ndarray) -> np.ndarray:
         """``a[r, i] ~ pi(.|s[r, i])`` for ``s[R, m]`` (or ``[m]`` shared), shape ``[R, m]``
@@ -750,51 +760,86 @@ class Sampler:
         rows = np.flatnonzero(over.any(axis=1))
         if rows.size == 0:
             return lengths
+        # per crossing replicate: its first crossing episode k is cut to the steps left
+        # after episodes 0..k-1 as drawn and one step for each later one, which keep 1
+        drawn = lengths[rows]
+        k = np.argmax(over[rows], axis=1)
+        at = np.arange(rows.size)
+        before = np.cumsum(drawn, axis=1)[at, k] - drawn[at, k]
+        cut = np.where(np.arange(n)[None, :] > k[:, None], 1, drawn)
+        cut[at, k] = steps[rows, 0] - before - (n - 1 - k)
         out = lengths.copy()
-        for r in rows.tolist():
-            k = int(np.argmax(over[r]))
-            before = int(out[r, :k].sum())
-            out[r, k] = int(steps[r, 0]) - before - (n - 1 - k)
-            out[r, k + 1:] = 1
-            self.truncated[r] += int(np.count_nonzero(out[r] != lengths[r]))
+        out[rows] = cut
+        self.truncated[rows] += np.count_nonzero(cut != drawn, axis=1)
         return out
 
 
 class _BlockTransitions:
     """Sampling access to ``M`` MDPs side by side (state ``m S + s`` of block ``m``): the
-    ``sample_next`` / ``next_state`` of :mod:`exact_bilevel.core._transitions` on the
-    stacked row CDFs ``cdf[M S A, S]``, each draw the inverse CDF of its own block's row
-    (so a block's draws do not depend on the others). Sampling only."""
+    ``sample_next`` / ``next_state`` of :mod:`exact_bilevel.core._transitions` on the row
+    CDFs ``cdf[M S A, S]`` of the blocks stacked, or ``cdf[S A, S]`` shared by every block
+    (the same dynamics, e.g. only the policies differ); each draw the inverse CDF of its
+    own block's row (so a block's draws do not depend on the others). Sampling only."""
 
-    def __init__(self, cdf: np.ndarray, n_states: int, n_actions: int) -> None:
+    def __init__(self, cdf: np.ndarray, n_states: int, n_actions: int,
+                 n_blocks: int) -> None:
         self._cdf = cdf
         self._rows = RowCDFs(cdf)
         self._S = n_states
+        self._shared = cdf.shape[0] != n_blocks * n_states * n_actions
+        if self._shared and cdf.shape[0] != n_states * n_actions:
+            raise ValueError(f"cdf: {cdf.shape[0]} rows, must be S A = {n_states * n_actions}"
+                             f" or M S A = {n_blocks * n_states * n_actions}")
         self.n_actions = n_actions
-        self.n_states = cdf.shape[0] // n_actions
+        self.n_states = n_blocks * n_states
+        self._lists: dict[int, list[float]] = {}  # row CDFs drawn by next_state
 
     def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
-        local = self._rows.draw(rows, np.asarray(u))
-        return (rows // (self._S * self.n_actions)) * self._S + local
+        block = rows // (self._S * self.n_actions)
+        if self._shared:
+            local = self._rows.draw(rows - block * (self._S * self.n_actions), np.asarray(u))
+        else:
+            local = self._rows.draw(rows, np.asarray(u))
+        return block * self._S + local
 
     def next_state(self, row: int, u: float) -> int:
-        cdf = self._cdf[row].tolist()
-        return (row // (self._S * self.n_actions)) * self._S + bisect_right(cdf, u * cdf[-1])
+        block, local = divmod(row, self._S * self.n_actions)
+        key = local if self._shared else row
+        cdf = self._lists.get(key)
+        if cdf is None:
+            cdf = self._lists[key] = self._cdf[key].tolist()
+        return block * self._S + bisect_right(cdf, u * cdf[-1])
+
+
+def block_mdp(cdf: np.ndarray, n_actions: int, n_blocks: int, gamma: float,
+              initial: np.ndarray) -> FiniteMDP:
+    """``n_blocks = M`` MDPs side by side, for sampling only, from their next-state row
+    CDFs ``cdf[M S A, S]`` (row ``(m S + s) A + a`` is block ``m``'s ``cumsum(P[s, a])``)
+    or ``cdf[S A, S]`` shared by every block (one table, no copy per block): state ``m S +
+    s`` is state ``s`` of block ``m`` and never leaves its block; ``initial[M S]`` (start
+    episodes in a block with ``start=``)."""
+    S = cdf.shape[1]
+    mdp = FiniteMDP.__new__(FiniteMDP)
+    op = _BlockTransitions(cdf, S, n_actions, n_blocks)
+    mdp._init_op(op, np.zeros((n_blocks * S, n_actions)), gamma, initial)
+    return mdp
 
 
 def stacked_mdp(mdps: list[FiniteMDP]) -> FiniteMDP:
-    """The MDPs ``mdps`` (same ``S``, ``A``) side by side, for sampling only: state ``m S +
-    s`` is state ``s`` of ``mdps[m]`` and never leaves its block; ``initial`` is the
-    average of the blocks' (start episodes in a block with ``start=``)."""
-    S, A = mdps[0].n_states, mdps[0].n_actions
-    check_allocation(f"{len(mdps)} stacked MDPs: row CDFs [M S A, S]", (len(mdps) * S * A, S))
+    """The MDPs ``mdps`` (same ``S``, ``A``) side by side, for sampling only
+    (:func:`block_mdp`; one shared row-CDF table when every entry is the same MDP):
+    state ``m S + s`` is state ``s`` of ``mdps[m]`` and never leaves its block;
+    ``initial`` is the average of the blocks' (start episodes in a block with
+    ``start=``)."""
+    S, A, M = mdps[0].n_states, mdps[0].n_actions, len(mdps)
+    rho = np.concatenate([m.initial for m in mdps]) / M
+    if all(m is mdps[0] for m in mdps):
+        cdf = np.cumsum(np.asarray(mdps[0].transitions, dtype=float).reshape(S * A, S), axis=-1)
+        return block_mdp(cdf, A, M, mdps[0].gamma, rho)
+    check_allocation(f"{M} stacked MDPs: row CDFs [M S A, S]", (M * S * A, S))
     P = np.stack([np.asarray(m.transitions, dtype=float).reshape(S * A, S) for m in mdps])
-    op = _BlockTransitions(np.cumsum(P, axis=-1).reshape(-1, S), S, A)
-    mdp = FiniteMDP.__new__(FiniteMDP)
-    rho = np.concatenate([m.initial for m in mdps]) / len(mdps)
-    mdp._init_op(op, np.zeros((len(mdps) * S, A)), mdps[0].gamma, rho)
-    return mdp
+    return block_mdp(np.cumsum(P, axis=-1).reshape(-1, S), A, M, mdps[0].gamma, rho)
 
 
 def _validate_count(name: str, n: object) -> int:

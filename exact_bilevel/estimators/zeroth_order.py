@@ -40,7 +40,7 @@ from ._common import (
     ratio,
     require_leader_return,
 )
-from .sampling import Sampler, stacked_mdp
+from .sampling import Sampler, block_mdp, stacked_mdp
 
 
 def first_order_values(know: LeaderKnowledge, points: np.ndarray) -> np.ndarray:
@@ -56,29 +56,76 @@ def first_order_values(know: LeaderKnowledge, points: np.ndarray) -> np.ndarray:
 def perturbed_followers(problem: BilevelProblem, points: np.ndarray,
                         v0: np.ndarray | None = None) -> tuple[list[FiniteMDP], np.ndarray]:
     """The follower's MDP and soft-optimal policy ``pi[M, S, A]`` at each row of
-    ``points[M, d]``: one batched solve (Newton from ``v0[S]`` or ``v0[M, S]`` when given,
-    e.g. :func:`first_order_values`) where the module docstring says, else
-    :func:`each_perturbed_follower`."""
+    ``points[M, d]``: one batched solve (:func:`perturbed_transitions`; Newton from
+    ``v0[S]`` or ``v0[M, S]`` when given, e.g. :func:`first_order_values`) where the module
+    docstring says, else :func:`each_perturbed_follower`."""
     S, A = problem.n_states, problem.n_actions
     if problem.solver_options or not applies(S, A):
         return each_perturbed_follower(problem, points)
     M = len(points)
+    P, pi = perturbed_transitions(problem, points, v0)
+    if not problem.transitions.depends_on_x:
+        return [problem.follower_mdp(points[0])] * M, pi  # the follower's fixed dynamics
+    # one FiniteMDP per point without validating it again (the solver validated the stack)
+    r, rho = problem.follower_reward.values(points), problem.initial
+    return [FiniteMDP._trusted(P[m], r[m], problem.gamma, rho) for m in range(M)], pi
+
+
+def perturbed_transitions(problem: BilevelProblem, points: np.ndarray,
+                          v0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The follower's dynamics and soft-optimal policies at the rows of ``points[M, d]``
+    by one batched solve (:func:`~exact_bilevel.core.batched_solve.solve_soft_batch`,
+    where :func:`~exact_bilevel.core.batched_solve.applies`; Newton from ``v0[S]`` or
+    ``v0[M, S]`` when given): ``P[M, S, A, S]`` (``P_x`` at every point, validated as a
+    stack by the solver, which names the point of a bad row) or ``P[1, S, A, S]`` (fixed
+    dynamics, shared by every point), and ``pi[M, S, A]``."""
+    S, A = problem.n_states, problem.n_actions
+    M = len(points)
     r = problem.follower_reward.values(points)
     if problem.transitions.depends_on_x:
-        # P_x at every point, validated once as a stack by the solver (which names the
-        # point of a bad row), then one FiniteMDP per point without validating it again
         check_allocation(f"{M} perturbed follower MDPs P [M, S, A, S]", (M, S, A, S))
         P = problem.transitions.values(points)
-        sol = solve_soft_batch(P, r, problem.gamma, problem.tau, v0=v0,
-                               warm_start=3 if v0 is None else 0)
-        rho = problem.initial
-        mdps = [FiniteMDP._trusted(P[m], r[m], problem.gamma, rho) for m in range(M)]
-        return mdps, sol.policy
-    mdps = [problem.follower_mdp(points[0])] * M  # the follower's fixed dynamics
-    sol = solve_soft_batch(np.asarray(mdps[0].transitions, dtype=float)[None], r,
-                           problem.gamma, problem.tau, v0=v0,
+    else:
+        P = np.asarray(problem.follower_mdp(points[0]).transitions, dtype=float)[None]
+    sol = solve_soft_batch(P, r, problem.gamma, problem.tau, v0=v0,
                            warm_start=3 if v0 is None else 0)
-    return mdps, sol.policy
+    return P, sol.policy
+
+
+def perturbed_environment(problem: BilevelProblem, points: np.ndarray,
+                          v0: np.ndarray | None = None
+                          ) -> tuple[FiniteMDP, np.ndarray, np.ndarray]:
+    """The follower's environments at the rows of ``points[M, d]`` side by side, for
+    sampling (:func:`.sampling.block_mdp`: state ``m S + s`` is state ``s`` at point
+    ``m``), its policies ``pi[M S, A]`` and the start distributions ``rho[S]`` (shared) or
+    ``rho[M, S]``: from :func:`perturbed_transitions` where the
+    module docstring says (the row CDFs of ``P`` computed once on the stack, or once for
+    fixed dynamics, no per-point copies), else :func:`each_perturbed_follower` and
+    :func:`.sampling.stacked_mdp`. Both give the same draws (the same CDF rows)."""
+    S, A, M = problem.n_states, problem.n_actions, len(points)
+    if problem.solver_options or not applies(S, A):
+        mdps, pi = each_perturbed_follower(problem, points)
+        return (stacked_mdp(mdps), pi.reshape(M * S, A),
+                np.stack([m.initial for m in mdps]))
+    P, pi = perturbed_transitions(problem, points, v0)
+    if problem.transitions.depends_on_x:
+        check_allocation(f"{M} perturbed follower MDPs: row CDFs [M S A, S]", (M * S * A, S))
+        rho = problem.initial
+    else:
+        rho = problem.follower_mdp(points[0]).initial
+    cdf = np.cumsum(P.reshape(-1, S), axis=-1)
+    return (block_mdp(cdf, A, M, problem.gamma, np.tile(rho / M, M)), pi.reshape(M * S, A),
+            rho)
+
+
+def start_states(rho: np.ndarray, block: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``s0[i] ~ rho[block[i]]`` (``rho[M, S]``; or ``rho[S]`` shared by every block) by
+    the inverse CDF of the uniforms ``u`` (the shape of ``block``): the count of CDF
+    entries ``<= u * total``, as :func:`~exact_bilevel.core._transitions.inverse_cdf`."""
+    if rho.ndim == 1:
+        c = np.cumsum(rho)
+        return np.searchsorted(c, u * c[-1], side="right")
+    return inverse_cdf(np.cumsum(rho, axis=1)[block.ravel()], u.ravel()).reshape(block.shape)
 
 
 def each_perturbed_follower(problem: BilevelProblem, points: np.ndarray
@@ -105,7 +152,8 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     ``directions x d`` normals, the follower is solved at each of the ``M = 2 R
     directions`` perturbed points (one exact solve each, batched: module docstring), and
     the ``2 directions n`` episodes of every replicate are walked together in the ``M``
-    MDPs side by side (:func:`.sampling.stacked_mdp`), under one cap ``budget`` per replicate: the
+    MDPs side by side (:func:`perturbed_environment`: one shared next-state CDF table when
+    ``P`` does not depend on ``x``), under one cap ``budget`` per replicate: the
     truncation in episode order then leaves each later evaluation its resets and one step
     per episode, as separate caps would. A replicate's uniforms, in order: the normals,
     the ``2 directions n`` start states (inverse CDF of ``rho``), then the episodes
@@ -123,18 +171,15 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     u = sampler.normal(directions * d).reshape(R, directions, 1, d)
     points = (x + np.array([1.0, -1.0])[None, None, :, None] * smoothing * u).reshape(-1, d)
     # block m = (r k + 2 j + sign)
-    mdps, policies = perturbed_followers(problem, points, first_order_values(know, points))
+    mdp, pi, rho = perturbed_environment(problem, points, first_order_values(know, points))
     S = know.pi.shape[0]
-    mdp = stacked_mdp(mdps)
-    pi = policies.reshape(-1, policies.shape[-1])
     rL = obj.leader_reward.values(points).reshape(-1, pi.shape[1])  # [M S, A]
     block = np.arange(R)[:, None] * k + np.arange(k * n)[None, :] // n  # [R, k n]
-    rho_cdf = np.cumsum(np.stack([m.initial for m in mdps]), axis=1)
-    s0 = inverse_cdf(rho_cdf[block.ravel()], sampler.uniform(k * n).ravel())
+    s0 = start_states(rho, block, sampler.uniform(k * n))
     env = Sampler(mdp, sampler.uniforms, single=False)
     with env.capped(budget):
         batch = env.episode_batch(pi, k * n, know.beta,
-                                  start=(block * S + s0.reshape(R, k * n)))
+                                  start=block * S + s0)
     w = batch.step_weights(ratio(know.gamma_leader, know.beta))
     per_episode = np.bincount(batch.episode, weights=rL[batch.s, batch.a] * w,
                               minlength=R * k * n)
