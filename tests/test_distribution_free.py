@@ -195,8 +195,7 @@ def test_the_verdict_rule_by_regime() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::exact_bilevel.validation.acceptance.EstimateTailWarning")
-def test_check_reports_the_regime_and_both_exact_tests(tmp_path,
-                                                                     capsys) -> None:
+def test_check_reports_the_regime_and_both_exact_tests(tmp_path, capsys) -> None:
     """`exact-bilevel check` on bc-hg estimates: in the regular regime the chi-square
     decides; on a near-deterministic follower (tau = 0.02: some on-policy pair expected far
     fewer than 10 times) a rejection would also need the Chebyshev test; both are
@@ -218,3 +217,40 @@ def test_check_reports_the_regime_and_both_exact_tests(tmp_path,
         main(["check", str(path), "--estimate", str(out)])
         text = capsys.readouterr().out
         assert ("rare-event regime" if rare else "regular regime") in text
+
+
+@pytest.mark.filterwarnings("ignore::exact_bilevel.validation.acceptance.EstimateTailWarning")
+def test_check_calls_a_chi_square_only_rejection_inconclusive_when_rare(tmp_path,
+                                                                        capsys) -> None:
+    """Estimates shifted so that T = R delta^T Sigma^-1 delta lies between the chi-square's
+    threshold and the Chebyshev threshold r / alpha: in the rare-event regime `check`
+    says INCONCLUSIVE (exit 1), in the regular regime FAIL (exit 1); shifted beyond r /
+    alpha, FAIL in both."""
+    from exact_bilevel.estimators import moments
+
+    budget, R = 4000, 40
+    for tau, rare in ((1.0, False), (0.02, True)):
+        problem, x = random_problem(4, 3, 2, seed=9, tau=tau)
+        path = tmp_path / f"p{tau}.json"
+        save_problem(path, problem, x)
+        out = tmp_path / f"e{tau}.json"
+        assert main(["estimate", str(path), "--estimator", "bc-hg", "--transitions",
+                     str(budget), "--replicates", str(R), "--quiet", "--output", str(out)]) == 0
+        data = json.loads(out.read_text())
+        m = moments(problem, x, "bc-hg", budget)
+        X = np.asarray(data["estimates"], dtype=float)
+        v = np.zeros(X.shape[1])
+        v[0] = 1.0
+        unit = v / math.sqrt(R * v @ np.linalg.solve(m.covariance, v))  # T(unit) = 1
+        for T_target, want in ((60.0, "inconclusive" if rare else "fail"), (4000.0, "fail")):
+            shifted = m.mean + T_target ** 0.5 * unit + 1e-9 * (X - X.mean(axis=0))
+            data["estimates"] = shifted.tolist()
+            est = tmp_path / f"s{tau}-{T_target}.json"
+            est.write_text(json.dumps(data))
+            code = main(["check", str(path), "--estimate", str(est), "--json"])
+            report = json.loads(capsys.readouterr().out)
+            assert report["regime"]["rare_event"] is rare
+            assert code == 1 and report["verdict"] == want, report["regime"]
+            if want == "inconclusive":
+                assert main(["check", str(path), "--estimate", str(est)]) == 1
+                assert "only the chi-square rejects" in capsys.readouterr().out
