@@ -1,7 +1,8 @@
 """Every transition an estimator draws is billed, exactly, and the bill matches the budget.
 
 Independent counters: environment steps are counted where they happen (every call
-of ``FiniteMDP.sample_next``), episode starts where episodes are made (every batch
+of ``FiniteMDP.sample_next`` / ``FiniteMDP.next_state``, and every draw of the
+generative-model sweep's ``draw_each_row`` on a dense ``P``), episode starts where episodes are made (every batch
 returned by ``Sampler._run``, plus direct calls of ``Sampler.reset``), without
 reading the sampler's own counters. For every estimator (and the game estimators)
 ``transitions == steps + starts`` and ``resets == starts`` exactly; the cost
@@ -19,7 +20,7 @@ import pytest
 
 from exact_bilevel import games as mg
 from exact_bilevel.core.mdp import FiniteMDP
-from exact_bilevel.estimators import ESTIMATORS, leader_knowledge
+from exact_bilevel.estimators import ESTIMATORS, leader_knowledge, sampling
 from exact_bilevel.estimators._common import TRUNCATION_PROBABILITY, episodes_for_budget
 from exact_bilevel.estimators.sampling import Sampler
 from exact_bilevel.experiments.examples import random_problem
@@ -36,6 +37,7 @@ def counter(monkeypatch):
     c = Counter()
     sample_next, run, reset = FiniteMDP.sample_next, Sampler._run, Sampler.reset
     next_state = FiniteMDP.next_state
+    each_row = sampling.draw_each_row
 
     def counted_next(self, s, a, u):
         c.steps += int(np.size(s))
@@ -59,6 +61,11 @@ def counter(monkeypatch):
             c.starts += int(n)
         return reset(self, n)
 
+    def counted_each(cdf, u):  # the sweep's draws on a dense P: m per (s, a) row
+        c.steps += int(np.size(u))
+        return each_row(cdf, u)
+
+    monkeypatch.setattr(sampling, "draw_each_row", counted_each)
     monkeypatch.setattr(FiniteMDP, "sample_next", counted_next)
     monkeypatch.setattr(FiniteMDP, "next_state", counted_one)
     monkeypatch.setattr(Sampler, "_run", counted_run)
