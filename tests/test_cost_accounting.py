@@ -2,8 +2,9 @@
 
 Independent counters: environment steps are counted where they happen (every call
 of ``FiniteMDP.sample_next`` / ``FiniteMDP.next_state``, and every draw of the
-generative-model sweep's ``draw_each_row`` on a dense ``P``), episode starts where episodes are made (every batch
-returned by ``Sampler._run``, plus direct calls of ``Sampler.reset``), without
+generative-model sweep's ``draw_each_row`` on a dense ``P``), episode starts where
+episodes are made (every batch returned by ``Sampler._run``, plus direct calls of
+``Sampler.reset``), without
 reading the sampler's own counters. For every estimator (and the game estimators)
 ``transitions == steps + starts`` and ``resets == starts`` exactly; the cost
 mutants of :data:`exact_bilevel.mutants.SAMPLER_MUTANTS` (chosen resets or
