@@ -58,7 +58,7 @@ from ..core.objectives import LeaderReturn
 from ..core.parameterizations import FixedReward, FixedTransitions, tabular_incentive
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_int_seed
-from ..estimators import leader_knowledge
+from ..estimators import LeaderKnowledge, leader_knowledge
 from ..estimators.registry import estimate, replicates
 from ..validation.acceptance import (
     TestResult,
@@ -127,9 +127,18 @@ class Case:
     problem: BilevelProblem
     x: np.ndarray
     _exact: np.ndarray | None = field(default=None, repr=False)
+    _know: LeaderKnowledge | None = field(default=None, repr=False)
     #: The ``reference`` of :meth:`assert_passes` when the call gives none (set by the
     #: pytest plugin's ``--bilevel-reference``).
     default_reference: str | None = field(default=None, repr=False)
+
+    @property
+    def knowledge(self) -> LeaderKnowledge:
+        """The follower's solution and the leader's quantities at ``x``
+        (:func:`~exact_bilevel.estimators.leader_knowledge`), computed on first use."""
+        if self._know is None:
+            self._know = leader_knowledge(self.problem, self.x)
+        return self._know
 
     @property
     def exact(self) -> np.ndarray:
@@ -191,8 +200,7 @@ class Case:
                              f"{self.name!r}; expected ({self.x.size},)")
         if target is not None:
             sample = unbiasedness_test(X, target, alpha)
-            visits = rare_event_diagnostic(leader_knowledge(self.problem, self.x),
-                                           budget * replicates)[0]
+            visits = rare_event_diagnostic(self.knowledge, budget * replicates)[0]
             known = known_covariance_verdict(X, target, cov, visits, alpha)
             report = (f"{known.report} (exact mean and covariance of {reference} at budget "
                       f"{budget}); the sample-covariance {sample.name} test beside it: p = "
@@ -217,7 +225,7 @@ class Case:
                 moments(self.problem, self.x, reference)
             except ValueError as exc:  # the reason, under the argument's own name
                 raise ValueError("reference" + str(exc)[len("estimator"):]) from None
-        m = moments(self.problem, self.x, reference, budget)
+        m = moments(self.problem, self.x, reference, budget, know=self.knowledge)
         return m.mean, m.covariance
 
     def assert_passes(self, fn: UserEstimator, **options: object) -> TestResult:
