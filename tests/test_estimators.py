@@ -217,17 +217,26 @@ def test_mutants_alone_equal_their_rows_of_the_batch():
                 assert np.array_equal(e.gradient, X[i]), (name, baseline, i)
 
 
-def test_stacked_solve_agrees_with_lapack_and_is_row_wise():
-    """The batched elimination of the TD critics (on ``[M | b]``) solves each system to
-    1e-12 of LAPACK (``numpy.linalg.solve``, an independent route), and a system alone
-    gets its row of the stack bit for bit."""
-    from exact_bilevel.estimators.critics import stacked_solve
+def test_solve_dominant_stack_agrees_with_lapack_and_is_row_wise():
+    """The batched elimination of the TD critics and the batched follower solver (on ``[M
+    | b]``, stack axis last) solves each system and its transpose to 1e-12 of LAPACK
+    (``numpy.linalg.solve``, an independent route), with vector or matrix right-hand
+    sides, at sizes on both sides of the LAPACK switch, and a system alone gets its row of
+    the stack bit for bit."""
+    from exact_bilevel.core.linalg import ELIMINATION_STATES, solve_dominant_stack
 
     rng = np.random.default_rng(9)
-    for S, k in ((1, 1), (6, 3), (10, 5)):
+    for S, k in ((1, 1), (2, None), (6, 3), (10, 5), (10, None),
+                 (ELIMINATION_STATES, 2), (ELIMINATION_STATES + 1, None)):
         P = rng.dirichlet(np.ones(S), size=(40, S)) * rng.uniform(0.5, 1.0, (40, S, 1))
         M = np.eye(S) - 0.95 * P                          # rows of P_pi may sum below 1
-        b = rng.normal(size=(40, S, k))
-        x = stacked_solve(M, b)
-        assert np.allclose(x, np.linalg.solve(M, b), rtol=0, atol=1e-12 * np.abs(x).max())
-        assert np.array_equal(stacked_solve(M[7:8], b[7:8])[0], x[7])
+        b = rng.normal(size=(40, S) if k is None else (40, S, k))
+        for transpose in (False, True):
+            x = solve_dominant_stack(M, b, transpose=transpose)
+            A = np.swapaxes(M, 1, 2) if transpose else M
+            ref = np.linalg.solve(A, b if k else b[:, :, None])
+            ref = ref if k else ref[:, :, 0]
+            assert x.shape == b.shape
+            assert np.allclose(x, ref, rtol=0, atol=1e-12 * np.abs(x).max())
+            alone = solve_dominant_stack(M[7:8], b[7:8], transpose=transpose)[0]
+            assert np.array_equal(alone, x[7])

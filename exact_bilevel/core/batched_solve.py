@@ -41,7 +41,7 @@ import numpy as np
 from . import _validate
 from ._budget import check_allocation
 from .errors import ConvergenceError, NumericalError, require_finite
-from .linalg import SPARSE_LU_MIN_STATES
+from .linalg import SPARSE_LU_MIN_STATES, solve_dominant_stack
 from .mdp import AUTO_SPARSE_ENTRIES
 from .soft_bellman import Boltzmann
 from .solve import DEFAULT_RTOL, MAX_VALUE_SCALE, POLISH_RATE, SoftSolution
@@ -167,9 +167,10 @@ def bellman_matrices(P_pi: np.ndarray, gamma: float) -> np.ndarray:
 
 def solve_members(M: np.ndarray, b: np.ndarray, transpose: bool = False) -> np.ndarray:
     """``x[m] = M[m]^{-1} b[m]`` (``M[m]^{-T}`` when ``transpose``): ``M[R, S, S]``,
-    ``b[R, S]`` -> ``[R, S]``, one LU per member (LAPACK ``gesv``), no inverse formed."""
-    A = np.swapaxes(M, -1, -2) if transpose else M
-    return np.linalg.solve(A, b[:, :, None])[:, :, 0]
+    ``b[R, S]`` -> ``[R, S]``, for the diagonally dominant ``M = I - gamma P_pi``
+    (:func:`~.linalg.solve_dominant_stack`: elimination across the stack for small ``S``,
+    LAPACK ``gesv`` per member otherwise), no inverse formed."""
+    return solve_dominant_stack(M, b, transpose=transpose)
 
 
 def _check_stack(P: object, reward: object) -> tuple[np.ndarray, np.ndarray]:

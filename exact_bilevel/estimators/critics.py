@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._budget import check_allocation
+from ..core.linalg import solve_dominant_stack
 from ._common import LeaderKnowledge, ratio
 from .sampling import EpisodeBatch, Episodes, as_batch
 
@@ -126,34 +127,6 @@ def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
     return P[0] if isinstance(ep, Episodes) else P
 
 
-#: Largest ``S`` for which :func:`stacked_solve` eliminates in numpy across the stack;
-#: larger systems go to LAPACK one matrix at a time (``numpy.linalg.solve``).
-ELIMINATION_STATES = 32
-
-
-def stacked_solve(M: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``x[r] = M[r]^{-1} b[r]`` for a stack ``M[R, S, S]`` of row-diagonally dominant
-    matrices (``I - gamma P_pi`` with sub-stochastic ``P_pi``, ``gamma < 1``), ``b[R, S,
-    k]``: Gaussian elimination without pivoting, vectorised across the stack (stable for
-    diagonally dominant matrices: growth factor at most 2) for ``S <=``
-    :data:`ELIMINATION_STATES`, else LAPACK ``gesv`` per matrix. Either way each
-    replicate's solution is computed by the same operations whatever ``R``."""
-    S = M.shape[-1]
-    if S > ELIMINATION_STATES:
-        return np.linalg.solve(M, b)
-    aug = np.concatenate([M, b], axis=2).astype(float, copy=False)  # [R, S, S + k]
-    for j in range(S - 1):  # forward elimination of column j, on [M | b] at once
-        f = aug[:, j + 1:, j] / aug[:, j, j][:, None]
-        aug[:, j + 1:, j + 1:] -= f[:, :, None] * aug[:, j, None, j + 1:]
-    A = np.ascontiguousarray(aug[:, :, :S])
-    x = np.ascontiguousarray(aug[:, :, S:])
-    for j in range(S - 1, -1, -1):  # back substitution
-        if j < S - 1:
-            x[:, j] -= np.matmul(A[:, j, None, j + 1:], x[:, j + 1:])[:, 0, :]
-        x[:, j] /= A[:, j, j][:, None]
-    return x
-
-
 def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
              reward: np.ndarray) -> np.ndarray:
     """Fixed point of expected-SARSA TD(0) on a batch: ``Q = reward + gamma P_hat (pi Q)``,
@@ -161,8 +134,9 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
 
     ``P_hat[S, A, S]`` with ``reward[S, A, ...]`` (scalar or vector rewards), or one per
     replicate: ``P_hat[R, S, A, S]`` with ``reward[R, S, A, ...]``. One LU solve of ``I - gamma
-    P_hat_pi`` per replicate (:func:`stacked_solve`: a replicate's row does not depend on
-    the others); its rows may sum to less than 1 (unvisited pairs continue to nothing)."""
+    P_hat_pi`` per replicate (:func:`~exact_bilevel.core.linalg.solve_dominant_stack`: a
+    replicate's row does not depend on the others); its rows may sum to less than 1
+    (unvisited pairs continue to nothing)."""
     single = P_hat.ndim == 3
     P = P_hat[None] if single else P_hat
     R, S, A = P.shape[0], P.shape[1], P.shape[2]
@@ -175,7 +149,7 @@ def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
                               (R, S, flat.shape[-1]))
     else:
         rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
-    v = stacked_solve(M, rhs)
+    v = solve_dominant_stack(M, rhs)
     q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
     q = q.reshape(rew.shape)
     return q[0] if single else q
