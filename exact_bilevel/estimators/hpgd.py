@@ -33,20 +33,31 @@ from ._common import (
 from .bchg import direct_sum
 from .critics import CriticFn, leader_critic
 from .sampling import EpisodeBatch, Sampler
-from .tabular import centre_actions, estimate_dq
+from .tabular import estimate_dq
 
 
 def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray,
                       dq: np.ndarray) -> np.ndarray:
-    """Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L
-    (dQ_hat - E_pi dQ_hat)(s_t, a_t)``, accumulated as a per-replicate ``[S, A]`` table of
-    scalar weights; shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``, ``dq[S, A, d]`` or
-    ``[R, S, A, d]``)."""
+    r"""Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L
+    (dQ_hat - E_pi dQ_hat)(s_t, a_t)``, shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``,
+    ``dq[S, A, d]`` or ``[R, S, A, d]``).
+
+    The steps' scalar weights ``W_t = (gamma_L/beta)^t A_L(s_t, a_t)`` are accumulated as a
+    per-replicate table ``T[r, s, a]``; the centring moves onto that table,
+
+    .. math:: \sum_{s,a} T_{sa}\big(dQ_{sa} - \textstyle\sum_{a'}\pi_{sa'} dQ_{sa'}\big)
+              = \sum_{s,a} \big(T_{sa} - \pi_{sa} \textstyle\sum_{a'} T_{sa'}\big) dQ_{sa},
+
+    so only ``[R, S, A]`` is centred, never the ``[R, S, A, d]`` table of ``dQ_hat``."""
     S, A = know.pi.shape
-    centred = centre_actions(know.pi, dq)
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
-    table = batch.pair_table(A, S * A, batch.per_pair(adv) * w)
-    flat = centred.reshape(*centred.shape[:-3], S * A, -1)
+    table = batch.pair_table(A, S * A, batch.per_pair(adv) * w).reshape(-1, S, A)
+    visits = table[:, :, 0].copy()  # sum over the short action axis, one slice at a time
+    for a in range(1, A):
+        visits += table[:, :, a]
+    table -= know.pi * visits[:, :, None]
+    table = table.reshape(-1, S * A)
+    flat = dq.reshape(*dq.shape[:-3], S * A, -1)
     total = (contract(table, flat) if flat.ndim == 2
              else np.matmul(table[:, None, :], flat)[:, 0, :])  # one product per replicate
     return total / (know.tau * batch.n_episodes)

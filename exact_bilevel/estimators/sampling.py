@@ -312,6 +312,19 @@ class EpisodeBatch:
                            minlength=R * size)
         return flat.reshape(R, size)
 
+    def pair_columns_table(self, n_actions: int, size: int,
+                           columns: np.ndarray) -> np.ndarray:
+        """Per replicate and pair, the sums of the step-aligned ``columns[N, k]``:
+        ``out[r, s A + a, j] = sum of columns[:, j]`` over replicate ``r``'s steps at
+        ``(s, a)``, shape ``[R, size, k]`` (``size = S A``). One ``bincount`` over the keys
+        ``pair_key * k + j``: each sum in step order, as :meth:`pair_table` column by
+        column (bit for bit), so a replicate's rows do not depend on the others."""
+        k = columns.shape[1]
+        keys = self.pair_keys(n_actions, size)[None, :] * k + np.arange(k)[:, None]
+        flat = np.bincount(keys.reshape(-1), weights=columns.T.reshape(-1),
+                           minlength=self.n_replicates * size * k)
+        return flat.reshape(self.n_replicates, size, k)
+
     def prefix_sums(self, values: np.ndarray, ratio: float, *,
                     overwrite: bool = False) -> np.ndarray:
         """``Y_k = sum_{t <= k} ratio^(k - t) values_t`` along each episode (``values[N,

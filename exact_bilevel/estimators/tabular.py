@@ -65,8 +65,7 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
             Z = b.suffix_sums(g, ratio(discount, know.beta), overwrite=not skip_first)
             if skip_first:
                 Z = Z - g
-            for k in range(Z.shape[1]):
-                part[:, :, k0 + k] = b.pair_table(A, S * A, Z[:, k])
+            part[:, :, k0:k0 + Z.shape[1]] = b.pair_columns_table(A, S * A, Z)
         # bincount sums are never -0.0, so the first batch's sums stand for ``0.0 + part``
         visits = b.pair_table(A, S * A).astype(float)
         sums = part if sums is None else sums + part
