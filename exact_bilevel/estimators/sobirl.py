@@ -28,16 +28,30 @@ import numpy as np
 
 from ._common import Estimate, LeaderKnowledge, check_budget, episodes_for_budget, finish
 from .sampling import Sampler
-from .tabular import dlogpi_from_dq, estimate_dq
+from .tabular import estimate_dq
 
 
-def _policy_term(know: LeaderKnowledge, dlogpi: np.ndarray) -> np.ndarray:
-    """``partial_x f + sum_{s,a} (df/dpi pi)(s, a) dlogpi[..., s, a, :]``, shape
-    ``[..., d]``."""
-    terms = know.objective_terms
-    w = (terms.df_dpi * know.pi).reshape(1, -1)
-    flat = dlogpi.reshape(*dlogpi.shape[:-3], -1, dlogpi.shape[-1])  # [..., S A, d]
-    return terms.direct + np.matmul(w, flat)[..., 0, :]
+def centred_policy_weights(know: LeaderKnowledge) -> np.ndarray:
+    r"""``(w - pi sum_a w) / tau`` for ``w = df/dpi pi``, shape ``[S, A]``: the weights
+    that carry ``dQ`` into the policy term (:func:`_policy_term`). The centring of
+    ``dlogpi = (dQ - E_pi dQ) / tau`` moves onto them,
+
+    .. math:: \sum_{s,a} w_{sa}\big(dQ_{sa} - \textstyle\sum_{a'} \pi_{sa'} dQ_{sa'}\big)
+              = \sum_{s,a} \big(w_{sa} - \pi_{sa} \textstyle\sum_{a'} w_{sa'}\big) dQ_{sa},
+
+    so the ``[R, S, A, d]`` table of ``dQ_hat`` is never centred."""
+    w = know.objective_terms.df_dpi * know.pi
+    return (w - know.pi * w.sum(axis=1, keepdims=True)) / know.tau
+
+
+def _policy_term(know: LeaderKnowledge, dq: np.ndarray,
+                 weights: np.ndarray | None = None) -> np.ndarray:
+    """``partial_x f + sum_{s,a} weights[s, a] dq[..., s, a, :]``, shape ``[..., d]``, for
+    ``dq[..., S, A, d]``; ``weights`` default to :func:`centred_policy_weights` (so this is
+    ``partial_x f + sum (df/dpi pi) dlogpi`` with ``dlogpi = (dQ - E_pi dQ) / tau``)."""
+    w = centred_policy_weights(know) if weights is None else weights
+    flat = dq.reshape(*dq.shape[:-3], -1, dq.shape[-1])  # [..., S A, d]
+    return know.objective_terms.direct + np.matmul(w.reshape(1, -1), flat)[..., 0, :]
 
 
 def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -50,8 +64,8 @@ def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
     with sampler.capped(budget):
         s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
         ep = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
-    dlogpi = dlogpi_from_dq(know.pi, estimate_dq(critic, know, ep), know.tau, overwrite=True)
-    return finish(sampler, _policy_term(know, dlogpi), start, resets0, "sobirl")
+    return finish(sampler, _policy_term(know, estimate_dq(critic, know, ep)), start, resets0,
+                  "sobirl")
 
 
 def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
@@ -72,5 +86,4 @@ def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,
         s1 = s1.reshape(R, -1)
         lr = (know.score[s, a, s1] * know.v[s1][..., None]).reshape(R, S, A, m, d)
         g = g + know.gamma * lr.mean(axis=3)
-    return finish(sampler, _policy_term(know, dlogpi_from_dq(know.pi, g, know.tau)),
-                  start, resets0, "sobirl-simplified")
+    return finish(sampler, _policy_term(know, g), start, resets0, "sobirl-simplified")

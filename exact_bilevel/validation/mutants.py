@@ -248,7 +248,8 @@ def _sobirl_no_centring(know: LeaderKnowledge, sampler: Sampler, budget: int,
         s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
         batch = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
     dq = dq_monte_carlo(know, batch)
-    grad = _policy_term(know, dq / know.tau)  # bug: no - dV
+    weights = know.objective_terms.df_dpi * know.pi / know.tau  # bug: not centred (no - dV)
+    grad = _policy_term(know, dq, weights)
     return finish(sampler, grad, start, resets0, "sobirl-no-centring")
 
 
