@@ -240,3 +240,55 @@ def test_solve_dominant_stack_agrees_with_lapack_and_is_row_wise():
             assert np.allclose(x, ref, rtol=0, atol=1e-12 * np.abs(x).max())
             alone = solve_dominant_stack(M[7:8], b[7:8], transpose=transpose)[0]
             assert np.array_equal(alone, x[7])
+
+
+@pytest.mark.parametrize("parameterize", ["reward", "transitions", "both"])
+def test_weighted_monte_carlo_dq_equals_the_contracted_table(parameterize):
+    """The step-by-step contraction ``sum_sa W dQ_hat`` that hpgd and sobirl use
+    (``weighted_dq_monte_carlo``: the mean's weight at every visit, ``dr`` where
+    unvisited) equals the contraction of ``dq_monte_carlo``'s table (a second formula) to
+    1e-12, with shared ``[S, A]`` and per-replicate ``[R, S, A]`` weights, with a second
+    batch (hpgd-oracle's resets), for padded single-estimate episodes, and at budgets
+    where pairs go unvisited; and the hpgd / sobirl weights give their table forms."""
+    from exact_bilevel.core.streams import cell_uniforms
+    from exact_bilevel.estimators.hpgd import hpgd_indirect_sum, hpgd_weights
+    from exact_bilevel.estimators.sampling import Sampler, Uniforms
+    from exact_bilevel.estimators.tabular import (
+        dlogpi_from_dq,
+        dq_monte_carlo,
+        weighted_dq,
+        weighted_dq_monte_carlo,
+    )
+
+    p, x = random_problem(5, 3, 3, seed=2, gamma=0.85, parameterize=parameterize)
+    know = leader_knowledge(p, x)
+    S, A = know.pi.shape
+    rng = np.random.default_rng(3)
+    for n, R in ((1, 40), (6, 25)):
+        smp = Sampler(know.state.mdp, Uniforms(cell_uniforms(0, R, 4000, (n,), 0)))
+        ep = smp.episode_batch(know.pi, n, know.beta)
+        extra = smp.episode_batch(know.pi, n, know.beta, start=smp.integers(S, n),
+                                  first_action=smp.integers(A, n))
+        for W in (rng.normal(size=(S, A)), rng.normal(size=(R, S, A))):
+            for more in ((), (extra,)):
+                dq = dq_monte_carlo(know, ep, *more)
+                want = np.einsum("rsa,rsak->rk", np.broadcast_to(W, (R, S, A)), dq)
+                got = weighted_dq_monte_carlo(know, W, ep, *more)
+                assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+        adv = rng.normal(size=(S, A))
+        got = weighted_dq("monte-carlo", know, hpgd_weights(know, ep, adv), ep)
+        want = hpgd_indirect_sum(know, ep, adv, dq_monte_carlo(know, ep))
+        assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+        wpi = know.objective_terms.df_dpi * know.pi
+        literal = np.einsum("sa,rsak->rk", wpi,
+                            dlogpi_from_dq(know.pi, dq_monte_carlo(know, ep), know.tau))
+        from exact_bilevel.estimators.sobirl import centred_policy_weights
+        got = weighted_dq("monte-carlo", know, centred_policy_weights(know), ep)
+        assert np.allclose(got, literal, rtol=0, atol=1e-12 * np.abs(literal).max())
+    single = Sampler(know.state.mdp, np.random.default_rng(5))
+    ep1 = single.episodes(know.pi, 3, know.beta)
+    W = rng.normal(size=(S, A))
+    want = np.einsum("sa,sak->k", W, dq_monte_carlo(know, ep1))
+    got = weighted_dq_monte_carlo(know, W, ep1)
+    assert got.shape == want.shape
+    assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())

@@ -33,22 +33,21 @@ from ._common import (
 from .bchg import direct_sum
 from .critics import CriticFn, leader_critic
 from .sampling import EpisodeBatch, Sampler
-from .tabular import estimate_dq
+from .tabular import weighted_dq
 
 
-def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray,
-                      dq: np.ndarray) -> np.ndarray:
-    r"""Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L
-    (dQ_hat - E_pi dQ_hat)(s_t, a_t)``, shape ``[R, d]`` (``adv[S, A]`` or ``[R, S, A]``,
-    ``dq[S, A, d]`` or ``[R, S, A, d]``).
-
-    The steps' scalar weights ``W_t = (gamma_L/beta)^t A_L(s_t, a_t)`` are accumulated as a
-    per-replicate table ``T[r, s, a]``; the centring moves onto that table,
+def hpgd_weights(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray) -> np.ndarray:
+    r"""The weights ``W[r, s, a]`` of ``dQ_hat`` in HPGD's indirect term, ``[R, S, A]``
+    (``adv[S, A]`` or ``[R, S, A]``): with ``T[r, s, a]`` the sum over replicate ``r``'s
+    steps at ``(s, a)`` of ``(gamma_L/beta)^t A_L(s_t, a_t)``, the centring of ``dQ_hat``
+    moves onto ``T``,
 
     .. math:: \sum_{s,a} T_{sa}\big(dQ_{sa} - \textstyle\sum_{a'}\pi_{sa'} dQ_{sa'}\big)
               = \sum_{s,a} \big(T_{sa} - \pi_{sa} \textstyle\sum_{a'} T_{sa'}\big) dQ_{sa},
 
-    so only ``[R, S, A]`` is centred, never the ``[R, S, A, d]`` table of ``dQ_hat``."""
+    and ``W = (T - pi sum_a T) / (tau n)`` (the mean over the ``n`` episodes), so the
+    indirect term is ``sum_{s,a} W dQ_hat`` and the ``[R, S, A, d]`` table of ``dQ_hat`` is
+    never centred."""
     S, A = know.pi.shape
     w = step_weights_at(batch, ratio(know.gamma_leader, know.beta))
     table = batch.pair_table(A, S * A, batch.per_pair(adv) * w).reshape(-1, S, A)
@@ -56,11 +55,21 @@ def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarra
     for a in range(1, A):
         visits += table[:, :, a]
     table -= know.pi * visits[:, :, None]
-    table = table.reshape(-1, S * A)
+    return table / (know.tau * batch.n_episodes)
+
+
+def hpgd_indirect_sum(know: LeaderKnowledge, batch: EpisodeBatch, adv: np.ndarray,
+                      dq: np.ndarray) -> np.ndarray:
+    """Per replicate, the mean over its episodes of ``(1/tau) sum_t (gamma_L/beta)^t A_L
+    (dQ_hat - E_pi dQ_hat)(s_t, a_t)`` for a given table ``dq[S, A, d]`` or ``[R, S, A,
+    d]``, shape ``[R, d]``: ``sum_{s,a}`` :func:`hpgd_weights` ``dq`` (one product per
+    replicate). The estimators contract their ``dQ_hat`` without the table
+    (:func:`.tabular.weighted_dq`)."""
+    S, A = know.pi.shape
+    table = hpgd_weights(know, batch, adv).reshape(-1, S * A)
     flat = dq.reshape(*dq.shape[:-3], S * A, -1)
-    total = (contract(table, flat) if flat.ndim == 2
-             else np.matmul(table[:, None, :], flat)[:, 0, :])  # one product per replicate
-    return total / (know.tau * batch.n_episodes)
+    return (contract(table, flat) if flat.ndim == 2
+            else np.matmul(table[:, None, :], flat)[:, 0, :])
 
 
 def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | CriticFn,
@@ -79,8 +88,8 @@ def _hpgd(know: LeaderKnowledge, sampler: Sampler, budget: int, critic: str | Cr
             extra = (sampler.episode_batch(know.pi, n, know.beta, start=s0,
                                            first_action=a0),)
     c = leader_critic(critic, know, ep)
-    dq = estimate_dq(dq_method, know, ep, *extra)
-    gradient = direct_sum(know, ep, c) + hpgd_indirect_sum(know, ep, c.advantage, dq)
+    indirect = weighted_dq(dq_method, know, hpgd_weights(know, ep, c.advantage), ep, *extra)
+    gradient = direct_sum(know, ep, c) + indirect
     return finish(sampler, gradient, start, resets0, name)
 
 

@@ -316,14 +316,16 @@ class EpisodeBatch:
                            columns: np.ndarray) -> np.ndarray:
         """Per replicate and pair, the sums of the step-aligned ``columns[N, k]``:
         ``out[r, s A + a, j] = sum of columns[:, j]`` over replicate ``r``'s steps at
-        ``(s, a)``, shape ``[R, size, k]`` (``size = S A``). One ``bincount`` over the keys
-        ``pair_key * k + j``: each sum in step order, as :meth:`pair_table` column by
-        column (bit for bit), so a replicate's rows do not depend on the others."""
+        ``(s, a)``, shape ``[R, size, k]`` (``size = S A``; :func:`columns_bincount`: as
+        :meth:`pair_table` column by column, bit for bit)."""
         k = columns.shape[1]
-        keys = self.pair_keys(n_actions, size)[None, :] * k + np.arange(k)[:, None]
-        flat = np.bincount(keys.reshape(-1), weights=columns.T.reshape(-1),
-                           minlength=self.n_replicates * size * k)
-        return flat.reshape(self.n_replicates, size, k)
+        return columns_bincount(self.pair_keys(n_actions, size), columns,
+                                self.n_replicates * size).reshape(self.n_replicates, size, k)
+
+    def replicate_sums(self, columns: np.ndarray) -> np.ndarray:
+        """``out[r, j] = sum of columns[:, j]`` over replicate ``r``'s steps, shape ``[R,
+        k]`` for step-aligned ``columns[N, k]`` (:func:`columns_bincount`)."""
+        return columns_bincount(self.replicate, columns, self.n_replicates)
 
     def prefix_sums(self, values: np.ndarray, ratio: float, *,
                     overwrite: bool = False) -> np.ndarray:
@@ -372,6 +374,18 @@ class EpisodeBatch:
         actions[e, t] = self.a[sel]
         states[e, t + 1] = self.s1[sel]
         return Episodes(states=states, actions=actions, lengths=lengths.astype(np.int64))
+
+
+def columns_bincount(keys: np.ndarray, columns: np.ndarray, bins: int) -> np.ndarray:
+    """``out[b, j] = sum of columns[i, j]`` over the steps ``i`` with ``keys[i] == b``,
+    shape ``[bins, k]`` for ``keys[N]`` and ``columns[N, k]``: one ``bincount`` over the
+    keys ``keys * k + j``, each sum in step order (the order of one ``bincount`` per
+    column, bit for bit), so a replicate's sums do not depend on the other replicates'
+    steps."""
+    k = columns.shape[1]
+    flat = np.bincount((keys[None, :] * k + np.arange(k)[:, None]).reshape(-1),
+                       weights=columns.T.reshape(-1), minlength=bins * k)
+    return flat.reshape(bins, k)
 
 
 def batch_of(ep: Episodes) -> EpisodeBatch:

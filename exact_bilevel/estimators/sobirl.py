@@ -28,7 +28,7 @@ import numpy as np
 
 from ._common import Estimate, LeaderKnowledge, check_budget, episodes_for_budget, finish
 from .sampling import Sampler
-from .tabular import estimate_dq
+from .tabular import weighted_dq
 
 
 def centred_policy_weights(know: LeaderKnowledge) -> np.ndarray:
@@ -64,8 +64,9 @@ def sobirl(know: LeaderKnowledge, sampler: Sampler, budget: int,
     with sampler.capped(budget):
         s0, a0 = sampler.integers(S, n), sampler.integers(A, n)
         ep = sampler.episode_batch(know.pi, n, know.beta, start=s0, first_action=a0)
-    return finish(sampler, _policy_term(know, estimate_dq(critic, know, ep)), start, resets0,
-                  "sobirl")
+    terms = know.objective_terms
+    gradient = terms.direct + weighted_dq(critic, know, centred_policy_weights(know), ep)
+    return finish(sampler, gradient, start, resets0, "sobirl")
 
 
 def sobirl_simplified(know: LeaderKnowledge, sampler: Sampler, budget: int,

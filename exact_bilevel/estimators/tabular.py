@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._budget import check_allocation
-from ._common import LeaderKnowledge, ratio, sensitivity_steps
+from ._common import LeaderKnowledge, contract, ratio, sensitivity_steps
 from .critics import batch_td, empirical_transitions
 from .sampling import EpisodeBatch, Episodes, as_batch
 
@@ -74,6 +74,59 @@ def dq_monte_carlo(know: LeaderKnowledge, ep: Episodes | EpisodeBatch,
     unvisited = np.repeat(counts == 0, d, axis=1)  # [R, S A d]: a contiguous mask
     np.copyto(sums.reshape(len(sums), -1), know.dr.reshape(-1), where=unvisited)
     return _squeeze(sums.reshape(-1, S, A, d), ep)
+
+
+def weighted_dq_monte_carlo(know: LeaderKnowledge, weights: np.ndarray,
+                            ep: Episodes | EpisodeBatch, *more: EpisodeBatch) -> np.ndarray:
+    r"""``sum_{s,a} weights[r, s, a] dQ_hat[r, s, a, :]`` for the every-visit Monte Carlo
+    ``dQ_hat`` of :func:`dq_monte_carlo` (same batches), shape ``[R, d]`` (``[d]`` for
+    padded episodes); ``weights[S, A]`` shared or ``[R, S, A]``.
+
+    Computed step by step, never forming the ``[R, S, A, d]`` table: with ``N_r(s, a)``
+    the visits and ``Z_t`` the forward sums,
+
+    .. math:: \sum_{s,a} w_{sa}\, dQ_{sa} = \sum_t \frac{w_{s_t a_t}}{N(s_t, a_t)} Z_t
+              + \sum_{(s,a):\,N(s,a) = 0} w_{sa}\, dr_{sa}
+
+    (the mean's weight at every visit; ``dr`` where unvisited), the step sums per
+    replicate in step order (:meth:`EpisodeBatch.replicate_sums`)."""
+    S, A = know.pi.shape
+    d = know.dr.shape[-1]
+    batches = (as_batch(ep), *more)
+    R = batches[0].n_replicates
+    counts = batches[0].pair_table(A, S * A).astype(float)
+    for b in more:
+        counts += b.pair_table(A, S * A)
+    w = np.broadcast_to(weights.reshape(-1, S * A), (R, S * A))
+    per_visit = (w / np.maximum(counts, 1.0)).reshape(-1)
+    total = contract(np.where(counts == 0, w, 0.0), know.dr.reshape(S * A, d))
+    for b in batches:
+        width = max(1, min(d, DQ_CHUNK_ENTRIES // max(1, b.n_steps)))  # columns at once
+        check_allocation(f"Monte Carlo dQ: {DQ_CHUNK_ARRAYS} arrays of {b.n_steps} steps "
+                         f"x {width} columns", (DQ_CHUNK_ARRAYS, b.n_steps * width))
+        c = per_visit.take(b.pair_keys(A, S * A))[:, None]  # [N, 1]
+        for k0 in range(0, d, width):
+            Z = b.suffix_sums(sensitivity_steps(know, b, slice(k0, k0 + width)),
+                              ratio(know.gamma, know.beta), overwrite=True)
+            total[:, k0:k0 + Z.shape[1]] += b.replicate_sums(np.multiply(Z, c, out=Z))
+    return total[0] if isinstance(ep, Episodes) else total
+
+
+def weighted_dq(method: str, know: LeaderKnowledge, weights: np.ndarray,
+                ep: Episodes | EpisodeBatch, *more: EpisodeBatch) -> np.ndarray:
+    """``sum_{s,a} weights[r, s, a] dQ_hat[r, s, a, :]`` for ``dQ_hat`` by ``method`` in
+    :data:`DQ_METHODS` (:func:`estimate_dq`), shape ``[R, d]`` (``[d]`` for padded
+    episodes); ``weights[S, A]`` or ``[R, S, A]``. Monte Carlo step by step
+    (:func:`weighted_dq_monte_carlo`); TD contracts its table (one product per
+    replicate)."""
+    if method == "monte-carlo":
+        return weighted_dq_monte_carlo(know, weights, ep, *more)
+    dq = estimate_dq(method, know, ep, *more)
+    S, A, d = dq.shape[-3:]
+    if dq.ndim == 3:
+        return weights.reshape(S * A) @ dq.reshape(S * A, d)
+    w = np.broadcast_to(weights.reshape(-1, 1, S * A), (dq.shape[0], 1, S * A))
+    return np.matmul(w, dq.reshape(-1, S * A, d))[:, 0, :]
 
 
 def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndarray:
