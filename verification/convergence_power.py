@@ -30,6 +30,7 @@ import scipy.stats
 from hypothesis import HealthCheck, Phase, given, settings
 from tqdm import tqdm
 
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.mutants import GAME_MUTANTS, MUTANTS
 from exact_bilevel.strategies import CONVERGENCE_CLASSES, MUTANT_CLASSES, convergence_class
 from exact_bilevel.validation import convergence
@@ -174,8 +175,8 @@ def main() -> None:
     runs = len(correct) * n
     lines += ["", f"Correct estimators, all rows: {totals[0]} rejections in {runs} runs at "
               f"alpha = 2e-4; at 0.01: {totals[1]}/{runs}; at 0.05: {totals[2]}/{runs}.", ""]
-    OUT.write_text("\n".join(lines))
-    OUT.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write(OUT, "\n".join(lines))
+    atomic_write(OUT.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     print("\n".join(lines))
 
 

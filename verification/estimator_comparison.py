@@ -36,6 +36,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from exact_bilevel.core._files import atomic_write
+
 HERE = pathlib.Path(__file__).parent
 SPEC = HERE / "sweeps" / "estimator_comparison.json"
 
@@ -121,12 +123,12 @@ def main() -> None:
     args = ap.parse_args()
     data = json.loads(SPEC.read_text())
     data["budgets"] = [int(b) for b in (1e2, 1e3, 1e4, 1e5, 1e6) if b <= args.max_budget]
-    SPEC.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(SPEC, json.dumps(data, indent=1) + "\n")
     _cli("sweep", str(SPEC), "--db", args.db, "--workers", str(args.workers))
     _cli("report", "--db", args.db, "--out", str(HERE / "sweeps" / "estimator_comparison"),
          "--force")
     text, curves = summarise(args.db)
-    (HERE / "estimator_comparison.md").write_text(text)
+    atomic_write(HERE / "estimator_comparison.md", text)
     plot(curves, HERE / "estimator_comparison.png")
     print(text)
 

@@ -35,6 +35,7 @@ from collections import defaultdict
 import numpy as np
 import scipy.stats
 
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.validation.acceptance import unbiasedness_test
 from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS
 
@@ -151,12 +152,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--db", default="/tmp/exact_bilevel_estimator_rates.sqlite")
     args = ap.parse_args()
-    SPEC.write_text(json.dumps(spec(args.problems), indent=1) + "\n")
+    atomic_write(SPEC, json.dumps(spec(args.problems), indent=1) + "\n")
     _cli("sweep", str(SPEC), "--db", args.db, "--workers", str(args.workers))
     _cli("report", "--db", args.db, "--out", str(HERE / "sweeps" / "estimator_rates"),
          "--force")
     text = summarise(args.db)
-    (HERE / "estimator_rates.md").write_text(text)
+    atomic_write(HERE / "estimator_rates.md", text)
     print(text)
 
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from exact_bilevel import l2_penalty, strategies
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.core.objectives import LeaderReturn
 from exact_bilevel.core.parameterizations import FixedTransitions, tabular_incentive
 from exact_bilevel.core.problem import BilevelProblem
@@ -110,7 +111,7 @@ def main() -> None:
         lines.append(f"| {kind} | {sum(c.values())} | {c['loaded']} | {c['ValueError']} | "
                      f"{other} |")
     lines += ["", f"Failures: {len(failures)}."] + [f"- {f}" for f in failures[:20]]
-    OUT.write_text("\n".join(lines) + "\n")
+    atomic_write(OUT, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import problem_to_dict
 
@@ -390,7 +391,7 @@ def main() -> None:
                f"Failures: {failures}.", ""]
     text = OUT.read_text()
     head = text.split(MARK)[0].rstrip() + "\n\n"
-    OUT.write_text(head + "\n".join(section))
+    atomic_write(OUT, head + "\n".join(section))
     print("\n".join(section))
     if failures:
         raise SystemExit(1)

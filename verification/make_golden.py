@@ -34,6 +34,7 @@ from exact_bilevel import (
     highprec,
     tabular_incentive,
 )
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.experiments.examples import (
     four_rooms_incentives,
     random_affine_reward,
@@ -144,7 +145,7 @@ def main() -> int:
                                   "forward-mode implicit differentiation",
                         "follower_residual": mp.nstr(b.residual, 3)}
         record = {"format": GOLDEN_FORMAT, "name": name, "problem": data, "expected": expected}
-        (OUT / f"{i:02d}_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        atomic_write(OUT / f"{i:02d}_{name}.json", json.dumps(record, indent=1) + "\n")
     print(f"wrote {len(CASES)} files to {OUT}")
     return 0
 

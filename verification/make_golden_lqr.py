@@ -19,6 +19,7 @@ import pathlib
 import mpmath as mp
 import numpy as np
 
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.io import lqr_to_dict
 from exact_bilevel.lqr import highprec, tasks
 
@@ -61,7 +62,7 @@ def main() -> None:
                                           "digits: Newton on the soft Riccati equation, "
                                           "moment recursion, central differences"}}
         path = OUT / f"{k:02d}_{name}.json"
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        atomic_write(path, json.dumps(doc, indent=1) + "\n")
         print("wrote", path.name, flush=True)
 
 

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from exact_bilevel import hypergradient
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.core.problem import BilevelProblem
 from exact_bilevel.crosscheck import highprec
 from exact_bilevel.experiments.examples import random_problem
@@ -77,7 +78,7 @@ def main() -> int:
               "gradient tracks eps * cond(I - gamma P_pi). As tau -> 0 the follower becomes",
               "deterministic and the indirect part (through the policy) decays like",
               "exp(-gap/tau)/tau; its relative error is listed separately.", ""]
-    OUT.write_text("\n".join(lines))
+    atomic_write(OUT, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

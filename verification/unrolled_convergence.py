@@ -34,6 +34,7 @@ from exact_bilevel import (
     hypergradient,
     tabular_incentive,
 )
+from exact_bilevel.core._files import atomic_write
 from exact_bilevel.crosscheck.unrolled import unrolled_hypergradient
 from exact_bilevel.experiments.examples import random_problem
 
@@ -94,7 +95,7 @@ def main() -> int:
     fig.savefig(HERE / "unrolled_convergence.png", dpi=120)
     lines += ["", "Below ~1e-15 the error is float64 rounding. ![plot](unrolled_convergence.png)",
               ""]
-    (HERE / "unrolled_convergence.md").write_text("\n".join(lines))
+    atomic_write(HERE / "unrolled_convergence.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 
