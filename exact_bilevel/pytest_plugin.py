@@ -19,6 +19,12 @@ reported beside it; :func:`exact_bilevel.testing.check_estimator`)::
 ``--bilevel-reference NAME`` sets that reference for every ``assert_passes`` call that
 does not give one (e.g. to run a suite of BC-HG implementations against the exact
 covariance without editing the tests).
+
+A pass is only as strong as its replicates: ``--bilevel-require-resolution Q`` (or
+``assert_passes(..., require_resolution=Q)``) also fails a case whose replicates cannot
+see a relative bias of ``Q`` (e.g. ``1.0``: at the defaults, 8000 x 100, two of the
+standard cases cannot see a 100% bias of BC-HG; see
+:attr:`exact_bilevel.experiments.battery.CaseOutcome.resolution`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,23 @@ def pytest_addoption(parser: Any) -> None:
         choices=("bc-hg", "bc-hg-baseline", "naive"),
         help="default reference of bilevel_case.assert_passes: the registered estimator "
              "whose exact mean and covariance the exact-covariance test uses")
+    parser.getgroup("exact_bilevel").addoption(
+        "--bilevel-require-resolution", default=None, type=_positive_float, metavar="Q",
+        help="default require_resolution of bilevel_case.assert_passes: fail a pass whose "
+             "replicates cannot see a relative bias of Q (e.g. 1.0 for 100%%)")
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number > 0")
+    return value
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
@@ -43,7 +66,10 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
         cases = suite(metafunc.config.getoption("--bilevel-suite"))
         reference = metafunc.config.getoption("--bilevel-reference")
-        if reference is not None:
-            for c in cases:
+        required = metafunc.config.getoption("--bilevel-require-resolution")
+        for c in cases:
+            if reference is not None:
                 c.default_reference = reference
+            if required is not None:
+                c.default_require_resolution = required
         metafunc.parametrize("bilevel_case", cases, ids=[c.name for c in cases])

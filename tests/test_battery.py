@@ -101,7 +101,8 @@ def test_plugin_option_sets_the_default_reference():
 
     class Config:
         def getoption(self, name):
-            return {"--bilevel-suite": "quick", "--bilevel-reference": "bc-hg"}[name]
+            return {"--bilevel-suite": "quick", "--bilevel-reference": "bc-hg",
+                    "--bilevel-require-resolution": None}[name]
 
     class Metafunc:
         fixturenames = ("bilevel_case",)
@@ -135,3 +136,45 @@ def test_battery_reports_what_each_case_can_resolve():
     assert out.resolution == pytest.approx(resolution_known(cov, 100, case.exact, 1e-3),
                                            rel=1e-12)  # relative to m = g up to rounding
     assert dict(default.resolutions)[case.name] == out.resolution
+
+
+def test_assert_passes_can_require_a_resolution():
+    """``require_resolution`` fails a pass that cannot see the stated relative bias (here
+    a 100% bias at a tiny budget), names the resolution reached, leaves a strong pass
+    alone, refuses a bad value, and the plugin option sets it for every case."""
+    from exact_bilevel import pytest_plugin
+
+    case = suite("quick")[0]
+    weak = case.evaluate(_registered("bc-hg"), budget=60, replicates=10)
+    assert not weak.decide.reject and weak.resolution > 1.0
+    case.assert_passes(_registered("bc-hg"), budget=60, replicates=10)  # stands by default
+    with pytest.raises(AssertionError, match="resolve only a relative bias of"):
+        case.assert_passes(_registered("bc-hg"), budget=60, replicates=10,
+                           require_resolution=1.0)
+    case.assert_passes(_registered("bc-hg"), reference="bc-hg", require_resolution=1.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="require_resolution"):
+            case.assert_passes(_registered("bc-hg"), require_resolution=bad)
+
+    class Config:
+        def getoption(self, name):
+            return {"--bilevel-suite": "quick", "--bilevel-reference": None,
+                    "--bilevel-require-resolution": 1.0}[name]
+
+    class Metafunc:
+        fixturenames = ("bilevel_case",)
+        config = Config()
+
+        def parametrize(self, name, values, ids):
+            self.cases = values
+
+    meta = Metafunc()
+    pytest_plugin.pytest_generate_tests(meta)
+    assert all(c.default_require_resolution == 1.0 for c in meta.cases)
+    with pytest.raises(AssertionError, match="required: 1"):
+        meta.cases[0].assert_passes(_registered("bc-hg"), budget=60, replicates=10)
+    import argparse
+    assert pytest_plugin._positive_float("0.5") == 0.5
+    for bad in ("0", "-2", "nan", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            pytest_plugin._positive_float(bad)

@@ -47,6 +47,7 @@ variance moves the chi-square statistic, and no sample covariance can hide a rar
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -131,6 +132,9 @@ class Case:
     #: The ``reference`` of :meth:`assert_passes` when the call gives none (set by the
     #: pytest plugin's ``--bilevel-reference``).
     default_reference: str | None = field(default=None, repr=False)
+    #: The ``require_resolution`` of :meth:`assert_passes` when the call gives none (set
+    #: by the pytest plugin's ``--bilevel-require-resolution``).
+    default_require_resolution: float | None = field(default=None, repr=False)
 
     @property
     def knowledge(self) -> LeaderKnowledge:
@@ -228,14 +232,36 @@ class Case:
         m = moments(self.problem, self.x, reference, budget, know=self.knowledge)
         return m.mean, m.covariance
 
-    def assert_passes(self, fn: UserEstimator, **options: object) -> TestResult:
+    def assert_passes(self, fn: UserEstimator, *, require_resolution: float | None = None,
+                      **options: object) -> TestResult:
         """:meth:`run`, raising ``AssertionError`` with the report if the test rejects
-        (``reference="bc-hg"`` etc.: the exact-covariance test decides)."""
+        (``reference="bc-hg"`` etc.: the exact-covariance test decides).
+
+        ``require_resolution=q`` (or the plugin's ``--bilevel-require-resolution q``) also
+        fails a pass whose replicates cannot see a relative bias of ``q`` (the case's
+        :attr:`CaseOutcome.resolution` above ``q``: e.g. ``1.0``, a pass that could not
+        tell the estimator from one off by 100%), naming the resolution reached; raise the
+        budget or the replicates. By default such a pass stands (as ``pass (unresolved)``
+        in :func:`check_estimator`'s table)."""
         if self.default_reference is not None:
             options.setdefault("reference", self.default_reference)
-        res = self.run(fn, **options)  # type: ignore[arg-type]
+        if self.default_require_resolution is not None and require_resolution is None:
+            require_resolution = self.default_require_resolution
+        if require_resolution is not None and not (
+                isinstance(require_resolution, (int, float))
+                and not isinstance(require_resolution, bool)
+                and math.isfinite(require_resolution) and require_resolution > 0):
+            raise ValueError(f"require_resolution = {require_resolution!r}: must be a finite "
+                             "number > 0 (a relative bias, e.g. 1.0 for 100%)")
+        out = self.evaluate(fn, **options)  # type: ignore[arg-type]
+        res = out.decide
         if res.reject:
             raise AssertionError(f"{self.name}: {res.report}")
+        if require_resolution is not None and not out.resolution <= require_resolution:
+            raise AssertionError(
+                f"{self.name}: passed, but these replicates resolve only a relative bias of "
+                f"{out.resolution:.3g} (required: {require_resolution:g}); raise the budget "
+                f"or the replicates. {res.report}")
         return res
 
 
