@@ -22,8 +22,12 @@ from ..core.streams import STREAM_RULE as _STREAMS
 
 #: Bumped whenever the numbers a sweep stores for given inputs change: the sampler, an
 #: estimator or critic, the replicate stream rule, the exact solver's output format.
-#: Results files recorded under another value are refused (never mixed).
-NUMERICS_VERSION = 3
+#: Results files recorded under another value are refused (never mixed). History: 3, the
+#: batched replicates (stream rule ``cell-block/3``); 4, the same streams and draws with
+#: the last bits of hpgd, sobirl, model-based, zeroth-order and the TD critics moved by
+#: faster arithmetic (stack elimination, step-by-step contractions, the batched follower
+#: solver: at most ~1e-13 relative, ``benchmarks/identity_ab.py``).
+NUMERICS_VERSION = 4
 
 #: The replicate stream rule (see :func:`exact_bilevel.sweeps.run.replicate_seed`): the
 #: package's rule :data:`exact_bilevel.core.streams.STREAM_RULE` with the cell key
