@@ -238,11 +238,11 @@ TransitionModel = SampledTransitions | DenseTransitions
 #: :func:`transition_model` keeps the steps (:class:`SampledTransitions`) while the
 #: expected steps per replicate times the value columns per product are fewer than this
 #: fraction of the ``S A S`` entries of a replicate's dense table, the table
-#: (:class:`DenseTransitions`) beyond. Measured (one thread, S = 10, A = 4, d = 5,
-#: hpgd-td's batches at budgets 100-5000, ``benchmarks/bench_td.py``): the two forms cost
-#: the same at 0.45-0.5 steps x columns per entry for 1 and for 5 columns; at budget 100
-#: (about 0.03 steps per entry) the steps take half the time, at budget 2000 (3.5) the
-#: table a sixth.
+#: (:class:`DenseTransitions`) beyond. Measured by ``benchmarks/bench_td.py`` (one thread,
+#: S = 10, A = 4, d = 5, hpgd-td's batches at budgets 100-5000): the two forms cost the
+#: same near 0.4 (one column) to 0.7 (five columns); at budget 100 (R = 1000: 0.125 for
+#: ``dQ``, 0.025 for ``Q_L``) the steps are 2-3x faster, at budget 2000 (17.5 and 3.5) the
+#: table 3-8x.
 SAMPLED_WORK_PER_ENTRY = 0.5
 
 
