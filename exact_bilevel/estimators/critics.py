@@ -173,6 +173,8 @@ class SampledTransitions:
         over the bins ``(r, s, a, j)``."""
         b, S, A = self.batch, self.n_states, self.n_actions
         k = values.shape[1]
+        check_allocation(f"TD products over the steps: {b.n_steps} steps x {k} columns",
+                         (2, b.n_steps * k))  # the bins and the weighted values
         keys = b.pair_keys(A, S * A)[:, None] * k + np.arange(k)
         np.multiply(values, self.share[:, None], out=values)
         sums = np.bincount(keys.ravel(), weights=values.ravel(),
@@ -276,7 +278,10 @@ def batch_td(model: TransitionModel, pi: np.ndarray, gamma: float,
     nothing)."""
     R, S, A = reward.shape[:3]
     flat = reward.reshape(R, S, A, -1)
-    M = np.eye(S) - gamma * model.policy_matrix(pi)
+    M = model.policy_matrix(pi)  # I - gamma P_hat_pi, in place
+    M *= -gamma
+    diagonal = np.arange(S)
+    M[:, diagonal, diagonal] += 1.0
     if flat.strides[0] == 0:  # one reward shared by every replicate: its product once
         rhs = np.broadcast_to(np.matmul(pi[:, None, :], flat[0])[:, 0, :],
                               (R, S, flat.shape[-1]))
