@@ -6,7 +6,9 @@ r"""Leader critics: tables ``Q_L[s, a]``, ``V_L[s]`` for the follower's policy.
   for ``Q_L(s_t, a_t)`` under discount-terminated episodes), ``V_L = E_pi Q_L``.
 * :func:`td_critic` — the fixed point of expected-SARSA TD(0) on the batch,
   ``Q = r_L + gamma_L P_hat (pi Q)`` with ``P_hat`` the empirical transition
-  frequencies (what tabular TD converges to on a fixed batch; LSTD).
+  frequencies (what tabular TD converges to on a fixed batch; LSTD), held as the steps
+  themselves (:class:`SampledTransitions`) or as a dense table
+  (:class:`DenseTransitions`), whichever :func:`transition_model` expects to be cheaper.
 
 The sampled critics are consistent, not unbiased: an estimator that multiplies
 them with other quantities from the same samples inherits an ``O(1/n)`` bias.
@@ -215,6 +217,7 @@ class DenseTransitions:
     @classmethod
     def of(cls, ep: Episodes | EpisodeBatch, n_states: int,
            n_actions: int) -> DenseTransitions:
+        """The table of the steps of ``ep`` (padded episodes: one replicate)."""
         return cls(empirical_transitions(as_batch(ep), n_states, n_actions))
 
     @property
