@@ -140,3 +140,26 @@ def test_the_budget_100_benchmark_uses_the_steps_and_a_replicate_alone_is_its_ro
                 assert np.array_equal(e.gradient, G[i]), (parameterize, name, critic, i)
                 assert e.transitions == C[i]
     assert not built  # the dense table was never formed
+
+
+@pytest.mark.parametrize("parameterize", ["reward", "transitions", "both"])
+def test_the_td_critics_agree_in_either_form(parameterize, monkeypatch):
+    """``td_critic`` and ``dq_td`` (with the mean sensitivity rewards of a
+    transition-parameterised problem) with the form forced each way agree to 1e-12."""
+    from exact_bilevel.estimators import critics
+    from exact_bilevel.estimators._common import leader_knowledge
+    from exact_bilevel.estimators.tabular import dq_td
+    from exact_bilevel.experiments.examples import random_problem
+
+    p, x = random_problem(5, 3, 2, seed=7, gamma=0.8, parameterize=parameterize,
+                          objective="leader_return_own_gamma")
+    know = leader_knowledge(p, x)
+    U = np.random.default_rng(8).random((6, 3000))
+    b = Sampler(know.state.mdp, Uniforms(U)).episode_batch(know.pi, 4, know.beta)
+    out = {}
+    for limit, form in ((np.inf, SampledTransitions), (0.0, DenseTransitions)):
+        monkeypatch.setattr(critics, "SAMPLED_WORK_PER_ENTRY", limit)
+        assert isinstance(transition_model(b, 5, 3, beta=know.beta, columns=2), form)
+        out[form] = (critics.td_critic(know, b).q, dq_td(know, b))
+    for a, c in zip(out[SampledTransitions], out[DenseTransitions], strict=True):
+        _close(a, c, 1e-12)
