@@ -244,11 +244,11 @@ TransitionModel = SampledTransitions | DenseTransitions
 #: expected steps per replicate times the value columns per product are fewer than this
 #: fraction of the ``S A S`` entries of a replicate's dense table, the table
 #: (:class:`DenseTransitions`) beyond. Measured by ``benchmarks/bench_td.py`` (one thread,
-#: S = 10, A = 4, d = 5, hpgd-td's batches at budgets 100-5000): the two forms cost the
-#: same near 0.4 (one column) to 0.7 (five columns); at budget 100 (R = 1000: 0.125 for
-#: ``dQ``, 0.025 for ``Q_L``) the steps are 2-3x faster, at budget 2000 (17.5 and 3.5) the
-#: table 3-8x.
-SAMPLED_WORK_PER_ENTRY = 0.5
+#: S = 10, A = 4, d = 5, hpgd-td's batches at budgets 100-5000): the steps are faster at
+#: 0.025-0.15 (1.5-2.8x), the two about even at 0.45 (one column), the table faster at
+#: 0.75 (five columns, 1.1-1.2x) and 3-14x at budget 2000 and beyond; at budget 100
+#: (R = 1000) ``dQ`` has 0.125 and ``Q_L`` 0.025, at budget 2000 (R = 200) 17.5 and 3.5.
+SAMPLED_WORK_PER_ENTRY = 0.4
 
 
 def transition_model(ep: Episodes | EpisodeBatch, n_states: int, n_actions: int, *,
