@@ -6,7 +6,9 @@ r"""Leader critics: tables ``Q_L[s, a]``, ``V_L[s]`` for the follower's policy.
   for ``Q_L(s_t, a_t)`` under discount-terminated episodes), ``V_L = E_pi Q_L``.
 * :func:`td_critic` — the fixed point of expected-SARSA TD(0) on the batch,
   ``Q = r_L + gamma_L P_hat (pi Q)`` with ``P_hat`` the empirical transition
-  frequencies (what tabular TD converges to on a fixed batch; LSTD).
+  frequencies (what tabular TD converges to on a fixed batch; LSTD), held as the steps
+  themselves (:class:`EmpiricalSteps`) or as a dense table
+  (:class:`EmpiricalTable`), whichever :func:`empirical_form` expects to be cheaper.
 
 The sampled critics are consistent, not unbiased: an estimator that multiplies
 them with other quantities from the same samples inherits an ``O(1/n)`` bias.
@@ -113,7 +115,8 @@ def transition_frequencies(s: np.ndarray, a: np.ndarray, s1: np.ndarray, n_state
 def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
                           n_actions: int) -> np.ndarray:
     """Per replicate, :func:`transition_frequencies` of every step taken,
-    ``[R, S, A, S]`` (``[S, A, S]`` for padded episodes)."""
+    ``[R, S, A, S]`` (``[S, A, S]`` for padded episodes); see also
+    :func:`empirical_form`."""
     b = as_batch(ep)
     check_allocation("per-replicate empirical transitions [R, S, A, S]",
                      (b.n_replicates, n_states * n_actions * n_states))
@@ -127,32 +130,169 @@ def empirical_transitions(ep: Episodes | EpisodeBatch, n_states: int,
     return P[0] if isinstance(ep, Episodes) else P
 
 
-def batch_td(P_hat: np.ndarray, pi: np.ndarray, gamma: float,
+@dataclass(frozen=True)
+class EmpiricalSteps:
+    r"""Each replicate's empirical transitions ``P_hat_r(s'|s, a) = N_r(s, a, s') / N_r(s,
+    a)`` kept as the steps that define them: step ``t`` of replicate ``r`` carries the
+    weight ``share[t] = 1 / N_r(s_t, a_t)`` in ``P_hat_r(. | s_t, a_t)``, so every product
+    with ``P_hat`` is a per-replicate sum over steps (``bincount`` in step order: a
+    replicate's numbers do not depend on the others), ``O(N)`` work and memory with no
+    ``[R, S, A, S]`` table. Unvisited pairs have ``P_hat = 0`` rows. The same operations
+    as :class:`EmpiricalTable` (:func:`empirical_form` picks one).
+
+    Attributes
+    ----------
+    batch : EpisodeBatch
+        The ``N`` steps ``(s_t, a_t, s_{t+1})`` of ``R`` replicates.
+    n_states, n_actions : int
+        ``S`` and ``A``.
+    share : ndarray, shape (N,)
+        ``1 / N_r(s_t, a_t)``.
+    """
+
+    batch: EpisodeBatch
+    n_states: int
+    n_actions: int
+    share: np.ndarray
+
+    @classmethod
+    def of(cls, ep: Episodes | EpisodeBatch, n_states: int,
+           n_actions: int) -> EmpiricalSteps:
+        """The steps of ``ep`` (padded episodes: one replicate)."""
+        b = as_batch(ep)
+        size = n_states * n_actions
+        visits = b.pair_table(n_actions, size).reshape(-1)  # N_r(s, a)
+        share = 1.0 / visits.take(b.pair_keys(n_actions, size)).astype(float)
+        return cls(b, n_states, n_actions, share)
+
+    @property
+    def n_replicates(self) -> int:
+        return self.batch.n_replicates
+
+    def _mean(self, values: np.ndarray) -> np.ndarray:
+        """``sum_t share_t values[t, j]`` per replicate and pair, ``[R, S, A, k]`` for
+        step values ``values[N, k]`` (a C-ordered array, overwritten): one ``bincount``
+        over the bins ``(r, s, a, j)``."""
+        b, S, A = self.batch, self.n_states, self.n_actions
+        k = values.shape[1]
+        check_allocation(f"TD products over the steps: {b.n_steps} steps x {k} columns",
+                         (2, b.n_steps * k))  # the bins and the weighted values
+        keys = b.pair_keys(A, S * A)[:, None] * k + np.arange(k)
+        np.multiply(values, self.share[:, None], out=values)
+        sums = np.bincount(keys.ravel(), weights=values.ravel(),
+                           minlength=b.n_replicates * S * A * k)
+        return sums.reshape(-1, S, A, k)
+
+    def policy_matrix(self, pi: np.ndarray) -> np.ndarray:
+        """``P_hat_pi[r, s, s'] = sum_a pi(a|s) P_hat_r(s'|s, a)``, shape ``[R, S, S]``:
+        sums of ``pi(a_t|s_t) / N_r(s_t, a_t)`` over replicate ``r``'s steps ``s -> s'``."""
+        b, S, A = self.batch, self.n_states, self.n_actions
+        keys = (b.replicate * S + b.s) * S + b.s1
+        weights = pi.reshape(-1).take(b.pairs(A)) * self.share
+        return np.bincount(keys, weights=weights,
+                           minlength=b.n_replicates * S * S).reshape(-1, S, S)
+
+    def successor_mean(self, v: np.ndarray) -> np.ndarray:
+        """``(P_hat V)[r, s, a, k] = sum_s' P_hat_r(s'|s, a) v[r, s', k]`` for one table
+        per replicate ``v[R, S, k]``, shape ``[R, S, A, k]``."""
+        b, S = self.batch, self.n_states
+        return self._mean(v.reshape(b.n_replicates * S, -1).take(b.replicate * S + b.s1,
+                                                                 axis=0))
+
+    def triple_mean(self, w: np.ndarray) -> np.ndarray:
+        """``sum_s' P_hat_r(s'|s, a) w[s, a, s', k]`` for a shared ``w[S, A, S, k]``,
+        shape ``[R, S, A, k]``."""
+        b, S, A = self.batch, self.n_states, self.n_actions
+        return self._mean(w.reshape(S * A * S, -1).take(b.pairs(A) * S + b.s1, axis=0))
+
+
+@dataclass(frozen=True)
+class EmpiricalTable:
+    """Each replicate's empirical transitions as the table ``P_hat[R, S, A, S]``
+    (:func:`empirical_transitions`); products by stacked ``matmul``, one per replicate.
+    The same operations as :class:`EmpiricalSteps`."""
+
+    P: np.ndarray
+
+    @classmethod
+    def of(cls, ep: Episodes | EpisodeBatch, n_states: int,
+           n_actions: int) -> EmpiricalTable:
+        """The table of the steps of ``ep`` (padded episodes: one replicate)."""
+        return cls(empirical_transitions(as_batch(ep), n_states, n_actions))
+
+    @property
+    def n_replicates(self) -> int:
+        return self.P.shape[0]
+
+    def policy_matrix(self, pi: np.ndarray) -> np.ndarray:
+        """``P_hat_pi[R, S, S]`` (one ``[1, A] x [A, S]`` product per replicate and state)."""
+        return np.matmul(pi[None, :, None, :], self.P)[:, :, 0, :]
+
+    def successor_mean(self, v: np.ndarray) -> np.ndarray:
+        """``P_hat V``: ``[R, S, A, k]`` for ``v[R, S, k]``."""
+        R, S, A = self.P.shape[:3]
+        return np.matmul(self.P.reshape(R, S * A, S), v).reshape(R, S, A, -1)
+
+    def triple_mean(self, w: np.ndarray) -> np.ndarray:
+        """``sum_s' P_hat w``: ``[R, S, A, k]`` for ``w[S, A, S, k]``."""
+        return np.matmul(self.P[..., None, :], w)[..., 0, :]
+
+
+EmpiricalTransitions = EmpiricalSteps | EmpiricalTable
+
+#: :func:`empirical_form` keeps the steps (:class:`EmpiricalSteps`) while the
+#: expected steps per replicate times the value columns per product are fewer than this
+#: fraction of the ``S A S`` entries of a replicate's dense table, the table
+#: (:class:`EmpiricalTable`) beyond. Measured by ``benchmarks/bench_td.py`` (one thread,
+#: S = 10, A = 4, d = 5, hpgd-td's batches at budgets 100-5000): the steps are faster at
+#: 0.025-0.15 (1.5-2.8x), the two about even at 0.45 (one column), the table faster at
+#: 0.75 (five columns, 1.1-1.2x) and 3-14x at budget 2000 and beyond; at budget 100
+#: (R = 1000) ``dQ`` has 0.125 and ``Q_L`` 0.025, at budget 2000 (R = 200) 17.5 and 3.5.
+STEPS_WORK_PER_ENTRY = 0.4
+
+
+def empirical_form(ep: Episodes | EpisodeBatch, n_states: int, n_actions: int, *,
+                     beta: float, columns: int = 1) -> EmpiricalTransitions:
+    """The empirical transitions ``P_hat`` of each replicate of ``ep`` (episodes that
+    continue with probability ``beta``: ``1 / (1 - beta)`` steps each on average), in the
+    form that is cheaper for products with ``columns`` value columns: the steps
+    (:class:`EmpiricalSteps`) while ``n / (1 - beta) columns <``
+    :data:`STEPS_WORK_PER_ENTRY` ``S A S`` (``n`` episodes per replicate), else the
+    dense table (:class:`EmpiricalTable`). Both give the same numbers up to rounding;
+    the choice depends on nothing sampled, so a replicate alone takes the same form as in
+    any batch (its numbers bit for bit)."""
+    b = as_batch(ep)
+    work = b.n_episodes / (1.0 - beta) * columns
+    sampled = work < STEPS_WORK_PER_ENTRY * n_states * n_actions * n_states
+    return (EmpiricalSteps if sampled else EmpiricalTable).of(b, n_states, n_actions)
+
+
+def batch_td(model: EmpiricalTransitions, pi: np.ndarray, gamma: float,
              reward: np.ndarray) -> np.ndarray:
     """Fixed point of expected-SARSA TD(0) on a batch: ``Q = reward + gamma P_hat (pi Q)``,
-    i.e. ``V = (I - gamma P_hat_pi)^{-1} sum_a pi reward``, ``Q = reward + gamma P_hat V``.
+    i.e. ``V = (I - gamma P_hat_pi)^{-1} sum_a pi reward``, ``Q = reward + gamma P_hat V``,
+    per replicate of ``model`` (:func:`empirical_form`).
 
-    ``P_hat[S, A, S]`` with ``reward[S, A, ...]`` (scalar or vector rewards), or one per
-    replicate: ``P_hat[R, S, A, S]`` with ``reward[R, S, A, ...]``. One LU solve of ``I - gamma
-    P_hat_pi`` per replicate (:func:`~exact_bilevel.core.linalg.solve_dominant_stack`: a
-    replicate's row does not depend on the others); its rows may sum to less than 1
-    (unvisited pairs continue to nothing)."""
-    single = P_hat.ndim == 3
-    P = P_hat[None] if single else P_hat
-    R, S, A = P.shape[0], P.shape[1], P.shape[2]
-    rew = reward[None] if single else reward
-    flat = rew.reshape(R, S, A, -1)
-    # stacked products, one per (replicate, state): a row never depends on the others
-    M = np.eye(S) - gamma * np.matmul(pi[None, :, None, :], P)[:, :, 0, :]
+    ``reward[R, S, A, ...]`` (scalar or vector rewards; a shared reward broadcast with
+    stride 0 along ``R`` has its ``pi`` product formed once); result of the same shape.
+    One solve of ``I - gamma P_hat_pi`` per replicate
+    (:func:`~exact_bilevel.core.linalg.solve_dominant_stack`: a replicate's row does not
+    depend on the others); its rows may sum to less than 1 (unvisited pairs continue to
+    nothing)."""
+    R, S, A = reward.shape[:3]
+    flat = reward.reshape(R, S, A, -1)
+    M = model.policy_matrix(pi)  # I - gamma P_hat_pi, in place
+    M *= -gamma
+    diagonal = np.arange(S)
+    M[:, diagonal, diagonal] += 1.0
     if flat.strides[0] == 0:  # one reward shared by every replicate: its product once
         rhs = np.broadcast_to(np.matmul(pi[:, None, :], flat[0])[:, 0, :],
                               (R, S, flat.shape[-1]))
     else:
         rhs = np.matmul(pi[None, :, None, :], flat)[:, :, 0, :]
-    v = solve_dominant_stack(M, rhs)
-    q = flat + gamma * np.matmul(P.reshape(R, S * A, S), v).reshape(flat.shape)
-    q = q.reshape(rew.shape)
-    return q[0] if single else q
+    v = solve_dominant_stack(M, rhs)  # [R, S, k]
+    q = flat + gamma * model.successor_mean(v)
+    return q.reshape(reward.shape)
 
 
 def td_critic(know: LeaderKnowledge, ep: Episodes | EpisodeBatch, *,
@@ -161,9 +301,9 @@ def td_critic(know: LeaderKnowledge, ep: Episodes | EpisodeBatch, *,
     ``discount`` defaults to ``gamma_L`` (another value is for :mod:`exact_bilevel.mutants`)."""
     S, A = know.pi.shape
     discount = know.gamma_leader if discount is None else discount
-    P_hat = empirical_transitions(as_batch(ep), S, A)
-    reward = np.broadcast_to(know.r_leader, (P_hat.shape[0], S, A))
-    return _squeeze(_from_q(batch_td(P_hat, know.pi, discount, reward), know.pi), ep)
+    model = empirical_form(ep, S, A, beta=know.beta)
+    reward = np.broadcast_to(know.r_leader, (model.n_replicates, S, A))
+    return _squeeze(_from_q(batch_td(model, know.pi, discount, reward), know.pi), ep)
 
 
 CriticFn = Callable[[LeaderKnowledge, EpisodeBatch], Critic]

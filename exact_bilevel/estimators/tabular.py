@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core._budget import check_allocation
 from ._common import LeaderKnowledge, contract, ratio, sensitivity_steps
-from .critics import batch_td, empirical_transitions
+from .critics import EmpiricalTransitions, batch_td, empirical_form
 from .sampling import EpisodeBatch, Episodes, as_batch
 
 DQ_METHODS = ("monte-carlo", "td")
@@ -129,22 +129,22 @@ def weighted_dq(method: str, know: LeaderKnowledge, weights: np.ndarray,
     return np.matmul(w, dq.reshape(-1, S * A, d))[:, 0, :]
 
 
-def mean_sensitivity_reward(know: LeaderKnowledge, P_hat: np.ndarray) -> np.ndarray:
+def mean_sensitivity_reward(know: LeaderKnowledge, model: EmpiricalTransitions) -> np.ndarray:
     """Per-pair mean of the samples ``g_k``: ``dr + gamma sum_s' P_hat(s'|s,a)
-    dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[..., S, A, d]`` for
-    ``P_hat[..., S, A, S]``."""
+    dlogP(s'|s,a) V(s')`` (``dr`` where unvisited), shape ``[R, S, A, d]`` for the
+    replicates of ``model`` (:func:`.critics.empirical_form`)."""
     if not know.problem.transitions.depends_on_x:
-        return np.broadcast_to(know.dr, (*P_hat.shape[:-3], *know.dr.shape))
+        return np.broadcast_to(know.dr, (model.n_replicates, *know.dr.shape))
     W = know.score * know.v[None, None, :, None]  # [S, A, S, d]
-    return know.dr + know.gamma * np.matmul(P_hat[..., None, :], W)[..., 0, :]
+    return know.dr + know.gamma * model.triple_mean(W)
 
 
 def dq_td(know: LeaderKnowledge, ep: Episodes | EpisodeBatch) -> np.ndarray:
     """Batch TD(0) fixed point ``dQ_hat[R, S, A, d]`` per replicate (:func:`.critics.
     batch_td` on ``g_bar``; ``[S, A, d]`` for padded episodes)."""
     S, A = know.pi.shape
-    P_hat = empirical_transitions(as_batch(ep), S, A)
-    dq = batch_td(P_hat, know.pi, know.gamma, mean_sensitivity_reward(know, P_hat))
+    model = empirical_form(ep, S, A, beta=know.beta, columns=know.dr.shape[-1])
+    dq = batch_td(model, know.pi, know.gamma, mean_sensitivity_reward(know, model))
     return _squeeze(dq, ep)
 
 
