@@ -292,3 +292,33 @@ def test_weighted_monte_carlo_dq_equals_the_contracted_table(parameterize):
     got = weighted_dq_monte_carlo(know, W, ep1)
     assert got.shape == want.shape
     assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("parameterize", ["reward", "transitions", "both"])
+def test_weighted_td_dq_equals_the_contracted_table(parameterize):
+    """hpgd-td's and sobirl's TD contraction by the adjoint (``weighted_dq_td``: one
+    transposed solve per replicate, ``sum W g_bar + gamma z^T sum_a pi g_bar``, ``M^T z =
+    P_hat^T W``) equals the contraction of ``dq_td``'s table (a second formula) to 1e-12,
+    with shared and per-replicate weights, for both forms of ``P_hat`` (the steps at one
+    episode per replicate, the table at many) and for padded episodes."""
+    from exact_bilevel.core.streams import cell_uniforms
+    from exact_bilevel.estimators.sampling import Sampler, Uniforms
+    from exact_bilevel.estimators.tabular import dq_td, weighted_dq_td
+
+    p, x = random_problem(5, 3, 3, seed=2, gamma=0.85, parameterize=parameterize)
+    know = leader_knowledge(p, x)
+    S, A = know.pi.shape
+    rng = np.random.default_rng(4)
+    for n, R in ((1, 40), (30, 10)):
+        smp = Sampler(know.state.mdp, Uniforms(cell_uniforms(0, R, 20000, (n,), 0)))
+        ep = smp.episode_batch(know.pi, n, know.beta)
+        for W in (rng.normal(size=(S, A)), rng.normal(size=(R, S, A))):
+            want = np.einsum("rsa,rsak->rk", np.broadcast_to(W, (R, S, A)), dq_td(know, ep))
+            got = weighted_dq_td(know, W, ep)
+            assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    ep1 = Sampler(know.state.mdp, np.random.default_rng(5)).episodes(know.pi, 3, know.beta)
+    W = rng.normal(size=(S, A))
+    want = np.einsum("sa,sak->k", W, dq_td(know, ep1))
+    got = weighted_dq_td(know, W, ep1)
+    assert got.shape == want.shape
+    assert np.allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())

@@ -205,6 +205,15 @@ class EmpiricalSteps:
         b, S, A = self.batch, self.n_states, self.n_actions
         return self._mean(w.reshape(S * A * S, -1).take(b.pairs(A) * S + b.s1, axis=0))
 
+    def pullback(self, w: np.ndarray) -> np.ndarray:
+        """``(P_hat^T w)[r, s'] = sum_{s,a} w[r, s, a] P_hat_r(s'|s, a)`` for per-replicate
+        weights ``w[R, S, A]``, shape ``[R, S]``: sums of ``w[r, s_t, a_t] / N_r(s_t,
+        a_t)`` over replicate ``r``'s steps into ``s'``."""
+        b, S, A = self.batch, self.n_states, self.n_actions
+        weights = w.reshape(-1).take(b.pair_keys(A, S * A)) * self.share
+        return np.bincount(b.replicate * S + b.s1, weights=weights,
+                           minlength=b.n_replicates * S).reshape(-1, S)
+
 
 @dataclass(frozen=True)
 class EmpiricalTable:
@@ -236,6 +245,11 @@ class EmpiricalTable:
     def triple_mean(self, w: np.ndarray) -> np.ndarray:
         """``sum_s' P_hat w``: ``[R, S, A, k]`` for ``w[S, A, S, k]``."""
         return np.matmul(self.P[..., None, :], w)[..., 0, :]
+
+    def pullback(self, w: np.ndarray) -> np.ndarray:
+        """``P_hat^T w``: ``[R, S]`` for ``w[R, S, A]`` (one product per replicate)."""
+        R, S, A = self.P.shape[:3]
+        return np.matmul(w.reshape(R, 1, S * A), self.P.reshape(R, S * A, S))[:, 0, :]
 
 
 EmpiricalTransitions = EmpiricalSteps | EmpiricalTable

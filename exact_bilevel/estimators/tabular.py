@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._budget import check_allocation
+from ..core.linalg import solve_dominant_stack
 from ._common import LeaderKnowledge, contract, ratio, sensitivity_steps
 from .critics import EmpiricalTransitions, batch_td, empirical_form
 from .sampling import EpisodeBatch, Episodes, as_batch
@@ -112,21 +113,55 @@ def weighted_dq_monte_carlo(know: LeaderKnowledge, weights: np.ndarray,
     return total[0] if isinstance(ep, Episodes) else total
 
 
+def weighted_dq_td(know: LeaderKnowledge, weights: np.ndarray,
+                   ep: Episodes | EpisodeBatch) -> np.ndarray:
+    r"""``sum_{s,a} weights[r, s, a] dQ_hat[r, s, a, :]`` for the batch TD fixed point
+    ``dQ_hat`` of :func:`dq_td`, shape ``[R, d]`` (``[d]`` for padded episodes);
+    ``weights[S, A]`` shared or ``[R, S, A]``.
+
+    By the adjoint, never forming ``dQ_hat``: with ``dQ = g_bar + gamma P_hat dV``, ``M dV =
+    sum_a pi g_bar``, ``M = I - gamma P_hat_pi``,
+
+    .. math:: \sum_{s,a} w_{sa}\, dQ_{sa} = \sum_{s,a} w_{sa}\, \bar g_{sa}
+              + \gamma\, z^\top \textstyle\sum_a \pi \bar g, \qquad
+              M^\top z = \hat P^\top w,
+
+    one transposed solve with one right-hand side per replicate instead of ``d``."""
+    S, A = know.pi.shape
+    d = know.dr.shape[-1]
+    model = empirical_form(ep, S, A, beta=know.beta, columns=1)
+    R = model.n_replicates
+    w = np.broadcast_to(weights.reshape(-1, S, A), (R, S, A))
+    M = model.policy_matrix(know.pi)  # I - gamma P_hat_pi, in place
+    M *= -know.gamma
+    diagonal = np.arange(S)
+    M[:, diagonal, diagonal] += 1.0
+    z = solve_dominant_stack(M, model.pullback(w), transpose=True)  # [R, S]
+    g_bar = mean_sensitivity_reward(know, model)  # [R, S, A, d]
+    if g_bar.strides[0] == 0:  # dr, shared: its products once
+        rhs = np.matmul(know.pi[:, None, :], know.dr)[:, 0, :]  # [S, d]
+        total = contract(w.reshape(R, S * A), know.dr.reshape(S * A, d))
+        total += know.gamma * contract(z, rhs)
+    else:
+        rhs = np.matmul(know.pi[None, :, None, :], g_bar)[:, :, 0, :]  # [R, S, d]
+        total = np.matmul(w.reshape(R, 1, S * A), g_bar.reshape(R, S * A, d))[:, 0, :]
+        total += know.gamma * np.matmul(z[:, None, :], rhs)[:, 0, :]
+    return total[0] if isinstance(ep, Episodes) else total
+
+
 def weighted_dq(method: str, know: LeaderKnowledge, weights: np.ndarray,
                 ep: Episodes | EpisodeBatch, *more: EpisodeBatch) -> np.ndarray:
     """``sum_{s,a} weights[r, s, a] dQ_hat[r, s, a, :]`` for ``dQ_hat`` by ``method`` in
     :data:`DQ_METHODS` (:func:`estimate_dq`), shape ``[R, d]`` (``[d]`` for padded
-    episodes); ``weights[S, A]`` or ``[R, S, A]``. Monte Carlo step by step
-    (:func:`weighted_dq_monte_carlo`); TD contracts its table (one product per
-    replicate)."""
+    episodes); ``weights[S, A]`` or ``[R, S, A]``: Monte Carlo step by step
+    (:func:`weighted_dq_monte_carlo`), TD by the adjoint (:func:`weighted_dq_td`)."""
     if method == "monte-carlo":
         return weighted_dq_monte_carlo(know, weights, ep, *more)
-    dq = estimate_dq(method, know, ep, *more)
-    S, A, d = dq.shape[-3:]
-    if dq.ndim == 3:
-        return weights.reshape(S * A) @ dq.reshape(S * A, d)
-    w = np.broadcast_to(weights.reshape(-1, 1, S * A), (dq.shape[0], 1, S * A))
-    return np.matmul(w, dq.reshape(-1, S * A, d))[:, 0, :]
+    if more:
+        raise ValueError(f"dQ estimator = {method!r}: one batch of episodes")
+    if method == "td":
+        return weighted_dq_td(know, weights, ep)
+    raise ValueError(f"dQ estimator = {method!r}: must be one of {DQ_METHODS}")
 
 
 def mean_sensitivity_reward(know: LeaderKnowledge, model: EmpiricalTransitions) -> np.ndarray:
