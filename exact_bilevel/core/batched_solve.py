@@ -111,7 +111,7 @@ def value_scales(reward: np.ndarray, gamma: float, tau: float) -> np.ndarray:
     R, S, A = reward.shape
     # max |r| over the pairs of each member as elementwise maxima of S A contiguous rows
     # (a reduction over a short inner axis costs ~70 ns per member): the same maxima
-    r_pairs = np.ascontiguousarray(reward.reshape(R, S * A).T)
+    r_pairs = reward.reshape(R, S * A).T.copy()  # a new C-ordered array, overwritten
     rmax = np.abs(r_pairs, out=r_pairs).max(axis=0) if S * A else np.zeros(R)
     return np.maximum(1.0, (rmax + tau * math.log(A)) / (1.0 - gamma))
 
@@ -306,31 +306,32 @@ def solve_soft_batch(P: object, reward: object, gamma: float, tau: float, *,
     return _newton_batch(Pa, r, gamma, tau, tols, max_iter, v, warm_start)
 
 
-def _q_stack_last(P: np.ndarray, r_t: np.ndarray, gamma: float,
-                  v_t: np.ndarray) -> np.ndarray:
+def _q_stack_last(P: np.ndarray, r_t: np.ndarray, gamma: float, v_t: np.ndarray,
+                  shared: bool) -> np.ndarray:
     """``Q`` stack-last, ``[S, A, n]``, from ``r_t[S, A, n]`` and ``v_t[S, n]``: with a shared
-    ``P[1]`` one matrix product ``P[S A, S] V`` for all members; with ``P[n]`` per member
-    the products of :func:`q_from_v_batch` (the same floats, member by member)."""
+    ``P[1]`` one matrix product ``P[S A, S] V`` for all members; otherwise (``P[n]``, and
+    ``P[1]`` of a single member) the products of :func:`q_from_v_batch` member by member
+    (its floats)."""
     S, A, n = r_t.shape
-    if P.shape[0] == 1:
+    if shared:
         q = (P.reshape(S * A, S) @ v_t).reshape(S, A, n)
     else:
         Pv = np.matmul(P.reshape(n, S * A, S), np.ascontiguousarray(v_t.T)[:, :, None])
-        q = Pv.reshape(n, S, A).transpose(1, 2, 0) * 1.0
+        q = np.ascontiguousarray(Pv.reshape(n, S, A).transpose(1, 2, 0))
     q *= gamma
     q += r_t
     return q
 
 
-def _bellman_system(P: np.ndarray, pi_t: np.ndarray, rhs: np.ndarray,
-                    gamma: float) -> np.ndarray:
+def _bellman_system(P: np.ndarray, pi_t: np.ndarray, rhs: np.ndarray, gamma: float,
+                    shared: bool) -> np.ndarray:
     """``[I - gamma P_pi | rhs]`` stack-last (``aug[s, s', m]``, shape ``(S, S + 1, n)``,
     for :func:`~.linalg.solve_dominant_stack_last`) from ``pi_t[S, A, n]`` and ``rhs[S, n]``:
     ``P_pi`` by one ``[S', A] x [A, n]`` product per state for a shared ``P[1]``, else by
     :func:`policy_matrices` member by member (its floats)."""
     S, n = rhs.shape
     aug = np.empty((S, S + 1, n))
-    if P.shape[0] == 1:
+    if shared:
         P_pi = np.matmul(P[0].transpose(0, 2, 1), pi_t)  # [S, S', n]
     else:
         P_pi = policy_matrices(P, np.ascontiguousarray(pi_t.transpose(2, 0, 1))
@@ -349,6 +350,9 @@ def _newton_batch(P: np.ndarray, r: np.ndarray, gamma: float, tau: float, tols: 
     is a few elementwise operations on contiguous rows and the linear systems go to
     :func:`~.linalg.solve_dominant_stack_last` without transposes."""
     R, S, A = r.shape
+    # one P for all members: matrix products over the stack (a single member, alone,
+    # takes the member-by-member products, so that it gets its floats in any stack)
+    shared = P.shape[0] == 1 and R > 1
     for _ in range(warm_start):
         v = boltzmann_batch(q_from_v_batch(P, r, gamma, v), tau).v
     out_q, out_pi, out_logpi = (np.empty((R, S, A)) for _ in range(3))
@@ -362,7 +366,7 @@ def _newton_batch(P: np.ndarray, r: np.ndarray, gamma: float, tau: float, tols: 
     polishing = np.zeros(R, dtype=bool)
     prev = np.full(R, np.inf)
     for it in range(max_iter + 1):
-        q = _q_stack_last(Pa, r_t, gamma, v_t)
+        q = _q_stack_last(Pa, r_t, gamma, v_t, shared)
         b = boltzmann_batch(q, tau, axis=1)
         res = np.abs(b.v - v_t).max(axis=0)
         within = res <= tol
@@ -402,7 +406,7 @@ def _newton_batch(P: np.ndarray, r: np.ndarray, gamma: float, tau: float, tols: 
         rhs = g[:, 0].copy()
         for a in range(1, A):
             rhs += g[:, a]
-        v_new = solve_dominant_stack_last(_bellman_system(Pa, pi_t, rhs, gamma))[:, 0]
+        v_new = solve_dominant_stack_last(_bellman_system(Pa, pi_t, rhs, gamma, shared))[:, 0]
         frozen = ~polishing & (np.abs(v_new - v_t).max(axis=0)
                                <= 8 * _EPS * np.maximum(np.abs(v_new).max(axis=0), 1.0))
         if frozen.any():
