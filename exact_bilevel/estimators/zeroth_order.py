@@ -172,8 +172,8 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
     points = (x + np.array([1.0, -1.0])[None, None, :, None] * smoothing * u).reshape(-1, d)
     # block m = (r k + 2 j + sign)
     mdp, pi, rho = perturbed_environment(problem, points, first_order_values(know, points))
-    S = know.pi.shape[0]
-    rL = obj.leader_reward.values(points).reshape(-1, pi.shape[1])  # [M S, A]
+    S, A = know.pi.shape
+    rL = obj.leader_reward.values(points).reshape(-1)  # [M S A]: block m's r_L[s, a]
     block = np.arange(R)[:, None] * k + np.arange(k * n)[None, :] // n  # [R, k n]
     s0 = start_states(rho, block, sampler.uniform(k * n))
     env = Sampler(mdp, sampler.uniforms, single=False)
@@ -181,7 +181,7 @@ def zeroth_order(know: LeaderKnowledge, sampler: Sampler, budget: int,
         batch = env.episode_batch(pi, k * n, know.beta,
                                   start=block * S + s0)
     w = batch.step_weights(ratio(know.gamma_leader, know.beta))
-    per_episode = np.bincount(batch.episode, weights=rL[batch.s, batch.a] * w,
+    per_episode = np.bincount(batch.episode, weights=rL.take(batch.s * A + batch.a) * w,
                               minlength=R * k * n)
     F = per_episode.reshape(R, k, n).mean(axis=2)
     if obj.regularizer is not None:
