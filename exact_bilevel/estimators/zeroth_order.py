@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._budget import check_allocation
-from ..core._transitions import inverse_cdf
+from ..core._transitions import inverse_cdf, row_cumsum
 from ..core.batched_hypergradient import objective_values
 from ..core.batched_solve import applies, solve_soft_batch
 from ..core.mdp import FiniteMDP
@@ -113,7 +113,7 @@ def perturbed_environment(problem: BilevelProblem, points: np.ndarray,
         rho = problem.initial
     else:
         rho = problem.follower_mdp(points[0]).initial
-    cdf = np.cumsum(P.reshape(-1, S), axis=-1)
+    cdf = row_cumsum(P.reshape(-1, S))
     return (block_mdp(cdf, A, M, problem.gamma, np.tile(rho / M, M)), pi.reshape(M * S, A),
             rho)
 
