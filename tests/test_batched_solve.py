@@ -268,6 +268,27 @@ def test_reward_values_at_many_points_equal_value_row_by_row():
         assert np.max(np.abs(got - want)) <= 1e-15 * np.max(np.abs(want))
 
 
+def test_affine_reward_values_sum_in_order_row_by_row():
+    """``AffineReward.values``: each entry is ``base + (((x_0 phi_0 + x_1 phi_1) + ...)``
+    (the sum over ``k`` in order, written out here), bit for bit, and a row alone or at any
+    offset of a larger batch (strided input too) gets the same floats."""
+    rng = np.random.default_rng(5)
+    for S, A, d in ((4, 2, 1), (10, 4, 5), (3, 5, 17)):
+        base, feats = rng.normal(size=(S, A)), rng.normal(size=(S, A, d))
+        model = AffineReward(base, feats)
+        X = rng.normal(size=(40, d)) * 10.0 ** rng.integers(-3, 3, size=(40, 1))
+        acc = X[:, 0, None, None] * feats[None, :, :, 0]
+        for k in range(1, d):
+            acc = acc + X[:, k, None, None] * feats[None, :, :, k]
+        got = model.values(X)
+        assert np.array_equal(got, base + acc)
+        for m in (0, 1, 7, 39):
+            assert np.array_equal(model.values(X[m:m + 1])[0], got[m])
+        assert np.array_equal(model.values(X[3:30:3]), got[3:30:3])
+        Xf = np.asfortranarray(X)
+        assert np.array_equal(model.values(Xf), got)
+
+
 def test_transition_values_at_many_points_equal_value_row_by_row():
     from exact_bilevel.core.parameterizations import CallableTransitions, FixedTransitions
 
