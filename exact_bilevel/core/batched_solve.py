@@ -30,9 +30,10 @@ formulas (:func:`q_from_v_batch`, :func:`boltzmann_batch`, :func:`policy_matrice
 bit for bit at ``S <= 32``.
 
 Newton's steps are not chord steps here (``numpy`` keeps no LU between calls). Measured
-(``S = 10, A = 4``, one thread, CPU time): the zeroth-order estimator's 8000 perturbed
-followers from their first-order values in about 14 ms (two Newton steps for 86% of
-them, a third, polishing step for the rest; 25 ms with the member-first layout), against
+(``S = 10, A = 4``, one thread, CPU time, best of 15): the zeroth-order estimator's 8000
+perturbed followers from their first-order values in 15-18 ms, 1.7x faster than the
+member-first layout in the same process (all 8000 members: 3 evaluations of ``T`` and 2
+Newton steps; 14% not yet at the rounding floor then polish with a third step), against
 about 150 us for one :func:`~.solve.solve_soft` in Python. It applies to
 MDPs held dense (:func:`applies`: ``S*A*S`` at most
 :data:`~.mdp.AUTO_SPARSE_ENTRIES` and ``S`` below

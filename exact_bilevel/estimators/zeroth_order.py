@@ -48,7 +48,7 @@ def first_order_values(know: LeaderKnowledge, points: np.ndarray) -> np.ndarray:
     first-order prediction of the follower's values (``dV[S, d]`` by
     :func:`~exact_bilevel.core.sensitivities.follower_sensitivities`), a Newton start
     whose error is ``O(|x' - x|^2)`` (measured at ``S = 10``, ``mu = 0.05``: 2 Newton steps
-    instead of 3 for most points, the 8000-point solve 54 -> 46 ms)."""
+    instead of 3 for most points, the 8000-point solve 54 -> 46 ms at the time)."""
     dV = follower_sensitivities(know.problem, know.state).dV
     return know.state.solution.v + np.einsum("sk,mk->ms", dV, points - know.state.x)
 
