@@ -386,7 +386,11 @@ def _newton_batch(P: np.ndarray, r: np.ndarray, gamma: float, tau: float, tols: 
             best[k], best_it[k] = res[better], it
             for out, a in ((out_q, q), (out_v, v_t), (out_pi, b.policy),
                            (out_logpi, b.log_policy)):
-                out[k] = np.moveaxis(a, -1, 0)[better]
+                if idx.size == R:  # the whole stack still active: a masked copy
+                    np.copyto(out, np.moveaxis(a, -1, 0),
+                              where=better.reshape((R,) + (1,) * (out.ndim - 1)))
+                else:
+                    out[k] = np.moveaxis(a, -1, 0)[better]
         at_floor = res <= 4 * _EPS * np.abs(v_t).max(axis=0)
         stalled = polishing & (res > POLISH_RATE * prev)
         # done: within tolerance and no tenfold gain to expect, or a polishing step that
