@@ -31,11 +31,11 @@ bit for bit at ``S <= 32``.
 
 Newton's steps are not chord steps here (``numpy`` keeps no LU between calls). Measured
 (``S = 10, A = 4``, one thread, CPU time, best of 15): the zeroth-order estimator's 8000
-perturbed followers from their first-order values in 15-18 ms, 1.7x faster than the
-member-first layout in the same process (all 8000 members: 3 evaluations of ``T`` and 2
-Newton steps; 14% not yet at the rounding floor then polish with a third step), against
-about 150 us for one :func:`~.solve.solve_soft` in Python. It applies to
-MDPs held dense (:func:`applies`: ``S*A*S`` at most
+perturbed followers from their first-order values in 15-18 ms on a loaded 2-core VM,
+1.7-1.8x faster than the member-first layout in the same process (all 8000 members: 3
+evaluations of ``T`` and 2 Newton steps; the 14% not yet at the rounding floor then
+polish with a third step), against about 150 us for one :func:`~.solve.solve_soft` in
+Python. It applies to MDPs held dense (:func:`applies`: ``S*A*S`` at most
 :data:`~.mdp.AUTO_SPARSE_ENTRIES` and ``S`` below
 :data:`~.linalg.SPARSE_LU_MIN_STATES`); larger or sparse MDPs are solved one by one
 with :func:`~.solve.solve_soft` (its sparse LU and chord steps).
