@@ -111,6 +111,61 @@ def test_shared_transitions_equal_a_per_member_stack():
     assert np.max(np.abs(a.policy - b.policy)) <= 1e-12
 
 
+def test_boltzmann_batch_on_any_action_axis_gives_boltzmann_floats():
+    """The batched Newton's stack-last ``q[S, A, n]`` (``axis=1``) and the member-first
+    ``q[R, S, A]`` give each member :func:`~exact_bilevel.core.soft_bellman.boltzmann`'s
+    floats, bit for bit (one member a row of ties, one with entries 700 apart)."""
+    from exact_bilevel.core.soft_bellman import boltzmann
+
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(7, 5, 3)) * 4.0
+    q[2, 1] = 0.3
+    q[5, 0] = (0.0, 700.0, -700.0)
+    for tau in (1e-3, 0.5, 30.0):
+        first = bs.boltzmann_batch(q, tau)
+        last = bs.boltzmann_batch(np.ascontiguousarray(q.transpose(1, 2, 0)), tau, axis=1)
+        for m in range(len(q)):
+            ref = boltzmann(q[m], tau)
+            for name in ("v", "policy", "log_policy"):
+                assert np.array_equal(getattr(first, name)[m], getattr(ref, name)), name
+                assert np.array_equal(np.moveaxis(getattr(last, name), -1, 0)[m],
+                                      getattr(ref, name)), name
+
+
+def test_solve_dominant_stack_last_equals_solve_dominant_stack():
+    """The solver's stack-last entry point gives :func:`~.linalg.solve_dominant_stack`'s
+    floats (elimination and LAPACK sides of the switch), solving ``M x = b`` to 1e-12 of
+    ``numpy.linalg.solve``."""
+    from exact_bilevel.core.linalg import (
+        ELIMINATION_STATES,
+        solve_dominant_stack,
+        solve_dominant_stack_last,
+    )
+
+    rng = np.random.default_rng(12)
+    for S, k in ((1, 1), (10, 1), (10, 3), (ELIMINATION_STATES + 1, 2)):
+        M = np.eye(S) - 0.9 * rng.dirichlet(np.ones(S), size=(30, S))
+        b = rng.normal(size=(30, S, k))
+        aug = np.concatenate([M, b], axis=2).transpose(1, 2, 0).copy()  # [S, S + k, R]
+        x = solve_dominant_stack_last(aug).transpose(2, 0, 1)
+        assert np.array_equal(x, solve_dominant_stack(M, b))
+        assert np.allclose(x, np.linalg.solve(M, b), rtol=0, atol=1e-12 * np.abs(x).max())
+
+
+def test_value_scales_leave_the_reward_alone():
+    """``value_scales`` is :func:`~exact_bilevel.core.solve.value_scale` per member and
+    never writes into its argument (a single member's transpose is a view)."""
+    rng = np.random.default_rng(3)
+    for R in (1, 5):
+        r = rng.normal(size=(R, 4, 3)) - 2.0
+        before = r.copy()
+        got = bs.value_scales(r, 0.9, 0.5)
+        assert np.array_equal(r, before)
+        for m in range(R):
+            mdp = FiniteMDP(np.full((4, 3, 4), 0.25), r[m], 0.9)
+            assert got[m] == value_scale(mdp, 0.5)
+
+
 def test_a_member_that_cannot_converge_is_named():
     P, r = _stack(3, R=5)
     tol = 1e-12 * bs.value_scales(r, 0.9, 0.5)
@@ -211,6 +266,27 @@ def test_reward_values_at_many_points_equal_value_row_by_row():
         want = np.stack([model.value(x) for x in X])
         assert got.shape == (7, 4, 2)
         assert np.max(np.abs(got - want)) <= 1e-15 * np.max(np.abs(want))
+
+
+def test_affine_reward_values_sum_in_order_row_by_row():
+    """``AffineReward.values``: each entry is ``base + (((x_0 phi_0 + x_1 phi_1) + ...)``
+    (the sum over ``k`` in order, written out here), bit for bit, and a row alone or at any
+    offset of a larger batch (strided input too) gets the same floats."""
+    rng = np.random.default_rng(5)
+    for S, A, d in ((4, 2, 1), (10, 4, 5), (3, 5, 17)):
+        base, feats = rng.normal(size=(S, A)), rng.normal(size=(S, A, d))
+        model = AffineReward(base, feats)
+        X = rng.normal(size=(40, d)) * 10.0 ** rng.integers(-3, 3, size=(40, 1))
+        acc = X[:, 0, None, None] * feats[None, :, :, 0]
+        for k in range(1, d):
+            acc = acc + X[:, k, None, None] * feats[None, :, :, k]
+        got = model.values(X)
+        assert np.array_equal(got, base + acc)
+        for m in (0, 1, 7, 39):
+            assert np.array_equal(model.values(X[m:m + 1])[0], got[m])
+        assert np.array_equal(model.values(X[3:30:3]), got[3:30:3])
+        Xf = np.asfortranarray(X)
+        assert np.array_equal(model.values(Xf), got)
 
 
 def test_transition_values_at_many_points_equal_value_row_by_row():

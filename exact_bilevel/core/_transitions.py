@@ -31,6 +31,22 @@ def inverse_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (u * cdf[:, -1])[:, None].__lt__(cdf).argmax(axis=1)
 
 
+def row_cumsum(a: np.ndarray) -> np.ndarray:
+    """``np.cumsum(a, axis=-1)`` (the same floats: each entry the running sum in column
+    order) as ``m - 1`` elementwise additions of whole columns, for short rows (a policy's
+    ``A`` actions): numpy's accumulation along a short inner axis costs ~20 ns per row
+    (measured ``[80000, 4]``: 1.6 ms against 0.23 ms). A new float64 array of ``a``'s
+    shape."""
+    a = np.asarray(a, dtype=float)
+    out = np.empty(a.shape)
+    if a.size == 0:
+        return out
+    out[..., 0] = a[..., 0]
+    for j in range(1, a.shape[-1]):
+        np.add(out[..., j - 1], a[..., j], out=out[..., j])
+    return out
+
+
 def searchsorted_rows(cdf: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``inverse_cdf(cdf[rows], u)`` without materialising ``cdf[rows]``: for each draw,
     the number of entries of its (nondecreasing) row ``<= u * row total``

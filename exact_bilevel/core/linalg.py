@@ -250,6 +250,23 @@ def solve_dominant_stack(M: np.ndarray, b: np.ndarray, *,
     aug = np.empty((S, S + k, R))  # aug[i, j, r] = [M | b][r, i, j]
     aug[:, :S] = M.transpose(2, 1, 0) if transpose else M.transpose(1, 2, 0)
     aug[:, S:] = B.transpose(1, 2, 0)
+    out = solve_dominant_stack_last(aug).transpose(2, 0, 1)
+    return np.ascontiguousarray(out[:, :, 0] if vector else out)
+
+
+def solve_dominant_stack_last(aug: np.ndarray) -> np.ndarray:
+    r"""``X_r = M_r^{-1} B_r`` for a stack stored with the stack axis last: ``aug[i, j, r] =
+    [M_r | B_r][i, j]``, shape ``(S, S + k, R)``, each ``M_r`` diagonally dominant by rows
+    or by columns; returns ``X[S, k, R]``. As :func:`solve_dominant_stack` (the same
+    floats), for callers that hold their matrices stack-last (the batched Newton solver
+    fills ``aug`` directly and skips two transposes): for ``S <=``
+    :data:`ELIMINATION_STATES` Gaussian elimination without pivoting in place (``aug`` is
+    overwritten; the result is the view ``aug[:, S:]``), each step one numpy operation
+    over all members, then column back substitution; larger ``S``: LAPACK per matrix."""
+    S = aug.shape[0]
+    if S > ELIMINATION_STATES:
+        return np.linalg.solve(aug[:, :S].transpose(2, 0, 1),
+                               aug[:, S:].transpose(2, 0, 1)).transpose(1, 2, 0)
     for j in range(S - 1):  # eliminate column j below the diagonal, on [M | b] at once
         f = aug[j + 1:, j] / aug[j, j]  # [S - j - 1, R]
         aug[j + 1:, j + 1:] -= f[:, None, :] * aug[j, None, j + 1:]
@@ -258,5 +275,4 @@ def solve_dominant_stack(M: np.ndarray, b: np.ndarray, *,
         x[j] /= aug[j, j]
         if j:
             x[:j] -= aug[:j, j, None, :] * x[j][None]
-    out = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(out[:, :, 0] if vector else out)
+    return x

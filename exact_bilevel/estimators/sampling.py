@@ -72,7 +72,13 @@ from scipy.special import ndtri
 
 from ..core import _validate
 from ..core._budget import check_allocation
-from ..core._transitions import DenseTransitions, RowCDFs, draw_each_row, inverse_cdf
+from ..core._transitions import (
+    DenseTransitions,
+    RowCDFs,
+    draw_each_row,
+    inverse_cdf,
+    row_cumsum,
+)
 from ..core.evaluation import check_policy
 from ..core.mdp import FiniteMDP
 
@@ -727,7 +733,7 @@ class Sampler:
         s = np.empty(N, dtype=np.int64)
         a = np.empty(N, dtype=np.int64)
         s1 = np.empty(N, dtype=np.int64)
-        pi_cdf = np.cumsum(pi, axis=-1)
+        pi_cdf = row_cumsum(pi)
         policy = RowCDFs(pi_cdf)
         live_l, off_l = live.tolist(), offsets.tolist()
         for t, c in enumerate(live_l):
