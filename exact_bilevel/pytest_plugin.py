@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 #: The game estimators with exact moments (``exact_bilevel.games.GAME_ESTIMATORS``; spelt
 #: out so that loading the plugin imports nothing).
 GAME_REFERENCES = ("bc-hg", "bc-hg-baseline", "direct-only")
