@@ -394,9 +394,9 @@ def _checked_estimates(X: np.ndarray, replicates: int, d: int, case: str) -> np.
     bad = np.argwhere(~np.isfinite(X))
     if bad.size:
         i, k = (int(v) for v in bad[0])
-        raise ValueError(f"fn: returned a non-finite estimate for case {case!r}: samples[{i}, "
-                         f"{k}] = {X[i, k]!r} (replicate {i}, coordinate {k}); estimates must "
-                         "be finite")
+        raise ValueError(f"fn: returned a non-finite estimate for case {case!r}: "
+                         f"samples[{i}, {k}] = {float(X[i, k])!r} (replicate {i}, coordinate "
+                         f"{k}); estimates must be finite")
     return X
 
 
