@@ -255,10 +255,12 @@ def _random_game(seed: int, *, observes: str, gamma: float = 0.8, tau: float = 0
 def game_suite(name: str = "standard") -> list[GameCase]:
     """The game battery's cases. ``"standard"``: 7 games; ``"quick"``: the first 3.
 
-    Chosen (seeds fixed) so that every case is non-degenerate: ``max |g| >= 0.2``, the
-    follower's response (the indirect term) at least 15% of it, finite exact covariances,
-    and, at the defaults (8000 x 100), only the last case in the rare-event regime
-    (``tests/test_game_battery.py`` checks this)."""
+    Chosen (seeds fixed) so that every case is non-degenerate: ``max |g| >= 0.1``, the
+    follower's response (the indirect term) at least 10% of it, finite exact covariances
+    with a positive diagonal, and, at the defaults (8000 x 100), only the last case in the
+    rare-event regime (``tests/test_game_battery.py`` checks this). At the defaults BC-HG
+    resolves a relative bias of 0.02 to 0.47 on every case (the DiscreteToy case is the
+    weakest), bc-hg-baseline 0.02 to 0.10."""
     if name not in ("standard", "quick"):
         raise ValueError(f"suite = {name!r}: must be 'standard' or 'quick'")
     s, sa = mg.OBSERVES_STATE, mg.OBSERVES_STATE_AND_LEADER_ACTION
