@@ -59,10 +59,11 @@ def test_registered_game_estimators_pass_every_quick_case():
 
 def test_game_suite_cases_are_non_degenerate_and_exact():
     """Every case: ``max |g| >= 0.1``, the follower's response >= 10% of it, finite exact
-    covariances with a positive diagonal; at the defaults (8000 x 100) only the
+    covariances with a positive diagonal (the resolutions game_suite's docstring states);
+    at the defaults (8000 x 100) only the
     near-deterministic case is in the rare-event regime; ``exact`` matches central
     differences of the exact objective."""
-    cases = game_suite()
+    cases, sees = game_suite(), {}
     assert len(cases) == 7 and [c.name for c in game_suite("quick")] == \
         [c.name for c in cases[:3]]
     for c in cases:
@@ -72,12 +73,20 @@ def test_game_suite_cases_are_non_degenerate_and_exact():
         for est in mg.GAME_ESTIMATORS:
             cov = mg.game_moments(c.game, c.x, est, 8000).covariance
             assert np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0), (c.name, est)
+            if est != "direct-only":
+                sees.setdefault(est, []).append(resolution_known(cov, 100, h.gradient, 1e-3))
         rare = c.rarest_visits(8000 * 100) < MIN_EXPECTED_VISITS
         assert rare == (c.name == RARE), c.name
         eps = 1e-5
         fd = np.array([(mg.value(c.game, c.x + eps * e) - mg.value(c.game, c.x - eps * e))
                        / (2 * eps) for e in np.eye(c.x.size)])
         np.testing.assert_allclose(c.exact, fd, rtol=1e-6, atol=1e-6 * top, err_msg=c.name)
+    # the docstring of game_suite: resolutions 0.02 to 0.46 (bc-hg, weakest on DiscreteToy)
+    # and 0.02 to 0.10 (bc-hg-baseline)
+    assert [round(min(sees["bc-hg"]), 2), round(max(sees["bc-hg"]), 2)] == [0.02, 0.46]
+    assert int(np.argmax(sees["bc-hg"])) == 0
+    assert [round(min(sees["bc-hg-baseline"]), 2), round(max(sees["bc-hg-baseline"]), 2)] \
+        == [0.02, 0.10]
     assert cases[0].game.observes == mg.OBSERVES_STATE_AND_LEADER_ACTION
     assert {c.game.observes for c in cases} == {mg.OBSERVES_STATE,
                                                 mg.OBSERVES_STATE_AND_LEADER_ACTION}
