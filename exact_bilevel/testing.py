@@ -29,12 +29,25 @@ The place other projects' test suites import from, like ``numpy.testing``::
   exact-covariance test needs to detect a relative bias ``B`` (also ``exact-bilevel
   plan``).
   :func:`registered` wraps one of the package's estimators so that the battery draws its
-  replicates together.
+  replicates together;
+* :func:`check_game_estimator` — the same battery for two-player Markov-game estimators
+  ``fn(game, x, budget, seed) -> gradient`` on a curated suite of exact games
+  (:func:`game_suite`; pytest fixture ``bilevel_game_case``; ``reference="bc-hg"``,
+  ``"bc-hg-baseline"`` or ``"direct-only"`` for the exact-covariance verdict of
+  :func:`exact_bilevel.games.game_moments`); :func:`registered_game` wraps one of the
+  package's game estimators.
 
 The implementation lives in :mod:`exact_bilevel.validation.acceptance`.
 """
 
 from .experiments.battery import BatteryResult, Case, Registered, check_estimator, registered, suite
+from .experiments.game_battery import (
+    GameCase,
+    RegisteredGame,
+    check_game_estimator,
+    game_suite,
+    registered_game,
+)
 from .validation.acceptance import (
     EXACT_RTOL,
     EstimateTailWarning,
@@ -60,7 +73,9 @@ __all__ = [
     "BatteryResult",
     "Case",
     "EstimateTailWarning",
+    "GameCase",
     "Registered",
+    "RegisteredGame",
     "SamplePlan",
     "TestResult",
     "assert_bias_within",
@@ -71,12 +86,15 @@ __all__ = [
     "bonferroni_test",
     "chebyshev_test",
     "check_estimator",
+    "check_game_estimator",
     "consistency_test",
+    "game_suite",
     "hotelling_test",
     "known_covariance_test",
     "known_covariance_verdict",
     "plan_sample_size",
     "registered",
+    "registered_game",
     "suite",
     "tail_diagnostic",
     "unbiasedness_test",

@@ -1,8 +1,8 @@
 """The "Validate your estimator" guide (docs/guide.md) works as printed: its Python
 blocks run in order in one namespace — the BC-HG estimator for reward and transition
 parameters passes the certification battery on all 8 cases, the two deliberate mistakes
-are rejected — the pytest-plugin block passes on every case, and its command-line
-block exits 0 (PASS)."""
+are rejected, the package's game BC-HG passes the Markov-game battery — the pytest-plugin
+block passes on every case, and its command-line block exits 0 (PASS)."""
 
 import os
 import pathlib
@@ -48,6 +48,15 @@ def test_guide_estimator_passes_the_battery_and_its_mistakes_are_caught(guide_na
     assert unresolved == {"discount near 1 (gamma = 0.97)", "sparse transitions (6x6 gridworld)"}
     assert round(ns["res"]["discount near 1 (gamma = 0.97)"], 1) == 4.3
     assert round(ns["res"]["sparse transitions (6x6 gridworld)"], 1) == 1.1
+
+
+def test_guide_game_battery_block_passes_every_case(guide_namespace):
+    """The Markov-game section: the package's game BC-HG passes all 7 games conclusively
+    with the exact covariance, the near-deterministic one in the rare-event regime."""
+    result = guide_namespace["game_result"]
+    assert result.conclusive and len(result.results) == 7
+    rare = dict(result.results)["near-deterministic follower (tau = 0.2)"]
+    assert "rare-event regime" in rare.report
 
 
 def test_guide_first_look_is_unbiased_and_exactly_what_the_text_says(guide_namespace):

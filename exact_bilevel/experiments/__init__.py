@@ -9,7 +9,9 @@ r"""Experiments built on the exact core: problems, leader optimisation, reproduc
   estimate (``exact-bilevel reproduce``).
 
 * :mod:`.battery` — the certification battery for other people's estimators
-  (public as :func:`exact_bilevel.testing.check_estimator`).
+  (public as :func:`exact_bilevel.testing.check_estimator`);
+* :mod:`.game_battery` — the same for two-player Markov-game estimators
+  (public as :func:`exact_bilevel.testing.check_game_estimator`).
 
 May import: :mod:`exact_bilevel.core`, :mod:`exact_bilevel.crosscheck`,
 :mod:`exact_bilevel.estimators`, :mod:`exact_bilevel.games`,

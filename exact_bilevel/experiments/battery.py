@@ -186,37 +186,20 @@ class Case:
         from the replicates' spread; with a ``reference``,
         :func:`~exact_bilevel.validation.acceptance.resolution_known` from the exact
         covariance)."""
-        if reference is not None and not unbiased:
-            raise ValueError("reference: states the estimator's exact mean and covariance "
-                             "(those of the reference); do not combine it with "
-                             "unbiased=False")
-        target = cov = None
+        _check_reference_options(reference, unbiased)
+        known = None
         if reference is not None:
             target, cov = self.reference_moments(reference, budget)
+            visits = rare_event_diagnostic(self.knowledge, budget * replicates)[0]
+            known = _KnownMoments(reference, target, cov, visits)
         if isinstance(fn, Registered):
             X = fn.batch(self.problem, self.x.copy(), budget, replicates, seed)
         else:
-            X = np.array([np.asarray(fn(self.problem, self.x.copy(), budget,
-                                        replicate_int_seed(seed, i)),
-                                     dtype=float) for i in range(replicates)])
-        if X.shape != (replicates, self.x.size):
-            raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "
-                             f"{self.name!r}; expected ({self.x.size},)")
-        if target is not None:
-            sample = unbiasedness_test(X, target, alpha)
-            visits = rare_event_diagnostic(self.knowledge, budget * replicates)[0]
-            known = known_covariance_verdict(X, target, cov, visits, alpha)
-            report = (f"{known.report} (exact mean and covariance of {reference} at budget "
-                      f"{budget}); the sample-covariance {sample.name} test beside it: p = "
-                      f"{sample.p_value:.3g}")
-            return CaseOutcome(dataclasses.replace(known, report=report), sample,
-                               resolution_known(cov, replicates, target, alpha))
-        sees = resolution(X, self.exact, alpha)
-        if unbiased:
-            return CaseOutcome(unbiasedness_test(X, self.exact, alpha), None, sees)
-        return CaseOutcome(bias_bound_test(X, self.exact,
-                                           bias_allowance(X, self.exact, budget,
-                                                          bias_constant), alpha), None, sees)
+            X = _user_replicates(lambda s: fn(self.problem, self.x.copy(), budget, s),
+                                 replicates, seed, self.x.size, self.name)
+        return _case_outcome(_checked_estimates(X, replicates, self.x.size, self.name),
+                             self.exact, budget, unbiased=unbiased, alpha=alpha,
+                             bias_constant=bias_constant, known=known)
 
     def reference_moments(self, reference: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """``(mean[d], covariance[d, d])`` of one estimate of the registered estimator
@@ -245,24 +228,11 @@ class Case:
         in :func:`check_estimator`'s table)."""
         if self.default_reference is not None:
             options.setdefault("reference", self.default_reference)
-        if self.default_require_resolution is not None and require_resolution is None:
+        if require_resolution is None:
             require_resolution = self.default_require_resolution
-        if require_resolution is not None and not (
-                isinstance(require_resolution, (int, float))
-                and not isinstance(require_resolution, bool)
-                and math.isfinite(require_resolution) and require_resolution > 0):
-            raise ValueError(f"require_resolution = {require_resolution!r}: must be a finite "
-                             "number > 0 (a relative bias, e.g. 1.0 for 100%)")
+        required = _checked_requirement(require_resolution)
         out = self.evaluate(fn, **options)  # type: ignore[arg-type]
-        res = out.decide
-        if res.reject:
-            raise AssertionError(f"{self.name}: {res.report}")
-        if require_resolution is not None and not out.resolution <= require_resolution:
-            raise AssertionError(
-                f"{self.name}: passed, but these replicates resolve only a relative bias of "
-                f"{out.resolution:.3g} (required: {require_resolution:g}); raise the budget "
-                f"or the replicates. {res.report}")
-        return res
+        return _assert_outcome(self.name, out, required)
 
 
 def _sparse_gridworld_case() -> tuple[BilevelProblem, np.ndarray]:
@@ -368,10 +338,125 @@ def check_estimator(fn: UserEstimator, suite_name: str = "standard", *,
     ``"bc-hg-baseline"``, ``"naive"``; exact critic), whose exact mean and covariance
     at ``budget`` the exact-covariance test uses; it decides, and the sample-covariance
     test is reported beside it. ``None``: the sample-covariance test alone."""
+    return _run_cases(suite(suite_name), fn, budget=budget, replicates=replicates,
+                      seed=seed, unbiased=unbiased, alpha=alpha, reference=reference)
+
+
+# --- the pieces the game battery (:mod:`.game_battery`) shares -------------------------
+@dataclass(frozen=True)
+class _KnownMoments:
+    """The exact mean ``[d]`` and covariance ``[d, d]`` of one estimate of the registered
+    estimator ``reference`` at the run's budget, and ``visits``: the expected visits of
+    the least likely on-policy pair in all the run's transitions
+    (:func:`~exact_bilevel.validation.convergence.rare_event_diagnostic`), which picks the
+    exact-covariance verdict's regime."""
+
+    reference: str
+    mean: np.ndarray
+    covariance: np.ndarray
+    visits: float
+
+
+def _check_reference_options(reference: str | None, unbiased: bool) -> None:
+    if reference is not None and not unbiased:
+        raise ValueError("reference: states the estimator's exact mean and covariance "
+                         "(those of the reference); do not combine it with "
+                         "unbiased=False")
+
+
+def _user_replicates(one: Callable[[int], object], replicates: int, seed: int, d: int,
+                     case: str) -> np.ndarray:
+    """``[R, d]``: ``one(replicate_int_seed(seed, i))`` for ``i < R`` (a user function's
+    replicates, each on its own stream: :mod:`exact_bilevel.core.streams`); ``ValueError``
+    naming the case and the replicate for an estimate that is not ``d`` numbers."""
+    rows = []
+    for i in range(replicates):
+        value = one(replicate_int_seed(seed, i))
+        try:
+            row = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            row = None
+        if row is None or row.shape != (d,):
+            got = (f"shape {row.shape}" if row is not None
+                   else f"a {type(value).__name__} that is not an array of numbers")
+            raise ValueError(f"fn: returned estimates of {got} for case {case!r} (replicate "
+                             f"{i}); expected ({d},)")
+        rows.append(row)
+    return np.array(rows).reshape(replicates, d)
+
+
+def _checked_estimates(X: np.ndarray, replicates: int, d: int, case: str) -> np.ndarray:
+    """``X[R, d]`` as drawn for ``case``; ``ValueError`` naming the case for a wrong shape
+    or (naming the replicate and coordinate) a non-finite estimate."""
+    if X.shape != (replicates, d):
+        raise ValueError(f"fn: returned estimates of shape {X.shape[1:]} for case "
+                         f"{case!r}; expected ({d},)")
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        i, k = (int(v) for v in bad[0])
+        raise ValueError(f"fn: returned a non-finite estimate for case {case!r}: "
+                         f"samples[{i}, {k}] = {float(X[i, k])!r} (replicate {i}, coordinate "
+                         f"{k}); estimates must be finite")
+    return X
+
+
+def _case_outcome(X: np.ndarray, exact: np.ndarray, budget: int, *, unbiased: bool,
+                  alpha: float, bias_constant: float, known: _KnownMoments | None
+                  ) -> CaseOutcome:
+    """The verdict on ``X[R, d]`` (:meth:`Case.evaluate`): with ``known``, the
+    exact-covariance verdict of ``H0: E X = known.mean``
+    (:func:`~exact_bilevel.validation.convergence.known_covariance_verdict`) with the
+    sample-covariance test beside it and the exact resolution; else the unbiasedness test
+    against ``exact[d]`` (or, ``unbiased=False``, the ``O(1/n)`` bias bound) with the
+    replicates' resolution."""
+    if known is not None:
+        target, cov = known.mean, known.covariance
+        sample = unbiasedness_test(X, target, alpha)
+        verdict = known_covariance_verdict(X, target, cov, known.visits, alpha)
+        report = (f"{verdict.report} (exact mean and covariance of {known.reference} at "
+                  f"budget {budget}); the sample-covariance {sample.name} test beside it: "
+                  f"p = {sample.p_value:.3g}")
+        return CaseOutcome(dataclasses.replace(verdict, report=report), sample,
+                           resolution_known(cov, X.shape[0], target, alpha))
+    sees = resolution(X, exact, alpha)
+    if unbiased:
+        return CaseOutcome(unbiasedness_test(X, exact, alpha), None, sees)
+    return CaseOutcome(bias_bound_test(X, exact, bias_allowance(X, exact, budget,
+                                                                bias_constant), alpha),
+                       None, sees)
+
+
+def _checked_requirement(require_resolution: object) -> float | None:
+    """``require_resolution`` of ``assert_passes``: ``None`` or a finite number > 0, else
+    ``ValueError``."""
+    if require_resolution is not None and not (
+            isinstance(require_resolution, (int, float))
+            and not isinstance(require_resolution, bool)
+            and math.isfinite(require_resolution) and require_resolution > 0):
+        raise ValueError(f"require_resolution = {require_resolution!r}: must be a finite "
+                         "number > 0 (a relative bias, e.g. 1.0 for 100%)")
+    return None if require_resolution is None else float(require_resolution)
+
+
+def _assert_outcome(case: str, out: CaseOutcome, required: float | None) -> TestResult:
+    """``out.decide``, or ``AssertionError`` with its report if it rejects or (with
+    ``required``) if the case resolves only a relative bias above ``required``."""
+    res = out.decide
+    if res.reject:
+        raise AssertionError(f"{case}: {res.report}")
+    if required is not None and not out.resolution <= required:
+        raise AssertionError(
+            f"{case}: passed, but these replicates resolve only a relative bias of "
+            f"{out.resolution:.3g} (required: {required:g}); raise the budget "
+            f"or the replicates. {res.report}")
+    return res
+
+
+def _run_cases(cases: list, fn: Callable, **options: object) -> BatteryResult:
+    """``evaluate(fn, **options)`` on every case, gathered into a :class:`BatteryResult`."""
     results, beside, sees = [], [], []
-    for c in suite(suite_name):
-        out = c.evaluate(fn, budget=budget, replicates=replicates, seed=seed,
-                         unbiased=unbiased, alpha=alpha, reference=reference)
+    for c in cases:
+        out = c.evaluate(fn, **options)
         results.append((c.name, out.decide))
         sees.append((c.name, out.resolution))
         if out.sample is not None:
