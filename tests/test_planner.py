@@ -32,8 +32,8 @@ from exact_bilevel.validation.mutants import (
     mutant_replicates,
 )
 from exact_bilevel.validation.planning import (
-    MIN_TOTAL_EPISODES,
     MAX_REPLICATES,
+    MIN_TOTAL_EPISODES,
     Alternative,
     chebyshev_power,
     chebyshev_power_under,
@@ -50,6 +50,11 @@ from exact_bilevel.validation.planning import (
 
 OWN_GAMMA = dict(n_states=4, n_actions=3, n_params=2, seed=3, gamma=0.8, tau=0.5,
                  parameterize="reward", objective="leader_return_own_gamma")
+
+#: A problem whose plan crosses regimes: at tau = 0.1 the rarest pair has occupancy 2.3e-7
+#: per transition, so a bias of 0.1 |g| at power 0.9 lands in the regular regime at budget
+#: 1000 (where the rule's plan is the regime's boundary) and in the rare-event regime above.
+SMALL_TAU = OWN_GAMMA | dict(tau=0.1)
 
 
 @pytest.mark.parametrize("parameterize,objective", [
@@ -201,13 +206,32 @@ def test_cli_plan_text_and_json(tmp_path, capsys):
     assert main(["plan", path, "--estimator", "bc-hg", "--bias", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "cheapest (exact covariance)" in out and "R (sample cov.)" in out
-    assert "least detectable direction" in out
+    assert "least detectable direction" in out and "FAIL verdict" in out
+    assert "regime" in out and "R (no pass)" in out and "rests on the chi-square test" in out
     assert main(["plan", path, "--estimator", "direct-only", "--bias", "0.2", "--budget",
                  "1000", "4000", "--power", "0.8", "--direction", "gradient", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["estimator"] == "naive" and [r["budget"] for r in data["rows"]] == [1000, 4000]
     assert data["cheapest"]["total"] == min(r["total"] for r in data["rows"])
     assert data["estimator_bias"] > 0.2 and data["direction"] == "gradient"
+    assert {"regime", "rarest_visits", "chi2_replicates", "chi2_power"} <= set(data["rows"][0])
+    assert data["min_expected_visits"] == MIN_EXPECTED_VISITS
+
+
+def test_cli_plan_names_the_test_a_rare_event_plan_rests_on(tmp_path, capsys):
+    problem, x = random_problem(**SMALL_TAU)
+    path = tmp_path / "small_tau.json"
+    save_problem(path, problem, x)
+    assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1", "--budget",
+                 "4000", "64000"]) == 0
+    out = capsys.readouterr().out
+    assert "rests on the Chebyshev test (rare-event regime" in out
+    assert "T >= r / alpha = 200" in out
+    assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1", "--budget",
+                 "4000", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rare_event_regime"] and data["cheapest"]["regime"] == "rare-event"
+    assert data["cheapest"]["replicates"] > 10 * data["cheapest"]["chi2_replicates"]
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -316,10 +340,10 @@ def test_plan_with_a_mutant_uses_its_exact_mean_and_covariance(estimator, name):
         cov = moments(problem, x, estimator, r.budget, know=know).covariance
         alt = mutant_moments(problem, x, name, r.budget, baseline=baseline, know=know)
         assert r.episodes == alt.episodes
-        def rule(R):  # the verdict rule's FAIL power: the threshold by the regime at R x N
-            regular = rare_event_diagnostic(know, R * r.budget)[0] >= MIN_EXPECTED_VISITS
+        def rule(R, N=r.budget, cov=cov, cov_a=alt.covariance):  # the rule's FAIL power:
+            regular = rare_event_diagnostic(know, R * N)[0] >= MIN_EXPECTED_VISITS  # the
             under = known_covariance_power_under if regular else chebyshev_power_under
-            return under(cov, b, alt.covariance, R, 0.01)
+            return under(cov, b, cov_a, R, 0.01)  # threshold by the regime at R x N
         assert r.power == pytest.approx(rule(r.replicates), abs=1e-9) and r.power >= 0.7
         assert (r.replicates == 2 or r.replicates * r.episodes <= MIN_TOTAL_EPISODES + r.episodes
                 or rule(r.replicates - 1) < 0.7)
@@ -410,12 +434,6 @@ def test_cli_plan_alternative_refusals_exit_2(tmp_path, capsys, argv, message):
 
 
 # -- plans for the verdict rule (known_covariance_verdict): the regime decides the test -----
-
-#: A problem whose plan crosses regimes: at tau = 0.1 the rarest pair has occupancy 2.3e-7
-#: per transition, so a bias of 0.1 |g| at power 0.9 lands in the regular regime at budget
-#: 1000 (where the rule's plan is the regime's boundary) and in the rare-event regime above.
-SMALL_TAU = OWN_GAMMA | dict(tau=0.1)
-
 
 def test_chebyshev_power_is_the_noncentral_chi_square_tail_at_r_over_alpha():
     """An independent formula (scipy's ncx2 at r / alpha) and Monte Carlo; never above the

@@ -24,11 +24,33 @@ test's own law),
 so the power is ``P(chi2_r(delta) > chi2_r^{-1}(1 - alpha))`` (``scipy.stats.ncx2``),
 for the *pure shift* "mean ``g + b``, the reference's covariance" (a bias on top of the
 reference's noise), and a bias with a component in the null space of ``Sigma`` is rejected outright
-(power 1). The plan at each budget is the smallest ``R`` whose power reaches the
-target (at least 2, as the tests take, and at least :data:`MIN_TOTAL_EPISODES` episodes
-in all, below which the Gaussian law of the mean is not to be trusted; the power is
-then above the target); only ``R n`` matters, so the cheapest budget is
-the one that wastes least to rounding ``R`` up.
+(power 1).
+
+**Plans for the verdict rule.** ``exact-bilevel check``, the battery and the sweep
+reports decide by :func:`~.convergence.known_covariance_verdict`: where the ``R x N``
+transitions put the problem in the *regular* regime (the rarest on-policy pair expected
+at least :data:`~.convergence.MIN_EXPECTED_VISITS` times in all of them,
+:func:`~.convergence.rare_event_diagnostic`) the chi-square test decides; in the
+*rare-event* regime a FAIL needs the distribution-free Chebyshev test too, ``T >= r /
+alpha`` (:func:`~.acceptance.chebyshev_test`; above the chi-square's threshold, so it
+alone decides a FAIL), and a chi-square-only rejection is INCONCLUSIVE. So the power
+of a FAIL verdict at ``(N, R)`` is ``P(T > chi2_r^{-1}(1 - alpha))`` in the regular regime
+and ``P(T >= r / alpha)`` (:func:`chebyshev_power`: ``ncx2.sf(r / alpha, r, delta)``; with an
+alternative, Imhof at that threshold, :func:`chebyshev_form`) in the rare-event regime,
+under the same law of ``T``. The regime depends on ``R N`` (more transitions, more
+expected visits: regular from :func:`regular_replicates` on), so the plan at each budget
+is :func:`verdict_replicates`, ``min(R_cheb, max(R_reg, R_chi2))``: both powers are
+non-decreasing in ``R`` and the Chebyshev one is the smaller, so the ``R`` reaching the
+target form an upward-closed set although the power jumps up at ``R_reg`` (tested
+against a scan). At least 2 replicates (as the tests take) and at least
+:data:`MIN_TOTAL_EPISODES` episodes in all (below which the Gaussian law of the mean is
+not to be trusted; the power is then above the target). Each row states its ``regime``
+and keeps the chi-square-only plan beside it (``chi2_replicates``: with that many
+replicates the verdict is *not a pass* with the target probability — FAIL, or
+INCONCLUSIVE in the rare-event regime). Where the rule's plan is rare-event it needs
+the ratio of the two needed noncentralities in transitions: for the pure shift at
+``alpha = 0.01``, 13.6x (power 0.9) to 24x (power 0.5) at ``r = 2``, 25x to 45x at ``r
+= 5``. The cheapest budget is the one with the fewest ``R N``.
 
 **The alternative.** A bug that also changes the noise is rejected with another
 probability (``tau-not-inverse`` scales the indirect term's noise by ``tau^2``: the pure
@@ -45,14 +67,12 @@ sample-covariance column uses ``Sigma_a`` too (docs/math.md, section 10.5).
 so its power is known too; it needs more replicates than the exact test (it pays for
 estimating ``Sigma``) and at least ``2 d + 1``. This is the *best case* for it: in the
 rare-event regime the replicates are far from Gaussian, the sample covariance misses
-the rare events, and the test is miscalibrated (issue 25); the plan states the rarest
-pair's expected visits in all the planned transitions (below
-:data:`~.convergence.MIN_EXPECTED_VISITS` the chi-square law of either test is in
-doubt).
+the rare events, and the test is miscalibrated (issue 25), so its column, often below
+the rule's there, is no recommendation.
 
-``verification/planner_power.py`` checks the predicted power against the simulated
-power of the real test on the BC-HG mutants (whose exact bias is
-:func:`~.mutants.mutant_mean`), with and without the alternative.
+``verification/planner_power.py`` checks the predicted FAIL power against the simulated
+FAIL rate of the real rule on the BC-HG mutants (whose exact bias is
+:func:`~.mutants.mutant_mean`), with and without the alternative, in both regimes.
 """
 
 from __future__ import annotations
@@ -670,9 +690,11 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
                      bias: float | None = None, *, power: float = 0.9, alpha: float = 0.01,
                      budgets: tuple[int, ...] | list[int] | None = None,
                      direction: object = None, alternative: object = None) -> SamplePlan:
-    r"""Transitions per replicate ``N`` x replicates ``R`` for the exact-covariance test
-    (and the sample-covariance test) to detect a relative bias ``bias`` of ``estimator``
-    with probability ``power`` at level ``alpha``.
+    r"""Transitions per replicate ``N`` x replicates ``R`` for the exact-covariance verdict
+    (:func:`~.convergence.known_covariance_verdict`) to FAIL a relative bias ``bias`` of
+    ``estimator`` with probability ``power`` at level ``alpha`` (the chi-square test in the
+    regular regime, the Chebyshev test in the rare-event regime: module docstring), and
+    the sample-covariance test to reject it.
 
     Parameters
     ----------
@@ -706,14 +728,16 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
         mean and covariance (:func:`~.mutant_moments.mutant_moments`). An array: the
         alternative's covariance of one unit (scaled by ``1/n`` as the reference's),
         mean ``g + b``; an :class:`Alternative` may give the mean too. The power is
-        then :func:`known_covariance_power_under` (Imhof) at ``R n`` units and the
+        then :func:`known_covariance_power_under` (Imhof) at ``R n`` units
+        (:func:`chebyshev_power_under` in the rare-event regime) and the
         sample-covariance column is Hotelling's with the alternative's covariance.
 
     Returns
     -------
     SamplePlan
-        One row per budget; ``.cheapest`` the smallest ``R N`` (the exact test),
-        ``.cheapest_sample`` the same for the sample-covariance test.
+        One row per budget (with the regime its plan rests on); ``.cheapest`` the
+        smallest ``R N`` (the verdict rule), ``.cheapest_sample`` the same for the
+        sample-covariance test.
     """
     B, p, a = _check_scalars(1.0 if bias is None else bias, power, alpha)
     if estimator in NOT_PLANNABLE:
