@@ -534,6 +534,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     """Transitions x replicates to detect a relative bias (``validation.planning``)."""
+    from .validation.convergence import MIN_EXPECTED_VISITS
     from .validation.planning import plan_sample_size
 
     obj, x = _load(args.file)
@@ -569,9 +570,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"exact-bilevel plan: {name} on {args.file}, d = {plan.dimension}: detect a bias "
           f"of relative size {plan.bias:g} (|E X - g| = {plan.bias:g} |g|, |g| = "
           f"{plan.gradient_norm:.4g}) along {where}")
-    print(f"  with power {plan.power:g} at alpha = {plan.alpha:g}; exact-covariance "
-          f"chi-square test (rank {plan.rank}); the sample-covariance column is Hotelling's "
-          "T^2 for Gaussian estimates (its best case)")
+    cheb = f"{plan.rank / plan.alpha:.4g}" if plan.rank else "inf"
+    print(f"  with power {plan.power:g} at alpha = {plan.alpha:g} for a FAIL verdict of the "
+          "exact-covariance rule (as `check` decides): the chi-square test (rank "
+          f"{plan.rank}) in the regular regime; in the rare-event regime (rarest on-policy "
+          f"pair expected < {MIN_EXPECTED_VISITS:g} times in all R x N transitions) a FAIL "
+          f"needs the distribution-free Chebyshev test too (T >= r / alpha = {cheb})")
+    print("  R (no pass): the chi-square alone rejects with that power (the verdict is then "
+          "not a pass: FAIL, or INCONCLUSIVE in the rare-event regime); the sample-covariance "
+          "column is Hotelling's T^2 for Gaussian estimates (its best case)")
     if plan.alternative == "shift":
         print("  alternative: pure shift (the biased estimator has the reference's covariance; "
               "--alternative MUTANT uses a mutant's exact mean and covariance)")
@@ -580,10 +587,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
               "the test that assumes the reference's covariance, Imhof)")
     print(plan.table())
     if best is None:
-        print("  exact-covariance test: not reachable within the replicate limit")
+        print("  exact-covariance verdict: not reachable within the replicate limit")
     else:
+        rests = ("the chi-square test" if best.regime == "regular" else
+                 "the Chebyshev test (rare-event regime: the rarest pair is expected "
+                 f"{best.rarest_visits:.3g} times)")
         print(f"  cheapest (exact covariance): {best.replicates} replicates x {best.budget} "
-              f"transitions = {best.total} transitions (power {best.power:.3f})")
+              f"transitions = {best.total} transitions (FAIL power {best.power:.3f}; "
+              f"rests on {rests})")
     if best_s is not None:
         print(f"  cheapest (sample covariance): {best_s.sample_replicates} replicates x "
               f"{best_s.budget} transitions = {best_s.sample_total} transitions")
@@ -591,10 +602,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     if not ESTIMATORS[name].unbiased:
         print(f"  note: {name} itself is off by {plan.estimator_bias:.3g} |g| (exact)")
-    if plan.to_dict()["rare_event_regime"]:
-        print(f"  warning: the rarest (s, a) is expected {plan.rarest_visits:.3g} times in "
-              "the cheapest plan's transitions (rare-event regime): the chi-square law "
-              "is in doubt; plan more transitions")
     return 0
 
 
@@ -802,11 +809,15 @@ def build_parser() -> argparse.ArgumentParser:
     output(p)
     p.set_defaults(func=_cmd_check)
     p = command("plan", "transitions per replicate x replicates that the exact-covariance "
-                        "test needs to detect a bias of relative size B")
+                        "verdict needs to FAIL a bias of relative size B")
     p.description = (
         "Plan a test: for each budget N (transitions per estimate) the fewest replicates R "
-        "with which the exact-covariance chi-square test detects a bias of relative size B "
-        "with the given power at level alpha, and the cheapest total R x N. Relative bias "
+        "with which the exact-covariance verdict (as `check` decides it) FAILs a bias of "
+        "relative size B with the given power at level alpha, and the cheapest total R x N: "
+        "the chi-square test where R x N puts the problem in the regular regime, the "
+        "distribution-free Chebyshev test (T >= r / alpha) where the rarest on-policy pair is "
+        "expected fewer than 10 times in all R x N transitions (the regime column); beside "
+        "it, the replicates with which the chi-square alone rejects. Relative bias "
         "B: the estimator's mean is g + b with |b| = B |g| (Euclidean, g the exact "
         "hypergradient); by default b points along the least detectable direction (the top "
         "eigenvector of the exact covariance), so the power holds for every bias of that "

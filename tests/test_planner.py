@@ -17,6 +17,12 @@ from exact_bilevel.estimators import leader_knowledge, moments, replicates
 from exact_bilevel.experiments.examples import random_problem
 from exact_bilevel.io import save_problem
 from exact_bilevel.validation.acceptance import known_covariance_test
+from exact_bilevel.validation.convergence import (
+    MIN_EXPECTED_VISITS,
+    is_unresolved_rejection,
+    known_covariance_verdict,
+    rare_event_diagnostic,
+)
 from exact_bilevel.validation.mutant_moments import mutant_moments
 from exact_bilevel.validation.mutants import (
     BCHG_FAMILY,
@@ -26,8 +32,11 @@ from exact_bilevel.validation.mutants import (
     mutant_replicates,
 )
 from exact_bilevel.validation.planning import (
+    MAX_REPLICATES,
     MIN_TOTAL_EPISODES,
     Alternative,
+    chebyshev_power,
+    chebyshev_power_under,
     hotelling_power,
     known_covariance_power,
     known_covariance_power_under,
@@ -35,10 +44,17 @@ from exact_bilevel.validation.planning import (
     plan_sample_size,
     quadratic_form,
     quadratic_form_sf,
+    regular_replicates,
+    verdict_replicates,
 )
 
 OWN_GAMMA = dict(n_states=4, n_actions=3, n_params=2, seed=3, gamma=0.8, tau=0.5,
                  parameterize="reward", objective="leader_return_own_gamma")
+
+#: A problem whose plan crosses regimes: at tau = 0.1 the rarest pair has occupancy 2.3e-7
+#: per transition, so a bias of 0.1 |g| at power 0.9 lands in the regular regime at budget
+#: 1000 (where the rule's plan is the regime's boundary) and in the rare-event regime above.
+SMALL_TAU = OWN_GAMMA | dict(tau=0.1)
 
 
 @pytest.mark.parametrize("parameterize,objective", [
@@ -190,13 +206,32 @@ def test_cli_plan_text_and_json(tmp_path, capsys):
     assert main(["plan", path, "--estimator", "bc-hg", "--bias", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "cheapest (exact covariance)" in out and "R (sample cov.)" in out
-    assert "least detectable direction" in out
+    assert "least detectable direction" in out and "FAIL verdict" in out
+    assert "regime" in out and "R (no pass)" in out and "rests on the chi-square test" in out
     assert main(["plan", path, "--estimator", "direct-only", "--bias", "0.2", "--budget",
                  "1000", "4000", "--power", "0.8", "--direction", "gradient", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["estimator"] == "naive" and [r["budget"] for r in data["rows"]] == [1000, 4000]
     assert data["cheapest"]["total"] == min(r["total"] for r in data["rows"])
     assert data["estimator_bias"] > 0.2 and data["direction"] == "gradient"
+    assert {"regime", "rarest_visits", "chi2_replicates", "chi2_power"} <= set(data["rows"][0])
+    assert data["min_expected_visits"] == MIN_EXPECTED_VISITS
+
+
+def test_cli_plan_names_the_test_a_rare_event_plan_rests_on(tmp_path, capsys):
+    problem, x = random_problem(**SMALL_TAU)
+    path = tmp_path / "small_tau.json"
+    save_problem(path, problem, x)
+    assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1", "--budget",
+                 "4000", "64000"]) == 0
+    out = capsys.readouterr().out
+    assert "rests on the Chebyshev test (rare-event regime" in out
+    assert "T >= r / alpha = 200" in out
+    assert main(["plan", str(path), "--estimator", "bc-hg", "--bias", "0.1", "--budget",
+                 "4000", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rare_event_regime"] and data["cheapest"]["regime"] == "rare-event"
+    assert data["cheapest"]["replicates"] > 10 * data["cheapest"]["chi2_replicates"]
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -305,11 +340,15 @@ def test_plan_with_a_mutant_uses_its_exact_mean_and_covariance(estimator, name):
         cov = moments(problem, x, estimator, r.budget, know=know).covariance
         alt = mutant_moments(problem, x, name, r.budget, baseline=baseline, know=know)
         assert r.episodes == alt.episodes
-        want = known_covariance_power_under(cov, b, alt.covariance, r.replicates, 0.01)
-        assert r.power == pytest.approx(want, abs=1e-9) and r.power >= 0.7
+        def rule(R, N=r.budget, cov=cov, cov_a=alt.covariance):  # the rule's FAIL power:
+            regular = rare_event_diagnostic(know, R * N)[0] >= MIN_EXPECTED_VISITS  # the
+            under = known_covariance_power_under if regular else chebyshev_power_under
+            return under(cov, b, cov_a, R, 0.01)  # threshold by the regime at R x N
+        assert r.power == pytest.approx(rule(r.replicates), abs=1e-9) and r.power >= 0.7
         assert (r.replicates == 2 or r.replicates * r.episodes <= MIN_TOTAL_EPISODES + r.episodes
-                or known_covariance_power_under(cov, b, alt.covariance, r.replicates - 1,
-                                                0.01) < 0.7)
+                or rule(r.replicates - 1) < 0.7)
+        assert r.chi2_power == pytest.approx(known_covariance_power_under(
+            cov, b, alt.covariance, r.chi2_replicates, 0.01), abs=1e-9)
         per = noncentrality(alt.covariance, b)[0]   # Hotelling with the mutant's noise
         assert r.sample_power == pytest.approx(
             hotelling_power(r.sample_replicates * per, 2, r.sample_replicates, 0.01), abs=1e-12)
@@ -392,3 +431,127 @@ def test_cli_plan_alternative_refusals_exit_2(tmp_path, capsys, argv, message):
     path = _problem_file(tmp_path)
     assert main(["plan", path, "--estimator", "bc-hg", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+# -- plans for the verdict rule (known_covariance_verdict): the regime decides the test -----
+
+def test_chebyshev_power_is_the_noncentral_chi_square_tail_at_r_over_alpha():
+    """An independent formula (scipy's ncx2 at r / alpha) and Monte Carlo; never above the
+    chi-square's power; Imhof's route with the reference's covariance is the same."""
+    for r, delta, a in [(1, 50.0, 0.01), (2, 300.0, 0.01), (5, 555.0, 0.01), (3, 40.0, 0.05)]:
+        assert chebyshev_power(delta, r, a) == pytest.approx(
+            scipy.stats.ncx2.sf(r / a, r, delta), abs=1e-14)
+        assert chebyshev_power(delta, r, a) <= known_covariance_power(delta, r, a)
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal((200_000, 2)) + np.sqrt([250.0, 0.0])
+    mc = np.mean(np.sum(y * y, axis=1) >= 2 / 0.01)
+    assert abs(chebyshev_power(250.0, 2, 0.01) - mc) < 5 * np.sqrt(mc * (1 - mc) / 200_000)
+    assert chebyshev_power(0.0, 0, 0.01) == 0.0 and chebyshev_power(np.inf, 2, 0.01) == 1.0
+    S = np.array([[2.0, 0.5], [0.5, 1.0]])
+    b = np.array([0.3, -0.2])
+    delta = 400 * noncentrality(S, b)[0]
+    assert chebyshev_power_under(S, b, S, 400, 0.01) == pytest.approx(
+        chebyshev_power(delta, 2, 0.01), abs=1e-7)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5])
+def test_verdict_replicates_is_the_first_R_of_a_scan_and_the_set_is_upward_closed(rank):
+    """The monotonicity the rule's plan rests on, checked by brute force: the rule's FAIL
+    power (Chebyshev below R_reg, chi-square from it) over R = 1..600 for several
+    noncentralities and regime boundaries; the set reaching the target is upward closed
+    (though the power jumps at R_reg) and starts at verdict_replicates(...)."""
+    for per in (0.05, 0.4, 3.0):
+        chi = [known_covariance_power(R * per, rank, 0.01) for R in range(601)]
+        cheb = [chebyshev_power(R * per, rank, 0.01) for R in range(601)]
+        assert all(c <= k for c, k in zip(cheb, chi, strict=True))
+        assert all(np.diff(chi) >= 0) and all(np.diff(cheb) >= 0)
+        for target in (0.5, 0.9):
+            first = [next((R for R in range(1, 601) if p[R] >= target), None)
+                     for p in (chi, cheb)]
+            for R_reg in (1, 7, 60, 250, 599, None):
+                ok = [R >= 1 and (chi[R] if R_reg is not None and R >= R_reg else cheb[R])
+                      >= target for R in range(601)]
+                scan = next((R for R in range(1, 601) if ok[R]), None)
+                assert scan is None or all(ok[scan:]), (per, target, R_reg)
+                want = verdict_replicates(first[0], first[1], R_reg)
+                if want is not None and want <= 600:
+                    assert want == scan, (per, target, R_reg, first)
+                else:
+                    assert scan is None
+    assert verdict_replicates(10, None, MAX_REPLICATES + 1) is None
+    assert verdict_replicates(None, None, 5) is None
+
+
+def test_plan_rests_on_the_rule_and_crosses_regimes():
+    """Each row's power is the chi-square's where its R x N is regular and
+    ncx2.sf(r / alpha, r, R n delta1) where it is rare-event (the regime recomputed with
+    rare_event_diagnostic); R is the first at which the rule reaches the target (R - 1
+    does not); the chi-square-only plan is the old one; the budget-1000 row sits exactly
+    at the regime boundary (the Chebyshev plan there would need more)."""
+    problem, x = random_problem(**SMALL_TAU)
+    know = leader_knowledge(problem, x)
+    target, a = 0.9, 0.01
+    plan = plan_sample_size(problem, x, "bc-hg", 0.1, power=target, alpha=a,
+                            budgets=[1000, 4000, 64000])
+    r, d1 = plan.rank, plan.noncentrality_per_episode
+
+    def rule(R, row):  # independent: scipy's ncx2 at the regime's threshold
+        regular = rare_event_diagnostic(know, R * row.budget)[0] >= MIN_EXPECTED_VISITS
+        thr = scipy.stats.chi2.isf(a, r) if regular else r / a
+        return scipy.stats.ncx2.sf(thr, r, R * row.episodes * d1), regular
+
+    for row in plan.rows:
+        p, regular = rule(row.replicates, row)
+        assert row.regime == ("regular" if regular else "rare-event")
+        assert row.rarest_visits == rare_event_diagnostic(know, row.total)[0]
+        assert row.power == pytest.approx(p, abs=1e-12) and row.power >= target
+        assert rule(row.replicates - 1, row)[0] < target
+        old = row.chi2_replicates
+        assert known_covariance_power(old * row.episodes * d1, r, a) >= target > \
+            known_covariance_power((old - 1) * row.episodes * d1, r, a)
+    assert [row.regime for row in plan.rows] == ["regular", "rare-event", "rare-event"]
+    first = plan.rows[0]
+    assert first.replicates == regular_replicates(know, 1000) > first.chi2_replicates
+    assert chebyshev_power((first.replicates - 1) * first.episodes * d1, r, a) < target
+    assert plan.rows[1].replicates > 10 * plan.rows[1].chi2_replicates  # Chebyshev's price
+    assert plan.rarest_visits == plan.cheapest.rarest_visits
+    data = plan.to_dict()
+    assert data["rare_event_regime"] == (plan.cheapest.regime == "rare-event")
+    assert [row["regime"] for row in data["rows"]] == ["regular", "rare-event", "rare-event"]
+    json.dumps(data)  # JSON-ready
+    for R in (1, first.replicates - 1, first.replicates):
+        assert (rare_event_diagnostic(know, R * 1000)[0] >= MIN_EXPECTED_VISITS) == \
+            (R >= first.replicates)
+
+
+def test_planned_fail_power_in_the_rare_event_regime_matches_the_verdicts():
+    """Simulation: problem B (rarest pair 2.2e-6 per transition), the mutant sign-flip of
+    bc-hg, budget 1024, target 0.5: the plan (with the mutant's exact law) is rare-event,
+    R = 66, FAIL power 0.516 (Imhof at T >= r / alpha). Over 200 sets of R fresh mutant
+    estimates (fixed seed), the FAIL rate of known_covariance_verdict is within +-0.1 of it
+    and inside its 95% Clopper-Pearson interval. Power of the check: at the chi-square-only
+    plan's R (3; power 0.5 for the chi-square, i.e. for 'not a pass') the verdicts FAIL
+    almost never (they are INCONCLUSIVE), so the old plan was optimistic for a FAIL."""
+    problem, x = random_problem(**(OWN_GAMMA | dict(seed=5, parameterize="both")))
+    know = leader_knowledge(problem, x)
+    N, reps, name = 1024, 200, "sign-flip"
+    plan = plan_sample_size(problem, x, "bc-hg", power=0.5, budgets=[N], alternative=name)
+    row = plan.rows[0]
+    assert row.regime == "rare-event" and row.rarest_visits < 1.0
+    cov = moments(problem, x, "bc-hg", N, know=know).covariance
+    g = moments(problem, x, "bc-hg", know=know).mean
+
+    def outcomes(R, seed):
+        X = mutant_replicates(name, know, N, reps * R, seed=seed)
+        visits = rare_event_diagnostic(know, R * N)[0]
+        res = [known_covariance_verdict(X[j * R:(j + 1) * R], g, cov, visits, 0.01)
+               for j in range(reps)]
+        fail = sum(v.reject and not is_unresolved_rejection(v) for v in res)
+        return fail, sum(v.reject for v in res)
+
+    fail, _ = outcomes(row.replicates, 21)
+    ci = scipy.stats.binomtest(fail, reps).proportion_ci(0.95, method="exact")
+    assert abs(fail / reps - row.power) <= 0.1 and ci.low <= row.power <= ci.high, (fail, row)
+    fail_old, no_pass_old = outcomes(row.chi2_replicates, 22)
+    assert fail_old / reps < row.chi2_power - 0.3, (fail_old, row)
+    assert abs(no_pass_old / reps - row.chi2_power) <= 0.1, (no_pass_old, row)

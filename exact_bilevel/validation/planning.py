@@ -24,11 +24,33 @@ test's own law),
 so the power is ``P(chi2_r(delta) > chi2_r^{-1}(1 - alpha))`` (``scipy.stats.ncx2``),
 for the *pure shift* "mean ``g + b``, the reference's covariance" (a bias on top of the
 reference's noise), and a bias with a component in the null space of ``Sigma`` is rejected outright
-(power 1). The plan at each budget is the smallest ``R`` whose power reaches the
-target (at least 2, as the tests take, and at least :data:`MIN_TOTAL_EPISODES` episodes
-in all, below which the Gaussian law of the mean is not to be trusted; the power is
-then above the target); only ``R n`` matters, so the cheapest budget is
-the one that wastes least to rounding ``R`` up.
+(power 1).
+
+**Plans for the verdict rule.** ``exact-bilevel check``, the battery and the sweep
+reports decide by :func:`~.convergence.known_covariance_verdict`: where the ``R x N``
+transitions put the problem in the *regular* regime (the rarest on-policy pair expected
+at least :data:`~.convergence.MIN_EXPECTED_VISITS` times in all of them,
+:func:`~.convergence.rare_event_diagnostic`) the chi-square test decides; in the
+*rare-event* regime a FAIL needs the distribution-free Chebyshev test too, ``T >= r /
+alpha`` (:func:`~.acceptance.chebyshev_test`; above the chi-square's threshold, so it
+alone decides a FAIL), and a chi-square-only rejection is INCONCLUSIVE. So the power
+of a FAIL verdict at ``(N, R)`` is ``P(T > chi2_r^{-1}(1 - alpha))`` in the regular regime
+and ``P(T >= r / alpha)`` (:func:`chebyshev_power`: ``ncx2.sf(r / alpha, r, delta)``; with an
+alternative, Imhof at that threshold, :func:`chebyshev_form`) in the rare-event regime,
+under the same law of ``T``. The regime depends on ``R N`` (more transitions, more
+expected visits: regular from :func:`regular_replicates` on), so the plan at each budget
+is :func:`verdict_replicates`, ``min(R_cheb, max(R_reg, R_chi2))``: both powers are
+non-decreasing in ``R`` and the Chebyshev one is the smaller, so the ``R`` reaching the
+target form an upward-closed set although the power jumps up at ``R_reg`` (tested
+against a scan). At least 2 replicates (as the tests take) and at least
+:data:`MIN_TOTAL_EPISODES` episodes in all (below which the Gaussian law of the mean is
+not to be trusted; the power is then above the target). Each row states its ``regime``
+and keeps the chi-square-only plan beside it (``chi2_replicates``: with that many
+replicates the verdict is *not a pass* with the target probability — FAIL, or
+INCONCLUSIVE in the rare-event regime). Where the rule's plan is rare-event it needs
+the ratio of the two needed noncentralities in transitions: for the pure shift at
+``alpha = 0.01``, 13.6x (power 0.9) to 24x (power 0.5) at ``r = 2``, 25x to 45x at ``r
+= 5``. The cheapest budget is the one with the fewest ``R N``.
 
 **The alternative.** A bug that also changes the noise is rejected with another
 probability (``tau-not-inverse`` scales the indirect term's noise by ``tau^2``: the pure
@@ -45,18 +67,17 @@ sample-covariance column uses ``Sigma_a`` too (docs/math.md, section 10.5).
 so its power is known too; it needs more replicates than the exact test (it pays for
 estimating ``Sigma``) and at least ``2 d + 1``. This is the *best case* for it: in the
 rare-event regime the replicates are far from Gaussian, the sample covariance misses
-the rare events, and the test is miscalibrated (issue 25); the plan states the rarest
-pair's expected visits in all the planned transitions (below
-:data:`~.convergence.MIN_EXPECTED_VISITS` the chi-square law of either test is in
-doubt).
+the rare events, and the test is miscalibrated (issue 25), so its column, often below
+the rule's there, is no recommendation.
 
-``verification/planner_power.py`` checks the predicted power against the simulated
-power of the real test on the BC-HG mutants (whose exact bias is
-:func:`~.mutants.mutant_mean`), with and without the alternative.
+``verification/planner_power.py`` checks the predicted FAIL power against the simulated
+FAIL rate of the real rule on the BC-HG mutants (whose exact bias is
+:func:`~.mutants.mutant_mean`), with and without the alternative, in both regimes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -106,6 +127,22 @@ def known_covariance_power(noncentrality: float, rank: int, alpha: float) -> flo
     if noncentrality == 0.0:
         return float(scipy.stats.chi2.sf(crit, rank))
     return float(scipy.stats.ncx2.sf(crit, rank, noncentrality))
+
+
+def chebyshev_power(noncentrality: float, rank: int, alpha: float) -> float:
+    r"""Power of the distribution-free Chebyshev test for Gaussian estimates: ``P(chi2_r(delta)
+    >= r / alpha)`` (:func:`~.acceptance.chebyshev_test`'s threshold on the same ``T``) for
+    noncentrality ``delta >= 0`` (``inf``: 1) and rank ``r`` (``r = 0``: 1 if ``delta > 0``,
+    else 0: the statistic is 0). Since ``chi2_r^{-1}(1 - alpha) <= r / alpha`` (Markov on
+    ``chi2_r``), it never exceeds :func:`known_covariance_power`."""
+    alpha = _alpha(alpha)
+    if not noncentrality >= 0.0:
+        raise ValueError(f"noncentrality = {noncentrality}: must be >= 0")
+    if math.isinf(noncentrality) or rank == 0:
+        return 1.0 if noncentrality > 0 or math.isinf(noncentrality) else 0.0
+    if noncentrality == 0.0:
+        return float(scipy.stats.chi2.sf(rank / alpha, rank))
+    return float(scipy.stats.ncx2.sf(rank / alpha, rank, noncentrality))
 
 
 def hotelling_power(noncentrality: float, dim: int, replicates: int, alpha: float) -> float:
@@ -223,6 +260,14 @@ class QuadraticForm:
         return quadratic_form_sf(threshold, self.weights, k * self.unit_shift ** 2)
 
 
+def chebyshev_form(form: QuadraticForm, alpha: float) -> QuadraticForm:
+    """``form`` rejected at the Chebyshev threshold ``T >= r / alpha``
+    (:func:`~.acceptance.chebyshev_test`) instead of the chi-square's: the same law of
+    ``T``, another ``crit`` (``inf`` at rank 0: never rejects unless ``certain``)."""
+    alpha = _alpha(alpha)
+    return dataclasses.replace(form, crit=form.rank / alpha if form.rank else math.inf)
+
+
 def quadratic_form(covariance: object, b: object, true_covariance: object,
                    alpha: float) -> QuadraticForm:
     r"""The law of ``T = k (b + e)^T Sigma^+ (b + e)``, ``e ~ N(0, Sigma_t / k)``, for the
@@ -270,6 +315,15 @@ def known_covariance_power_under(covariance: object, b: object, true_covariance:
     than ``Sigma`` is rejected more often than the plan says, a quieter one (at small
     ``delta``) less often."""
     return quadratic_form(covariance, b, true_covariance, alpha).power(replicates)
+
+
+def chebyshev_power_under(covariance: object, b: object, true_covariance: object,
+                          replicates: int, alpha: float) -> float:
+    r"""As :func:`known_covariance_power_under`, at the Chebyshev test's threshold ``T >=
+    r / alpha`` (:func:`chebyshev_form`): the power of a FAIL verdict of
+    :func:`~.convergence.known_covariance_verdict` in the rare-event regime."""
+    form = quadratic_form(covariance, b, true_covariance, alpha)
+    return chebyshev_form(form, alpha).power(replicates)
 
 
 def needed_noncentrality(power: float, rank: int, alpha: float) -> float:
@@ -322,14 +376,26 @@ def noncentrality(covariance: np.ndarray, b: np.ndarray) -> tuple[float, int]:
 class PlanRow:
     """One budget of a :class:`SamplePlan`: ``replicates`` (``None``: beyond
     :data:`MAX_REPLICATES`) estimates of ``budget`` transitions each (``episodes``
-    episodes), their ``power`` and ``total = replicates * budget`` transitions; the same
-    for the sample-covariance (Hotelling) test."""
+    episodes), ``power`` the probability of a FAIL verdict of
+    :func:`~.convergence.known_covariance_verdict` there, ``total = replicates * budget``
+    transitions, ``regime`` the rule's regime at that total (``"regular"``: the chi-square
+    decides; ``"rare-event"``: a FAIL needs the Chebyshev test) with ``rarest_visits`` the
+    rarest on-policy pair's expected visits in it; ``chi2_replicates`` / ``chi2_power``
+    the chi-square-only plan (the fewest replicates with which the chi-square rejects with
+    the target probability: then the verdict is *not a pass* — FAIL, or INCONCLUSIVE in
+    the rare-event regime — with that probability; equal to ``replicates`` where the
+    rule's plan is regular and the regime does not bind); the same for the
+    sample-covariance (Hotelling) test."""
 
     budget: int
     episodes: int
     replicates: int | None
     power: float | None
     total: int | None
+    regime: str | None
+    rarest_visits: float | None
+    chi2_replicates: int | None
+    chi2_power: float | None
     sample_replicates: int | None
     sample_power: float | None
     sample_total: int | None
@@ -340,10 +406,12 @@ class SamplePlan:
     """The plan of :func:`plan_sample_size` (see the module docstring).
 
     ``bias_vector[d]`` the planned bias ``b``; ``noncentrality_per_episode = b^T
-    Sigma_1^+ b``; ``needed_noncentrality`` the ``delta`` giving the target power;
-    ``estimator_bias`` the estimator's own exact relative bias ``|E X - g| / |g|`` (0
-    for bc-hg; the tests reject ``naive`` for it); ``rarest_visits`` the expected visits
-    of the least likely ``(s, a)`` in the cheapest plan's transitions; ``alternative``
+    Sigma_1^+ b``; ``needed_noncentrality`` the ``delta`` giving the target power to the
+    chi-square test; ``estimator_bias`` the estimator's own exact relative bias ``|E X -
+    g| / |g|`` (0 for bc-hg; the tests reject ``naive`` for it); ``rarest_visits`` the
+    expected visits of the least likely ``(s, a)`` in the cheapest plan's transitions
+    (below :data:`~.convergence.MIN_EXPECTED_VISITS` that plan rests on the Chebyshev
+    test: its row's ``regime``); ``alternative``
     the law the power is computed under: ``"shift"`` (the reference's covariance), a
     mutant's name or ``"given"`` (:func:`plan_sample_size`)."""
 
@@ -365,7 +433,7 @@ class SamplePlan:
 
     @property
     def cheapest(self) -> PlanRow | None:
-        """The row with the fewest total transitions for the exact-covariance test."""
+        """The row with the fewest total transitions for a FAIL verdict of the rule."""
         ok = [r for r in self.rows if r.total is not None]
         return min(ok, key=lambda r: (r.total, r.budget)) if ok else None
 
@@ -390,17 +458,23 @@ class SamplePlan:
                 "cheapest": None if best is None else best.__dict__,
                 "cheapest_sample_covariance": None if best_s is None else best_s.__dict__,
                 "rarest_visits": _finite(self.rarest_visits),
-                "rare_event_regime": self.rarest_visits < MIN_EXPECTED_VISITS}
+                "rare_event_regime": self.rarest_visits < MIN_EXPECTED_VISITS,
+                "min_expected_visits": MIN_EXPECTED_VISITS}
 
     def table(self) -> str:
-        """A plain-text table over the budgets and the cheapest totals."""
+        """A plain-text table over the budgets: the verdict rule's plan (replicates, FAIL
+        power, total, the regime it rests on), the chi-square-only plan ("R no pass":
+        the verdict is not a pass with the target probability) and the sample-covariance
+        test's."""
         def n(v: object) -> str:
             return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else f"{v}")
-        lines = [f"{'budget N':>10} {'episodes':>9} {'R (exact cov.)':>15} {'power':>7} "
-                 f"{'R x N':>12} {'R (sample cov.)':>16} {'power':>7} {'R x N':>12}"]
+        lines = [f"{'budget N':>10} {'episodes':>9} {'R (verdict)':>12} {'power':>7} "
+                 f"{'R x N':>12} {'regime':>10} {'R (no pass)':>12} "
+                 f"{'R (sample cov.)':>16} {'power':>7} {'R x N':>12}"]
         for r in self.rows:
-            lines.append(f"{r.budget:>10} {r.episodes:>9} {n(r.replicates):>15} "
-                         f"{n(r.power):>7} {n(r.total):>12} {n(r.sample_replicates):>16} "
+            lines.append(f"{r.budget:>10} {r.episodes:>9} {n(r.replicates):>12} "
+                         f"{n(r.power):>7} {n(r.total):>12} {n(r.regime):>10} "
+                         f"{n(r.chi2_replicates):>12} {n(r.sample_replicates):>16} "
                          f"{n(r.sample_power):>7} {n(r.sample_total):>12}")
         return "\n".join(lines)
 
@@ -465,19 +539,80 @@ def _check_untruncated(budget: int, n: int, beta: float, p: float) -> None:
                      f"describe it; plan with budgets of at least ~{low} transitions")
 
 
-def _row(budget: int, n: int, exact_power: Callable[[int], float], start: int,
-         sample_power: Callable[[int], float] | None, target: float, dim: int) -> PlanRow:
+def regular_replicates(know: LeaderKnowledge, budget: int) -> int | None:
+    """The fewest replicates ``R`` whose ``R x budget`` transitions put
+    :func:`~.convergence.known_covariance_verdict` in the regular regime
+    (:func:`~.convergence.rare_event_diagnostic` ``>= MIN_EXPECTED_VISITS``, computed by
+    that function itself at the boundary, so the plan and the verdict agree to the last
+    bit); ``None`` when the rarest pair has occupancy 0 (never regular). Every larger
+    ``R`` is regular too (the expected visits grow linearly with ``R``)."""
+    rate = rare_event_diagnostic(know, 1.0)[0]  # expected visits per transition
+    if not rate > 0.0:
+        return None
+
+    def regular(R: int) -> bool:
+        return rare_event_diagnostic(know, R * budget)[0] >= MIN_EXPECTED_VISITS
+
+    R = max(1, math.ceil(MIN_EXPECTED_VISITS / (rate * budget)))
+    while R > 1 and regular(R - 1):  # settle the rounding of the estimate
+        R -= 1
+    while not regular(R):
+        R += 1
+    return R
+
+
+def verdict_replicates(chi2: int | None, chebyshev: int | None,
+                       regular_from: int | None) -> int | None:
+    r"""The fewest replicates ``R`` whose FAIL power under the verdict rule reaches the
+    target, from ``chi2`` (the fewest with chi-square power ``>=`` target), ``chebyshev``
+    (the same at the Chebyshev threshold) and ``regular_from``
+    (:func:`regular_replicates`; ``None``: never regular), ``None`` = not reachable:
+
+    .. math:: R^* = \min\big(R_{\mathrm{cheb}},\ \max(R_{\mathrm{reg}}, R_{\chi^2})\big).
+
+    The rule's FAIL power is ``P_reg(R) = P_chi2(R)`` for ``R >= R_reg`` and ``P_cheb(R)``
+    below; both are non-decreasing in ``R`` and ``P_cheb <= P_chi2`` (the Chebyshev
+    threshold ``r / alpha`` is above the chi-square's). So the set of ``R`` reaching the
+    target is upward closed (``P`` itself jumps up at ``R_reg``): below ``R_reg`` it is
+    ``R >= R_cheb``, from ``R_reg`` on it is ``R >= R_chi2``; ``R_cheb >= R_chi2``
+    makes the formula right also when ``R_cheb >= R_reg``."""
+    regular = (None if chi2 is None or regular_from is None
+               or max(chi2, regular_from) > MAX_REPLICATES else max(chi2, regular_from))
+    found = [r for r in (regular, chebyshev) if r is not None]
+    return min(found) if found else None
+
+
+def _row(budget: int, n: int, chi2_power: Callable[[int], float],
+         cheb_power: Callable[[int], float], start: int,
+         sample_power: Callable[[int], float] | None, target: float, dim: int,
+         know: LeaderKnowledge) -> PlanRow:
     """One :class:`PlanRow`: the smallest ``R >= start`` (at least :data:`MIN_REPLICATES`
-    and ``MIN_TOTAL_EPISODES / n``) with ``exact_power(R) >= target``, and the same for
-    Hotelling's test (``R > 2 d``; ``sample_power`` ``None``: not applicable)."""
-    R = _smallest_replicates(lambda r: exact_power(r) >= target, max(MIN_REPLICATES, start))
+    and ``MIN_TOTAL_EPISODES / n``) whose FAIL power under the verdict rule reaches
+    ``target`` (:func:`verdict_replicates`; ``chi2_power`` and ``cheb_power`` the powers at
+    the two thresholds, non-decreasing in ``R``), the chi-square-only plan, and the same
+    for Hotelling's test (``R > 2 d``; ``sample_power`` ``None``: not applicable)."""
+    floor = -(-MIN_TOTAL_EPISODES // n)
+    R_chi = _smallest_replicates(lambda r: chi2_power(r) >= target, max(MIN_REPLICATES, start))
+    R_reg = regular_replicates(know, budget)
+    # the Chebyshev search matters only where the chi-square's plan is rare-event; it
+    # starts at R_chi (P_cheb <= P_chi2, so R_cheb >= R_chi)
+    rare = R_chi is not None and (R_reg is None or R_chi < R_reg)
+    R_cheb = (_smallest_replicates(lambda r: cheb_power(r) >= target, R_chi) if rare
+              else None)
+    R = verdict_replicates(R_chi, R_cheb, R_reg)
     if R is not None:
-        R = max(R, -(-MIN_TOTAL_EPISODES // n))
-    pw = None if R is None else exact_power(R)
+        R = max(R, floor)
+    visits = None if R is None else rare_event_diagnostic(know, R * budget)[0]
+    regime = (None if visits is None else
+              "regular" if visits >= MIN_EXPECTED_VISITS else "rare-event")
+    pw = (None if R is None else chi2_power(R) if regime == "regular" else cheb_power(R))
+    if R_chi is not None:
+        R_chi = max(R_chi, floor)
     Rs = (None if sample_power is None else
           _smallest_replicates(lambda r: sample_power(r) >= target, 2 * dim + 1))
     ps = None if Rs is None or sample_power is None else sample_power(Rs)
-    return PlanRow(budget, n, R, pw, None if R is None else R * budget, Rs, ps,
+    return PlanRow(budget, n, R, pw, None if R is None else R * budget, regime, visits,
+                   R_chi, None if R_chi is None else chi2_power(R_chi), Rs, ps,
                    None if Rs is None else Rs * budget)
 
 
@@ -555,9 +690,11 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
                      bias: float | None = None, *, power: float = 0.9, alpha: float = 0.01,
                      budgets: tuple[int, ...] | list[int] | None = None,
                      direction: object = None, alternative: object = None) -> SamplePlan:
-    r"""Transitions per replicate ``N`` x replicates ``R`` for the exact-covariance test
-    (and the sample-covariance test) to detect a relative bias ``bias`` of ``estimator``
-    with probability ``power`` at level ``alpha``.
+    r"""Transitions per replicate ``N`` x replicates ``R`` for the exact-covariance verdict
+    (:func:`~.convergence.known_covariance_verdict`) to FAIL a relative bias ``bias`` of
+    ``estimator`` with probability ``power`` at level ``alpha`` (the chi-square test in the
+    regular regime, the Chebyshev test in the rare-event regime: module docstring), and
+    the sample-covariance test to reject it.
 
     Parameters
     ----------
@@ -591,14 +728,16 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
         mean and covariance (:func:`~.mutant_moments.mutant_moments`). An array: the
         alternative's covariance of one unit (scaled by ``1/n`` as the reference's),
         mean ``g + b``; an :class:`Alternative` may give the mean too. The power is
-        then :func:`known_covariance_power_under` (Imhof) at ``R n`` units and the
+        then :func:`known_covariance_power_under` (Imhof) at ``R n`` units
+        (:func:`chebyshev_power_under` in the rare-event regime) and the
         sample-covariance column is Hotelling's with the alternative's covariance.
 
     Returns
     -------
     SamplePlan
-        One row per budget; ``.cheapest`` the smallest ``R N`` (the exact test),
-        ``.cheapest_sample`` the same for the sample-covariance test.
+        One row per budget (with the regime its plan rests on); ``.cheapest`` the
+        smallest ``R N`` (the verdict rule), ``.cheapest_sample`` the same for the
+        sample-covariance test.
     """
     B, p, a = _check_scalars(1.0 if bias is None else bias, power, alpha)
     if estimator in NOT_PLANNABLE:
@@ -653,7 +792,7 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
                 raise
             continue  # a default budget too small for this problem
         rows.append(_plan_row(int(N), at.episodes, delta1, rank, per_alt, form, g.size, p, a,
-                              need))
+                              need, know))
     if not rows:
         raise ValueError(f"budgets: none of {list(DEFAULT_BUDGETS)} fits one episode of "
                          f"{estimator}; give larger ones")
@@ -662,17 +801,17 @@ def plan_sample_size(problem: BilevelProblem, x: object, estimator: str,
                       est_bias, tuple(rows), math.inf,
                       "shift" if law is None else law.name)
     best = plan.cheapest
-    visits = (rare_event_diagnostic(know, best.total)[0] if best is not None else math.inf)
+    visits = best.rarest_visits if best is not None else math.inf
     return SamplePlan(**{**plan.__dict__, "rarest_visits": visits})
 
 
 def _plan_row(budget: int, n: int, delta1: float, rank: int, per_alt: float,
               form: QuadraticForm | None, dim: int, power: float, alpha: float,
-              need: float) -> PlanRow:
-    """:func:`_row` with the pure shift's power (noncentral chi-square, ``delta = R n
-    delta1``) or the alternative's (``form``, ``R n`` units); Hotelling's with
-    noncentrality ``R n per_alt`` (``b^T Sigma_alt^{-1} b`` per unit) where its
-    covariance is non-singular."""
+              need: float, know: LeaderKnowledge) -> PlanRow:
+    """:func:`_row` with the pure shift's powers (noncentral chi-square, ``delta = R n
+    delta1``, at the chi-square's and at the Chebyshev threshold) or the alternative's
+    (``form``, ``R n`` units, both thresholds); Hotelling's with noncentrality ``R n
+    per_alt`` (``b^T Sigma_alt^{-1} b`` per unit) where its covariance is non-singular."""
     per = n * delta1  # noncentrality of one estimate
     if form is None:
         if math.isinf(per) or need == 0.0:
@@ -681,14 +820,19 @@ def _plan_row(budget: int, n: int, delta1: float, rank: int, per_alt: float,
             start = MAX_REPLICATES
         else:
             start = int(need / per * (1 - 1e-9))
-        def exact(r: int) -> float:
+        def chi2(r: int) -> float:
             return known_covariance_power(r * per, rank, alpha)
+        def cheb(r: int) -> float:
+            return chebyshev_power(r * per, rank, alpha)
         sample_ok = per != 0.0 and rank == dim  # Hotelling needs a non-singular covariance
     else:
         start = MIN_REPLICATES
-        def exact(r: int) -> float:
+        cform = chebyshev_form(form, alpha)
+        def chi2(r: int) -> float:
             return form.power(r * n)
+        def cheb(r: int) -> float:
+            return cform.power(r * n)
         sample_ok = per_alt != 0.0
     alt = n * per_alt
     sample = ((lambda r: hotelling_power(r * alt, dim, r, alpha)) if sample_ok else None)
-    return _row(budget, n, exact, min(start, MAX_REPLICATES), sample, power, dim)
+    return _row(budget, n, chi2, cheb, min(start, MAX_REPLICATES), sample, power, dim, know)
