@@ -381,12 +381,16 @@ def _newton_batch(P: np.ndarray, r: np.ndarray, gamma: float, tau: float, tols: 
         res = np.abs(b.v - v_t).max(axis=0)
         within = res <= tol
         better = within & (res < best[idx])
-        if better.any():
+        n_better = int(np.count_nonzero(better))
+        if n_better:
             k = idx[better]
             best[k], best_it[k] = res[better], it
+            # the whole stack active and most of it better: one masked copy (its cost is
+            # the whole stack's); otherwise the few better members by index
+            masked = idx.size == R and 4 * n_better >= R
             for out, a in ((out_q, q), (out_v, v_t), (out_pi, b.policy),
                            (out_logpi, b.log_policy)):
-                if idx.size == R:  # the whole stack still active: a masked copy
+                if masked:
                     np.copyto(out, np.moveaxis(a, -1, 0),
                               where=better.reshape((R,) + (1,) * (out.ndim - 1)))
                 else:

@@ -829,12 +829,14 @@ class _BlockTransitions:
 
     def sample_next(self, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
-        block = rows // (self._S * self.n_actions)
-        if self._shared:
-            local = self._rows.draw(rows - block * (self._S * self.n_actions), np.asarray(u))
+        if self._shared:  # block and row within it in one pass
+            block, local_rows = np.divmod(rows, self._S * self.n_actions)
+            local = self._rows.draw(local_rows, np.asarray(u))
         else:
+            block = rows // (self._S * self.n_actions)
             local = self._rows.draw(rows, np.asarray(u))
-        return block * self._S + local
+        local += block * self._S
+        return local
 
     def next_state(self, row: int, u: float) -> int:
         block, local = divmod(row, self._S * self.n_actions)

@@ -50,7 +50,12 @@ def first_order_values(know: LeaderKnowledge, points: np.ndarray) -> np.ndarray:
     whose error is ``O(|x' - x|^2)`` (measured at ``S = 10``, ``mu = 0.05``: 2 Newton steps
     instead of 3 for most points, the 8000-point solve 54 -> 46 ms at the time)."""
     dV = follower_sensitivities(know.problem, know.state).dV
-    return know.state.solution.v + np.einsum("sk,mk->ms", dV, points - know.state.x)
+    delta = points - know.state.x  # [M, d]
+    out = np.multiply.outer(delta[:, 0], dV[:, 0])  # summed over k in order, row by row
+    for k in range(1, delta.shape[1]):
+        out += np.multiply.outer(delta[:, k], dV[:, k])
+    out += know.state.solution.v
+    return out
 
 
 def perturbed_followers(problem: BilevelProblem, points: np.ndarray,
