@@ -163,3 +163,26 @@ def test_the_td_critics_agree_in_either_form(parameterize, monkeypatch):
         out[form] = (critics.td_critic(know, b).q, dq_td(know, b))
     for a, c in zip(out[EmpiricalSteps], out[EmpiricalTable], strict=True):
         _close(a, c, 1e-12)
+
+
+@pytest.mark.parametrize("case", BATCHES)
+@pytest.mark.parametrize("form", FORMS)
+def test_adjoint_system_is_the_transposed_bellman_matrix_and_pullback(form, case):
+    """``adjoint_system`` (stack axis last, the TD adjoint's linear system) holds
+    ``(I - gamma P_hat_pi)^T`` and ``P_hat^T w`` of the counted transitions (brute force),
+    and for the steps form exactly the floats of ``policy_matrix`` and ``pullback``."""
+    S, A = case[:2]
+    b, pi, rng = _batch(*case)
+    P = _brute_P(b, S, A)
+    w = rng.normal(size=(b.n_replicates, S, A))
+    model = form.of(b, S, A)
+    aug = model.adjoint_system(pi, 0.9, w)
+    assert aug.shape == (S, S + 1, b.n_replicates)
+    M = np.eye(S) - 0.9 * np.einsum("sa,rsat->rst", pi, P)
+    _close(aug[:, :S].transpose(2, 1, 0), M)
+    _close(aug[:, S].T, np.einsum("rsa,rsat->rt", w, P))
+    if form is EmpiricalSteps:
+        Mp = model.policy_matrix(pi) * -0.9
+        Mp[:, np.arange(S), np.arange(S)] += 1.0
+        assert np.array_equal(aug[:, :S].transpose(2, 1, 0), Mp)
+        assert np.array_equal(aug[:, S].T, model.pullback(w))

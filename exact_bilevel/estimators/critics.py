@@ -214,6 +214,25 @@ class EmpiricalSteps:
         return np.bincount(b.replicate * S + b.s1, weights=weights,
                            minlength=b.n_replicates * S).reshape(-1, S)
 
+    def adjoint_system(self, pi: np.ndarray, gamma: float, w: np.ndarray) -> np.ndarray:
+        """``[(I - gamma P_hat_pi)^T | P_hat^T w]`` of every replicate with the stack axis
+        last, ``aug[i, j, r]``, shape ``[S, S + 1, R]`` (the layout of
+        :func:`~exact_bilevel.core.linalg.solve_dominant_stack_last`), for weights ``w[R,
+        S, A]``: the sums of :meth:`policy_matrix` and :meth:`pullback` (the same steps in
+        the same order, so the same floats) by one ``bincount`` straight into that
+        layout, no transposed copy."""
+        b, S, A = self.batch, self.n_states, self.n_actions
+        R, width = b.n_replicates, S + 1
+        keys = np.concatenate([(b.s1 * width + b.s) * R + b.replicate,   # P_hat_pi^T
+                               (b.s1 * width + S) * R + b.replicate])    # P_hat^T w
+        weights = np.concatenate([pi.reshape(-1).take(b.pairs(A)) * self.share,
+                                  w.reshape(-1).take(b.pair_keys(A, S * A)) * self.share])
+        aug = np.bincount(keys, weights=weights, minlength=S * width * R).reshape(S, width, R)
+        aug[:, :S] *= -gamma
+        diagonal = np.arange(S)
+        aug[diagonal, diagonal] += 1.0
+        return aug
+
 
 @dataclass(frozen=True)
 class EmpiricalTable:
@@ -250,6 +269,18 @@ class EmpiricalTable:
         """``P_hat^T w``: ``[R, S]`` for ``w[R, S, A]`` (one product per replicate)."""
         R, S, A = self.P.shape[:3]
         return np.matmul(w.reshape(R, 1, S * A), self.P.reshape(R, S * A, S))[:, 0, :]
+
+    def adjoint_system(self, pi: np.ndarray, gamma: float, w: np.ndarray) -> np.ndarray:
+        """``[(I - gamma P_hat_pi)^T | P_hat^T w]``, stack axis last, ``[S, S + 1, R]``
+        (as :meth:`EmpiricalSteps.adjoint_system`)."""
+        R, S = self.P.shape[:2]
+        aug = np.empty((S, S + 1, R))
+        aug[:, :S] = self.policy_matrix(pi).transpose(2, 1, 0)
+        aug[:, :S] *= -gamma
+        diagonal = np.arange(S)
+        aug[diagonal, diagonal] += 1.0
+        aug[:, S] = self.pullback(w).T
+        return aug
 
 
 EmpiricalTransitions = EmpiricalSteps | EmpiricalTable

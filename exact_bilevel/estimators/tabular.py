@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core._budget import check_allocation
-from ..core.linalg import solve_dominant_stack
+from ..core.linalg import solve_dominant_stack_last
 from ._common import LeaderKnowledge, contract, ratio, sensitivity_steps
 from .critics import EmpiricalTransitions, batch_td, empirical_form
 from .sampling import EpisodeBatch, Episodes, as_batch
@@ -132,11 +132,8 @@ def weighted_dq_td(know: LeaderKnowledge, weights: np.ndarray,
     model = empirical_form(ep, S, A, beta=know.beta, columns=1)
     R = model.n_replicates
     w = np.broadcast_to(weights.reshape(-1, S, A), (R, S, A))
-    M = model.policy_matrix(know.pi)  # I - gamma P_hat_pi, in place
-    M *= -know.gamma
-    diagonal = np.arange(S)
-    M[:, diagonal, diagonal] += 1.0
-    z = solve_dominant_stack(M, model.pullback(w), transpose=True)  # [R, S]
+    aug = model.adjoint_system(know.pi, know.gamma, w)  # [M^T | P_hat^T w], stack last
+    z = np.ascontiguousarray(solve_dominant_stack_last(aug)[:, 0, :].T)  # [R, S]
     g_bar = mean_sensitivity_reward(know, model)  # [R, S, A, d]
     if g_bar.strides[0] == 0:  # dr, shared: its products once
         rhs = np.matmul(know.pi[:, None, :], know.dr)[:, 0, :]  # [S, d]
