@@ -25,6 +25,30 @@ def _mutant(name):
                                    np.random.default_rng(s)), b, m.critic).gradient
 
 
+def _plugin_cases(options):
+    """The quick suite's cases as the plugin offers them under the command-line
+    ``options`` (the others at their defaults), through its real hook."""
+    from exact_bilevel import pytest_plugin
+
+    given = {"--bilevel-suite": "quick", "--bilevel-reference": None,
+             "--bilevel-require-resolution": None, **options}
+
+    class Config:
+        def getoption(self, name):
+            return given[name]
+
+    class Metafunc:
+        fixturenames = ("bilevel_case",)
+        config = Config()
+
+        def parametrize(self, name, values, ids):
+            self.cases = values
+
+    meta = Metafunc()
+    pytest_plugin.pytest_generate_tests(meta)
+    return meta.cases
+
+
 def test_bilevel_case_fixture_runs_the_suite(bilevel_case):
     """What a user's test file looks like (three lines), here with our BC-HG, naming the
     estimator it implements so that the exact-covariance test decides."""
@@ -97,24 +121,9 @@ def test_battery_reference_refusals_and_non_finite_estimates():
 def test_plugin_option_sets_the_default_reference():
     """``--bilevel-reference NAME`` gives every case a default reference (a call's own
     ``reference=`` still wins)."""
-    from exact_bilevel import pytest_plugin
-
-    class Config:
-        def getoption(self, name):
-            return {"--bilevel-suite": "quick", "--bilevel-reference": "bc-hg",
-                    "--bilevel-require-resolution": None}[name]
-
-    class Metafunc:
-        fixturenames = ("bilevel_case",)
-        config = Config()
-
-        def parametrize(self, name, values, ids):
-            self.cases = values
-
-    meta = Metafunc()
-    pytest_plugin.pytest_generate_tests(meta)
-    assert len(meta.cases) == 3 and all(c.default_reference == "bc-hg" for c in meta.cases)
-    res = meta.cases[0].assert_passes(_registered("bc-hg"), replicates=20)
+    cases = _plugin_cases({"--bilevel-reference": "bc-hg"})
+    assert len(cases) == 3 and all(c.default_reference == "bc-hg" for c in cases)
+    res = cases[0].assert_passes(_registered("bc-hg"), replicates=20)
     assert res.name == "known-covariance"
 
 
@@ -156,23 +165,10 @@ def test_assert_passes_can_require_a_resolution():
         with pytest.raises(ValueError, match="require_resolution"):
             case.assert_passes(_registered("bc-hg"), require_resolution=bad)
 
-    class Config:
-        def getoption(self, name):
-            return {"--bilevel-suite": "quick", "--bilevel-reference": None,
-                    "--bilevel-require-resolution": 1.0}[name]
-
-    class Metafunc:
-        fixturenames = ("bilevel_case",)
-        config = Config()
-
-        def parametrize(self, name, values, ids):
-            self.cases = values
-
-    meta = Metafunc()
-    pytest_plugin.pytest_generate_tests(meta)
-    assert all(c.default_require_resolution == 1.0 for c in meta.cases)
+    cases = _plugin_cases({"--bilevel-require-resolution": 1.0})
+    assert all(c.default_require_resolution == 1.0 for c in cases)
     with pytest.raises(AssertionError, match="required: 1"):
-        meta.cases[0].assert_passes(_registered("bc-hg"), budget=60, replicates=10)
+        cases[0].assert_passes(_registered("bc-hg"), budget=60, replicates=10)
     import argparse
     assert pytest_plugin._positive_float("0.5") == 0.5
     for bad in ("0", "-2", "nan", "x"):
