@@ -25,9 +25,10 @@ The place other projects' test suites import from, like ``numpy.testing``::
   asymptotic); :func:`chebyshev_test` — the same statistic with a level that holds for
   every law of the estimates (Markov's inequality; for the rare-event regime) and
   :func:`known_covariance_verdict` — the rule that picks one of the two by the regime;
-* :func:`plan_sample_size` — transitions per replicate x replicates that the
-  exact-covariance test needs to detect a relative bias ``B`` (also ``exact-bilevel
-  plan``).
+* :func:`plan_sample_size` — transitions per replicate x replicates for which the
+  exact-covariance verdict (:func:`known_covariance_verdict`: the chi-square test, or in
+  the rare-event regime the Chebyshev test too) FAILs an estimator off by a relative bias
+  ``B`` with a given power (also ``exact-bilevel plan``).
   :func:`registered` wraps one of the package's estimators so that the battery draws its
   replicates together;
 * :func:`check_game_estimator` — the same battery for two-player Markov-game estimators
