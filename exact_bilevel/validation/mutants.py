@@ -38,6 +38,24 @@ game-no-initial-term       game:bc-hg   drops the initial-law score term (follow
                                         observes ``(s, aL)``)
 ========================== ============ ===============================================
 
+Markov-game BC-HG (:data:`GAME_MUTANTS`, ``fn(game, x, estimator, budget, rng)`` for
+``bc-hg`` and ``bc-hg-baseline``, tabular and parameterised leaders, every observation
+model; the tabular bug injected into :func:`exact_bilevel.games.estimate` through its
+``tabular_estimator=`` / ``initial_value=``; exact means by :func:`game_mutant_mean`):
+
+=========================== ================================== =========================
+name                        the bug                            invisible when
+=========================== ================================== =========================
+game-no-initial-term        drops the initial-law score term   the follower observes s
+game-sign-flip              ``-A_L`` in the influence term     no follower response
+game-tau-not-inverse        ``tau`` for ``1/tau``              ``tau = 1``
+game-leader-gamma-swap      ``gamma`` for ``gamma_L`` (outer)  ``gamma_L = gamma``
+game-wrong-discount-power   ``gamma^k`` from the episode start no follower response
+game-initial-follower-value initial-law term weighted by the   the follower observes s
+                            follower's ``V(s, aL)``, not
+                            ``V_L(s, aL)``
+=========================== ================================== =========================
+
 Wrong critics (:data:`CRITIC_MUTANTS`): the critics inside the three wrong-discount
 mutants above, ``(know, episodes) -> table``, which the deterministic checks of
 :mod:`exact_bilevel.validation.critic_checks` reject on every run when ``gamma_L !=
@@ -398,10 +416,10 @@ def game_no_initial_term(game: MarkovGame, x: object, estimator: str, budget: in
     from ..estimators import leader_knowledge
 
     x = _validate.parameter_vector("x", x, game.n_params)
-    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
-        return game_estimate(game, x, estimator, budget, rng)
     if estimator not in ("bc-hg", "bc-hg-baseline"):
         raise ValueError(f"estimator = {estimator!r}: must be 'bc-hg' or 'bc-hg-baseline'")
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
+        return game_estimate(game, x, estimator, budget, rng)
     problem = follower_problem(game, x)
     est = _estimate(problem, x, estimator, budget, rng, "exact", leader_knowledge(problem, x))
     return dataclasses.replace(est, estimator="game-no-initial-term")
