@@ -169,6 +169,11 @@ def test_game_mutant_means_are_exact_and_off_the_gradient():
         z = (X.mean(axis=0) - mean) / se
         assert np.max(np.abs(z)) < limit, (name, est, z)
         assert np.max(np.abs((X.mean(axis=0) - c.exact) / se)) > limit, (name, est)
+    c = cases[MLP]
+    with pytest.raises(ValueError, match="name = 'sign-flip': not a game mutant"):
+        game_mutant_mean("sign-flip", c.game, c.x)
+    with pytest.raises(ValueError, match="x"):
+        game_mutant_mean("game-sign-flip", c.game, c.x[:-1])
 
 
 def test_rare_event_case_is_flagged_and_decided_by_the_exact_covariance():

@@ -429,7 +429,24 @@ def _follower_initial_value(know: LeaderKnowledge) -> np.ndarray:
     return know.v  # bug: the follower's soft value V(s, aL), not the leader's V_L
 
 
-def _game_mutant(name: str, doc: str, *, tabular: str | None = None,
+def _no_initial_value(know: LeaderKnowledge) -> np.ndarray:
+    return np.zeros_like(know.v)  # the mean of game-no-initial-term's (absent) term
+
+
+#: The parts of each game mutant: ``(tabular BC-HG mutant injected or None, the value
+#: weighting the initial-law term or None for V_L)``; drives :func:`game_mutant_mean`.
+_GAME_PARTS: dict[str, tuple[str | None,
+                             Callable[[LeaderKnowledge], np.ndarray] | None]] = {
+    "game-no-initial-term": (None, _no_initial_value),
+    "game-sign-flip": ("sign-flip", None),
+    "game-tau-not-inverse": ("tau-not-inverse", None),
+    "game-leader-gamma-swap": ("leader-gamma-swap", None),
+    "game-wrong-discount-power": ("wrong-discount-power", None),
+    "game-initial-follower-value": (None, _follower_initial_value),
+}
+
+
+def _game_mutant(name: str, doc: str, tabular: str | None = None,
                  initial_value: Callable[[LeaderKnowledge], np.ndarray] | None = None
                  ) -> Callable[..., Estimate]:
     """``fn(game, x, estimator, budget, rng) -> Estimate``: the game estimate of
@@ -457,56 +474,51 @@ def _game_mutant(name: str, doc: str, *, tabular: str | None = None,
     return vectorised(fn)  # type: ignore[return-value]
 
 
-#: Wrong game estimators, name -> ``fn(game, x, estimator, budget, rng) -> Estimate``
-#: (``estimator``: ``"bc-hg"`` or ``"bc-hg-baseline"``), each serving a block of uniforms
-#: as :func:`exact_bilevel.games.estimate` does (marked :func:`vectorised`).
-GAME_MUTANTS: dict[str, Callable[..., Estimate]] = {
-    "game-no-initial-term": game_no_initial_term,
-    "game-sign-flip": _game_mutant(
-        "game-sign-flip",
+#: The bug of each game mutant built by :func:`_game_mutant` (its docstring).
+_GAME_DOCS = {
+    "game-sign-flip":
         """The game BC-HG with ``-A_L`` for ``A_L`` in the influence term (tabular
         ``sign-flip`` on the follower's problem): the mean is ``grad F - 2 (indirect)``.
         Invisible only where the follower's response (the indirect term) is zero; visible
-        on every case of the game battery.""", tabular="sign-flip"),
-    "game-tau-not-inverse": _game_mutant(
-        "game-tau-not-inverse",
+        on every case of the game battery.""",
+    "game-tau-not-inverse":
         """The game BC-HG multiplying the influence term by ``tau`` instead of ``1/tau``
         (tabular ``tau-not-inverse``): the indirect term scaled by ``tau^2``. Invisible
-        at ``tau = 1`` (and where the indirect term is zero).""", tabular="tau-not-inverse"),
-    "game-leader-gamma-swap": _game_mutant(
-        "game-leader-gamma-swap",
+        at ``tau = 1`` (and where the indirect term is zero).""",
+    "game-leader-gamma-swap":
         """The game BC-HG weighting the influence term's outer sum by the follower's
         ``gamma`` instead of the leader's ``gamma_L`` (tabular ``leader-gamma-swap``).
         Invisible when ``gamma_L = gamma`` (the default ``leader_gamma = None``): only
-        the games with their own leader discount show it.""", tabular="leader-gamma-swap"),
-    "game-wrong-discount-power": _game_mutant(
-        "game-wrong-discount-power",
+        the games with their own leader discount show it.""",
+    "game-wrong-discount-power":
         """The game BC-HG discounting the influence's forward sum by ``gamma^k`` counted
         from the episode start instead of ``gamma^(k-t)`` (tabular
         ``wrong-discount-power``). Invisible only where the follower's response is zero
-        or carried by the first step alone.""", tabular="wrong-discount-power"),
-    "game-initial-follower-value": _game_mutant(
-        "game-initial-follower-value",
+        or carried by the first step alone.""",
+    "game-initial-follower-value":
         """The game BC-HG whose initial-law term weights the leader's score
         ``dlog piL(aL0|s0)`` by the follower's soft value ``V(s0, aL0)`` (``know.v``, the
         value of the influence rewards) instead of the leader's ``V_L(s0, aL0)``: the
         mean moves by ``sum_s rho(s) sum_aL dpiL(aL|s) (V - V_L)(s, aL)``. Invisible when
         the follower observes ``s`` (no initial-law term) and where that sum vanishes,
         e.g. when ``rho`` sits on states where ``V - V_L`` does not depend on ``aL``.""",
-        initial_value=_follower_initial_value),
+}
+#: Wrong game estimators, name -> ``fn(game, x, estimator, budget, rng) -> Estimate``
+#: (``estimator``: ``"bc-hg"`` or ``"bc-hg-baseline"``), each serving a block of uniforms
+#: as :func:`exact_bilevel.games.estimate` does (marked :func:`vectorised`).
+GAME_MUTANTS: dict[str, Callable[..., Estimate]] = {
+    "game-no-initial-term": game_no_initial_term,
+    **{name: _game_mutant(name, doc, *_GAME_PARTS[name]) for name, doc in _GAME_DOCS.items()},
 }
 
 
-#: The game mutants that inject a tabular BC-HG family mutant (``game-`` + its name).
-_TABULAR = ("game-sign-flip", "game-tau-not-inverse", "game-leader-gamma-swap",
-            "game-wrong-discount-power")
 vectorised(game_no_initial_term)  # serves a block of uniforms as games.estimate does
 
 
 def game_mutant_mean(name: str | None, game: MarkovGame, x: object) -> np.ndarray:
-    r"""Exact mean ``[d]`` of one estimate of game mutant ``name`` (``bc-hg``; the baseline
-    leaves it unchanged), any budget (truncation neglected as in
-    :func:`bchg_family_mean`):
+    r"""Exact mean ``[d]`` of one estimate of game mutant ``name`` at ``x[d]`` (``d =
+    game.n_params``; estimator ``bc-hg``, the baseline leaves it unchanged), any budget
+    (truncation neglected as in :func:`bchg_family_mean`):
 
     .. math:: \mathbb{E} X = \mathbb{E} X_P + [\text{observes } (s, a_L)]
               \sum_{s, a} \rho(s)\, \partial\pi_L(a \mid s)\, V(s, a),
@@ -525,12 +537,12 @@ def game_mutant_mean(name: str | None, game: MarkovGame, x: object) -> np.ndarra
         J = game.leader.logits_jacobian(x).reshape(z.size, -1)
         return J.T @ game_mutant_mean(name, tabular(game), z)
     know = leader_knowledge(follower_problem(game, x), x)
-    options = dict(MUTANTS[name[len("game-"):]].options or ()) if name in _TABULAR else {}
-    mean = bchg_family_mean(know, **options)
-    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION or name == "game-no-initial-term":
+    bug, initial_value = _GAME_PARTS[name] if name is not None else (None, None)
+    mean = bchg_family_mean(know, **dict(MUTANTS[bug].options or () if bug else ()))
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
         return mean
     S, AL, _ = game.shape
-    v = (know.v if name == "game-initial-follower-value" else exact_critic(know).v)
+    v = (exact_critic(know).v if initial_value is None else initial_value(know))
     dpi = leader_policy_jacobian(game, x)                      # [S, AL, d]
     return mean + np.einsum("s,sak,sa->k", game.initial, dpi, v.reshape(S, AL))
 
