@@ -181,6 +181,9 @@ CONVERGENCE_CLASSES: dict[str, st.SearchStrategy] = {
     "games": markov_games(min_size=2),
     "games, follower sees (s, aL)": markov_games(
         min_size=2, observes=(OBSERVES_STATE_AND_LEADER_ACTION,)),
+    "games, gamma_L != gamma": markov_games(min_size=2,
+                                           leader_gammas=st.sampled_from([0.5, 0.85])),
+    "games, tau <= 0.6": markov_games(min_size=2, taus=temperatures(0.3, 0.6)),
 }
 
 
@@ -204,6 +207,11 @@ MUTANT_CLASSES: dict[str, str] = {
     "sobirl-no-centring": "quadratic f",
     "zeroth-order-no-factor-2": "reward-parameterised, d = 1, tau <= 0.5",
     "game-no-initial-term": "games, follower sees (s, aL)",
+    "game-sign-flip": "games",
+    "game-tau-not-inverse": "games, tau <= 0.6",
+    "game-leader-gamma-swap": "games, gamma_L != gamma",
+    "game-wrong-discount-power": "games",
+    "game-initial-follower-value": "games, follower sees (s, aL)",
 }
 
 

@@ -105,6 +105,29 @@ def test_game_mutant_batched_by_check_game_equals_single_calls(observes):
     assert res.statistic == loop.statistic and res.p_value == loop.p_value
 
 
+@pytest.mark.parametrize("observes", OBS)
+@pytest.mark.parametrize("name", sorted(GAME_MUTANTS))
+def test_every_game_mutant_serves_a_block_of_uniforms(name, observes):
+    """Each game mutant (tabular and MLP leaders, bc-hg and its baseline) gives, batched,
+    the numbers of its single calls, bit for bit, within the budget."""
+    fn = GAME_MUTANTS[name]
+    for mlp in (False, True):
+        game, x = _game(observes, mlp)
+        for estimator in ("bc-hg", "bc-hg-baseline"):
+            X, C = mg.estimate_replicates(game, x, estimator, 150,
+                                          [replicate_rng(6, i) for i in range(3)], fn=fn)
+            Y, D = _one_by_one(game, x, estimator, 150, 3, 6, fn=fn)
+            assert np.array_equal(X, Y) and np.array_equal(C, D), (mlp, estimator)
+            assert X.shape == (3, game.n_params) and np.all(C <= 150)
+            label = fn(game, x, estimator, 150, replicate_rng(6, 0)).estimator
+            # game-no-initial-term is the correct estimate (and says so) when there is no
+            # initial-law term
+            assert label == (f"game:{estimator}" if name == "game-no-initial-term"
+                             and observes == mg.OBSERVES_STATE else name)
+    with pytest.raises(ValueError, match="estimator = 'direct-only'"):
+        fn(game, x, "direct-only", 150, replicate_rng(6, 0))
+
+
 def test_cli_estimate_on_a_game_file_equals_single_calls(tmp_path):
     game, x = _game(mg.OBSERVES_STATE_AND_LEADER_ACTION, False)
     path, out = tmp_path / "g.json", tmp_path / "e.json"

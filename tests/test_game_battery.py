@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from exact_bilevel import games as mg
 from exact_bilevel.core.streams import replicate_rng
@@ -27,6 +28,7 @@ from exact_bilevel.testing import (
 )
 from exact_bilevel.validation.acceptance import resolution_known
 from exact_bilevel.validation.convergence import MIN_EXPECTED_VISITS, is_unresolved_rejection
+from exact_bilevel.validation.mutants import game_mutant_mean
 
 RARE = "near-deterministic follower (tau = 0.2)"
 
@@ -96,19 +98,82 @@ def test_game_suite_cases_are_non_degenerate_and_exact():
     assert any(c.game.leader_gamma not in (None, c.game.gamma) for c in cases)
 
 
+TOY, OBS_S, OBS_SA = "DiscreteToy (R = 1, gamma = 0.8, tau = 0.3)", "follower observes s", \
+    "follower observes (s, aL)"
+ABOVE, BELOW = ("leader discount above the follower's (0.85 vs 0.6)",
+                "leader discount below the follower's (0.5 vs 0.85)")
+MLP = "MLP leader (4 tanh units; follower observes (s, aL))"
+
+#: Per game mutant, the cases of the standard suite that must reject it (by the exact and
+#: by the sample covariance): where its bug shows. The initial-law bugs need a follower
+#: that observes (s, aL) and a non-zero term (not DiscreteToy, which starts at S with a
+#: leader-independent value there); leader-gamma-swap needs gamma_L != gamma;
+#: wrong-discount-power shifts the MLP case's mean by 9% only (the sample test rejects
+#: it there, the exact-covariance test at alpha = 1e-3 does not).
+EXPECTED_REJECTIONS = {
+    "game-no-initial-term": {OBS_SA, BELOW, MLP},
+    "game-sign-flip": {TOY, OBS_S, OBS_SA, ABOVE, BELOW, MLP, RARE},
+    "game-tau-not-inverse": {TOY, OBS_S, OBS_SA, ABOVE, BELOW, MLP, RARE},
+    "game-leader-gamma-swap": {ABOVE, BELOW},
+    "game-wrong-discount-power": {TOY, OBS_S, OBS_SA, ABOVE, RARE},
+    "game-initial-follower-value": {OBS_SA, BELOW, MLP},
+}
+
+
 def test_every_game_mutant_is_rejected_on_a_named_case():
-    """Power: each mutant of ``GAME_MUTANTS`` fails the quick suite, on the case where its
-    bug shows (dropping the initial-law term matters only when the follower observes
-    ``(s, aL)`` and the term is not zero: not on DiscreteToy, which starts at S with a
-    leader-independent value there), by the sample and by the exact-covariance test."""
-    expected = {"game-no-initial-term": {"follower observes (s, aL)"}}
-    assert set(expected) == set(GAME_MUTANTS)
+    """Power: each mutant of ``GAME_MUTANTS`` fails the standard suite on the named cases
+    where its bug shows, by the exact-covariance test (``reference="bc-hg"``) and by the
+    sample test beside it (the same runs), and is never rejected where its exact mean
+    (:func:`game_mutant_mean`) is the gradient (where its bug is invisible)."""
+    assert set(EXPECTED_REJECTIONS) == set(GAME_MUTANTS)
+    cases = game_suite()
+    assert {n for v in EXPECTED_REJECTIONS.values() for n in v} <= {c.name for c in cases}
     for name in GAME_MUTANTS:
-        for reference in (None, "bc-hg"):
-            res = check_game_estimator(_mutant(name), "quick", reference=reference)
-            rejected = {case for case, r in res.results if r.reject}
-            assert rejected == expected[name], (name, reference, res.table())
-            assert "REJECT" in res.table()
+        visible = {c.name for c in cases
+                   if not np.allclose(game_mutant_mean(name, c.game, c.x), c.exact,
+                                      rtol=1e-9, atol=1e-12)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EstimateTailWarning)
+            res = check_game_estimator(_mutant(name), reference="bc-hg")
+        for results in (res.results, res.sample_results):
+            rejected = {case for case, r in results if r.reject}
+            assert EXPECTED_REJECTIONS[name] <= rejected <= visible, (name, res.table())
+        assert "REJECT" in res.table()
+
+
+def test_game_mutant_means_are_exact_and_off_the_gradient():
+    """:func:`game_mutant_mean`: with no bug it is the game's hypergradient (``games.exact``,
+    another route) on every case; each mutant's exact mean is off the gradient (>= 5%
+    relative) on a named case and its estimates (2000 replicates, ``bc-hg`` and
+    ``bc-hg-baseline``) average to it: every coordinate's z-score within the two-sided
+    Bonferroni threshold for a family-wise false-alarm rate of 1e-3 (fixed seeds), while
+    against the gradient some coordinate is far outside it."""
+    cases = {c.name: c for c in game_suite()}
+    for c in cases.values():
+        np.testing.assert_allclose(game_mutant_mean(None, c.game, c.x), c.exact, rtol=1e-10,
+                                   atol=1e-12 * np.max(np.abs(c.exact)), err_msg=c.name)
+    where = {"game-no-initial-term": MLP, "game-sign-flip": MLP, "game-tau-not-inverse": MLP,
+             "game-leader-gamma-swap": BELOW, "game-wrong-discount-power": OBS_S,
+             "game-initial-follower-value": MLP}
+    assert set(where) == set(GAME_MUTANTS)
+    R, runs = 2000, [(n, e) for n in sorted(where) for e in ("bc-hg", "bc-hg-baseline")]
+    limit = scipy.stats.norm.isf(1e-3 / 2 / sum(cases[where[n]].x.size for n, _ in runs))
+    for k, (name, est) in enumerate(runs):
+        c = cases[where[name]]
+        mean = game_mutant_mean(name, c.game, c.x)
+        assert np.linalg.norm(mean - c.exact) >= 0.05 * np.linalg.norm(c.exact), name
+        X, _ = mg.estimate_replicates(c.game, c.x, est, 500,
+                                      [replicate_rng(11, i, (k,)) for i in range(R)],
+                                      fn=GAME_MUTANTS[name])
+        se = X.std(axis=0, ddof=1) / math.sqrt(R)
+        z = (X.mean(axis=0) - mean) / se
+        assert np.max(np.abs(z)) < limit, (name, est, z)
+        assert np.max(np.abs((X.mean(axis=0) - c.exact) / se)) > limit, (name, est)
+    c = cases[MLP]
+    with pytest.raises(ValueError, match="name = 'sign-flip': not a game mutant"):
+        game_mutant_mean("sign-flip", c.game, c.x)
+    with pytest.raises(ValueError, match="x"):
+        game_mutant_mean("game-sign-flip", c.game, c.x[:-1])
 
 
 def test_rare_event_case_is_flagged_and_decided_by_the_exact_covariance():

@@ -29,6 +29,7 @@ from .estimators import (
     estimate,
     estimate_replicates,
     estimate_through_policy,
+    leader_initial_value,
     replicates,
     uniforms_per_replicate,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "game_moments_through_policy",
     "hypergradient",
     "hypergradient_through_policy",
+    "leader_initial_value",
     "leader_logits",
     "leader_policy",
     "leader_policy_jacobian",

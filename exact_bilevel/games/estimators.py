@@ -20,10 +20,9 @@ from ..core import _validate
 from ..core._budget import check_allocation
 from ..core.streams import replicate_rng
 from ..estimators import Estimate, leader_knowledge
-from ..estimators import estimate as _estimate
-from ..estimators._common import episodes_for_budget
+from ..estimators._common import LeaderKnowledge, episodes_for_budget
 from ..estimators.critics import exact_critic
-from ..estimators.registry import CHUNK_UNIFORMS
+from ..estimators.registry import CHUNK_UNIFORMS, ESTIMATORS, check_sample_buffers
 from ..estimators.sampling import Sampler, Uniforms, block_size
 from .leaders import pull_back
 from .model import (
@@ -38,9 +37,24 @@ from .model import (
 
 GAME_ESTIMATORS = ("bc-hg", "bc-hg-baseline", "direct-only")
 
+#: A problem-level estimator with the registry's signature, ``fn(know, sampler, budget,
+#: critic) -> Estimate`` (:data:`exact_bilevel.estimators.ESTIMATORS`), run on the
+#: follower's problem.
+TabularEstimator = Callable[[LeaderKnowledge, Sampler, int, str], Estimate]
+
+
+def leader_initial_value(know: LeaderKnowledge) -> np.ndarray:
+    """``V_L[S AL]``: the leader's value over ``(s, aL)`` (the exact critic of the augmented
+    problem's ``know``), the value that weights the leader's score in the initial-law
+    term of :func:`estimate`."""
+    return exact_critic(know).v
+
 
 def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
-             rng: np.random.Generator, critic: str = "exact") -> Estimate:
+             rng: np.random.Generator, critic: str = "exact", *,
+             tabular_estimator: TabularEstimator | None = None,
+             initial_value: Callable[[LeaderKnowledge], np.ndarray] = leader_initial_value
+             ) -> Estimate:
     r"""Sample-based ``grad_theta F`` for a Markov game.
 
     ``bc-hg`` (benefit x influence, Kudo et al. 2026): the leader's advantage
@@ -69,27 +83,42 @@ def estimate(game: MarkovGame, x: object, estimator: str, budget: int,
     ``i`` the estimate a single-replicate ``Uniforms`` of row ``i`` gives (one vectorised
     pass; the exact-moment tests draw their replicates this way). :func:`replicates`
     gives ``R`` estimates from per-replicate generators, each equal to this function's.
+
+    ``tabular_estimator`` and ``initial_value`` replace the two parts (dependency
+    injection, for the deliberately wrong estimators of
+    :data:`exact_bilevel.mutants.GAME_MUTANTS`): the problem-level estimator run on the
+    follower's problem (default ``None``: the registered one of that name, ``naive`` for
+    ``direct-only``) and the value ``V[S AL]`` weighting the leader's score in the
+    initial-law term (default :func:`leader_initial_value`, ``V_L``).
     """
     if game.leader is not None:
         if estimator not in GAME_ESTIMATORS:
             raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
         x = _validate.parameter_vector("x", x, game.n_params)
         z = leader_logits(game, x).reshape(-1)
-        est = estimate_through_policy(tabular(game), z, estimator, budget, rng, critic)
+        est = estimate_through_policy(tabular(game), z, estimator, budget, rng, critic,
+                                      tabular_estimator=tabular_estimator,
+                                      initial_value=initial_value)
         grad = np.asarray(est.gradient)
         J = game.leader.logits_jacobian(x)
         # row by row (a stacked vector-matrix product): each row as pull_back gives it alone
         pulled = (pull_back(J, grad) if grad.ndim == 1
                   else (grad[:, None, :] @ J.reshape(z.size, -1))[:, 0, :])
         return dataclasses.replace(est, gradient=pulled)
-    return estimate_through_policy(game, x, estimator, budget, rng, critic)
+    return estimate_through_policy(game, x, estimator, budget, rng, critic,
+                                   tabular_estimator=tabular_estimator,
+                                   initial_value=initial_value)
 
 
 def estimate_through_policy(game: MarkovGame, x: object, estimator: str, budget: int,
-                            rng: np.random.Generator, critic: str = "exact") -> Estimate:
+                            rng: np.random.Generator, critic: str = "exact", *,
+                            tabular_estimator: TabularEstimator | None = None,
+                            initial_value: Callable[[LeaderKnowledge], np.ndarray]
+                            = leader_initial_value) -> Estimate:
     """:func:`estimate` with the scores ``dlog piL/dtheta`` formed from ``dpiL/dtheta``
     (:func:`~.model.leader_policy_jacobian`, ``[S, AL, d]``) directly: the route for the
-    tabular leader, and a second route for any leader parameterisation."""
+    tabular leader, and a second route for any leader parameterisation
+    (``tabular_estimator``, ``initial_value``: as in :func:`estimate`)."""
     if estimator not in GAME_ESTIMATORS:
         raise ValueError(f"estimator = {estimator!r}: must be one of {GAME_ESTIMATORS}")
     if critic != "exact":
@@ -104,13 +133,15 @@ def estimate_through_policy(game: MarkovGame, x: object, estimator: str, budget:
         # as many fresh starts as the episodes would plan with one extra reset each;
         # the episodes get the rest of the budget (at least 2), so the bill <= budget
         n = episodes_for_budget(budget, know.beta, extra=1, estimator=f"game {estimator}")
-    est = _estimate(problem, x, name, budget - n, rng, critic, know)
+    fn = ESTIMATORS[name].fn if tabular_estimator is None else tabular_estimator
+    check_sample_buffers(budget - n, know.beta, know.dr.shape[-1])
+    est = fn(know, Sampler(know.state.mdp, rng), budget - n, critic)
     grad, cost, resets = est.gradient, est.transitions, est.resets
     if game.observes == OBSERVES_STATE_AND_LEADER_ACTION:
         S, AL, _ = game.shape
         starts = Sampler(know.state.mdp, rng).reset(n)  # augmented (s, aL) indices
         s0, a0 = starts // AL, starts % AL
-        v = exact_critic(know).v.reshape(S, AL)
+        v = np.asarray(initial_value(know)).reshape(S, AL)
         pi = leader_policy(game, x)
         adv0 = v[s0, a0] - np.sum(pi[s0] * v[s0], axis=-1)
         score = leader_policy_jacobian(game, x)[s0, a0] / pi[s0, a0][..., None]

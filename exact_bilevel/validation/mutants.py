@@ -38,6 +38,24 @@ game-no-initial-term       game:bc-hg   drops the initial-law score term (follow
                                         observes ``(s, aL)``)
 ========================== ============ ===============================================
 
+Markov-game BC-HG (:data:`GAME_MUTANTS`, ``fn(game, x, estimator, budget, rng)`` for
+``bc-hg`` and ``bc-hg-baseline``, tabular and parameterised leaders, every observation
+model; the tabular bug injected into :func:`exact_bilevel.games.estimate` through its
+``tabular_estimator=`` / ``initial_value=``; exact means by :func:`game_mutant_mean`):
+
+=========================== ================================== =========================
+name                        the bug                            invisible when
+=========================== ================================== =========================
+game-no-initial-term        drops the initial-law score term   the follower observes s
+game-sign-flip              ``-A_L`` in the influence term     no follower response
+game-tau-not-inverse        ``tau`` for ``1/tau``              ``tau = 1``
+game-leader-gamma-swap      ``gamma`` for ``gamma_L`` (outer)  ``gamma_L = gamma``
+game-wrong-discount-power   ``gamma^k`` from the episode start no follower response
+game-initial-follower-value initial-law term weighted by the   the follower observes s
+                            follower's ``V(s, aL)``, not
+                            ``V_L(s, aL)``
+=========================== ================================== =========================
+
 Wrong critics (:data:`CRITIC_MUTANTS`): the critics inside the three wrong-discount
 mutants above, ``(know, episodes) -> table``, which the deterministic checks of
 :mod:`exact_bilevel.validation.critic_checks` reject on every run when ``gamma_L !=
@@ -82,6 +100,7 @@ from ..estimators._common import (
     contract_batch,
     episodes_for_budget,
     finish,
+    leader_knowledge,
     ratio,
     vectorised,
 )
@@ -98,7 +117,10 @@ from ..games.model import (
     OBSERVES_STATE_AND_LEADER_ACTION,
     MarkovGame,
     follower_problem,
+    leader_logits,
     leader_policy,
+    leader_policy_jacobian,
+    tabular,
 )
 
 
@@ -394,20 +416,135 @@ def game_no_initial_term(game: MarkovGame, x: object, estimator: str, budget: in
     from ..estimators import leader_knowledge
 
     x = _validate.parameter_vector("x", x, game.n_params)
-    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
-        return game_estimate(game, x, estimator, budget, rng)
     if estimator not in ("bc-hg", "bc-hg-baseline"):
         raise ValueError(f"estimator = {estimator!r}: must be 'bc-hg' or 'bc-hg-baseline'")
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
+        return game_estimate(game, x, estimator, budget, rng)
     problem = follower_problem(game, x)
     est = _estimate(problem, x, estimator, budget, rng, "exact", leader_knowledge(problem, x))
     return dataclasses.replace(est, estimator="game-no-initial-term")
 
 
+def _follower_initial_value(know: LeaderKnowledge) -> np.ndarray:
+    return know.v  # bug: the follower's soft value V(s, aL), not the leader's V_L
+
+
+def _no_initial_value(know: LeaderKnowledge) -> np.ndarray:
+    return np.zeros_like(know.v)  # the mean of game-no-initial-term's (absent) term
+
+
+#: The parts of each game mutant: ``(tabular BC-HG mutant injected or None, the value
+#: weighting the initial-law term or None for V_L)``; drives :func:`game_mutant_mean`.
+_GAME_PARTS: dict[str, tuple[str | None,
+                             Callable[[LeaderKnowledge], np.ndarray] | None]] = {
+    "game-no-initial-term": (None, _no_initial_value),
+    "game-sign-flip": ("sign-flip", None),
+    "game-tau-not-inverse": ("tau-not-inverse", None),
+    "game-leader-gamma-swap": ("leader-gamma-swap", None),
+    "game-wrong-discount-power": ("wrong-discount-power", None),
+    "game-initial-follower-value": (None, _follower_initial_value),
+}
+
+
+def _game_mutant(name: str, doc: str, tabular: str | None = None,
+                 initial_value: Callable[[LeaderKnowledge], np.ndarray] | None = None
+                 ) -> Callable[..., Estimate]:
+    """``fn(game, x, estimator, budget, rng) -> Estimate``: the game estimate of
+    :func:`exact_bilevel.games.estimate` (``bc-hg`` or ``bc-hg-baseline``; tabular and
+    parameterised leaders, every observation model) with one part injected: the
+    problem-level estimator replaced by the tabular mutant ``MUTANTS[tabular]`` (with the
+    baseline for ``bc-hg-baseline``), or the initial-law term's value table by
+    ``initial_value``. Serves a block of uniforms as ``games.estimate`` does."""
+    def fn(game: MarkovGame, x: object, estimator: str, budget: int,
+           rng: np.random.Generator) -> Estimate:
+        if estimator not in ("bc-hg", "bc-hg-baseline"):
+            raise ValueError(f"estimator = {estimator!r}: must be 'bc-hg' or "
+                             "'bc-hg-baseline'")
+        kwargs: dict[str, object] = {}
+        if tabular is not None:
+            kwargs["tabular_estimator"] = functools.partial(
+                MUTANTS[tabular].fn, baseline=estimator == "bc-hg-baseline")
+        if initial_value is not None:
+            kwargs["initial_value"] = initial_value
+        est = game_estimate(game, x, estimator, budget, rng, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(est, estimator=name)
+
+    fn.__name__ = name.replace("-", "_")
+    fn.__doc__ = doc
+    return vectorised(fn)  # type: ignore[return-value]
+
+
+#: The bug of each game mutant built by :func:`_game_mutant` (its docstring).
+_GAME_DOCS = {
+    "game-sign-flip":
+        """The game BC-HG with ``-A_L`` for ``A_L`` in the influence term (tabular
+        ``sign-flip`` on the follower's problem): the mean is ``grad F - 2 (indirect)``.
+        Invisible only where the follower's response (the indirect term) is zero; visible
+        on every case of the game battery.""",
+    "game-tau-not-inverse":
+        """The game BC-HG multiplying the influence term by ``tau`` instead of ``1/tau``
+        (tabular ``tau-not-inverse``): the indirect term scaled by ``tau^2``. Invisible
+        at ``tau = 1`` (and where the indirect term is zero).""",
+    "game-leader-gamma-swap":
+        """The game BC-HG weighting the influence term's outer sum by the follower's
+        ``gamma`` instead of the leader's ``gamma_L`` (tabular ``leader-gamma-swap``).
+        Invisible when ``gamma_L = gamma`` (the default ``leader_gamma = None``): only
+        the games with their own leader discount show it.""",
+    "game-wrong-discount-power":
+        """The game BC-HG discounting the influence's forward sum by ``gamma^k`` counted
+        from the episode start instead of ``gamma^(k-t)`` (tabular
+        ``wrong-discount-power``). Invisible only where the follower's response is zero
+        or carried by the first step alone.""",
+    "game-initial-follower-value":
+        """The game BC-HG whose initial-law term weights the leader's score
+        ``dlog piL(aL0|s0)`` by the follower's soft value ``V(s0, aL0)`` (``know.v``, the
+        value of the influence rewards) instead of the leader's ``V_L(s0, aL0)``: the
+        mean moves by ``sum_s rho(s) sum_aL dpiL(aL|s) (V - V_L)(s, aL)``. Invisible when
+        the follower observes ``s`` (no initial-law term) and where that sum vanishes,
+        e.g. when ``rho`` sits on states where ``V - V_L`` does not depend on ``aL``.""",
+}
+#: Wrong game estimators, name -> ``fn(game, x, estimator, budget, rng) -> Estimate``
+#: (``estimator``: ``"bc-hg"`` or ``"bc-hg-baseline"``), each serving a block of uniforms
+#: as :func:`exact_bilevel.games.estimate` does (marked :func:`vectorised`).
 GAME_MUTANTS: dict[str, Callable[..., Estimate]] = {
     "game-no-initial-term": game_no_initial_term,
+    **{name: _game_mutant(name, doc, *_GAME_PARTS[name]) for name, doc in _GAME_DOCS.items()},
 }
-for _g in GAME_MUTANTS.values():  # each serves a block of uniforms as games.estimate does
-    vectorised(_g)
+
+
+vectorised(game_no_initial_term)  # serves a block of uniforms as games.estimate does
+
+
+def game_mutant_mean(name: str | None, game: MarkovGame, x: object) -> np.ndarray:
+    r"""Exact mean ``[d]`` of one estimate of game mutant ``name`` at ``x[d]`` (``d =
+    game.n_params``; estimator ``bc-hg``, the baseline leaves it unchanged), any budget
+    (truncation neglected as in :func:`bchg_family_mean`):
+
+    .. math:: \mathbb{E} X = \mathbb{E} X_P + [\text{observes } (s, a_L)]
+              \sum_{s, a} \rho(s)\, \partial\pi_L(a \mid s)\, V(s, a),
+
+    ``E X_P`` the problem-level mean on the follower's problem (:func:`bchg_family_mean`
+    with the tabular mutant's options; the correct one for ``game-initial-follower-value``
+    and ``None``), ``V`` the initial-law term's value (``V_L``; the follower's ``V`` for
+    ``game-initial-follower-value``; 0 for ``game-no-initial-term``, whose episodes also
+    get the whole budget). With a leader parameterisation: ``J^T`` of the tabular game's
+    mean at the logits. ``name=None``: the correct ``bc-hg`` (the game's hypergradient)."""
+    if name is not None and name not in GAME_MUTANTS:
+        raise ValueError(f"name = {name!r}: not a game mutant; one of {sorted(GAME_MUTANTS)}")
+    x = _validate.parameter_vector("x", x, game.n_params)
+    if game.leader is not None:
+        z = leader_logits(game, x).reshape(-1)
+        J = game.leader.logits_jacobian(x).reshape(z.size, -1)
+        return J.T @ game_mutant_mean(name, tabular(game), z)
+    know = leader_knowledge(follower_problem(game, x), x)
+    bug, initial_value = _GAME_PARTS[name] if name is not None else (None, None)
+    mean = bchg_family_mean(know, **dict(MUTANTS[bug].options or () if bug else ()))
+    if game.observes != OBSERVES_STATE_AND_LEADER_ACTION:
+        return mean
+    S, AL, _ = game.shape
+    v = (exact_critic(know).v if initial_value is None else initial_value(know))
+    dpi = leader_policy_jacobian(game, x)                      # [S, AL, d]
+    return mean + np.einsum("s,sak,sa->k", game.initial, dpi, v.reshape(S, AL))
 
 
 # --- cost accounting ------------------------------------------------------------------
