@@ -410,8 +410,11 @@ for _m in MUTANTS.values():  # every mutant serves R replicates at once, as its 
 def game_no_initial_term(game: MarkovGame, x: object, estimator: str, budget: int,
                          rng: np.random.Generator) -> Estimate:
     """The game BC-HG estimate without its initial-law score term (follower observes
-    ``(s, aL)``): the correct estimate minus the sampled term, re-drawn from the same
-    random stream so that everything else is identical."""
+    ``(s, aL)``; otherwise the correct estimate): the problem-level estimator on the
+    follower's augmented problem at the whole budget, with no fresh starts. So its
+    episodes are not the correct estimator's (the budget the correct one reserves for the
+    term's fresh starts goes to episodes here, from the same stream); its mean is the
+    correct mean minus the initial-law term."""
     from ..estimators import estimate as _estimate
     from ..estimators import leader_knowledge
 
