@@ -152,3 +152,44 @@ def test_a_steady_six_percent_bias_is_caught():
     assert not convergence.check(problem, x, "hpgd", "exact", seed=0, alpha=ALPHA).reject
     assert convergence.check(problem, x, "hpgd", "exact", seed=0, alpha=ALPHA,
                              fn=biased).reject
+
+
+def test_rare_event_diagnostic_ignores_pairs_no_episode_can_visit():
+    """A state unreachable from ``rho`` (no transition into it) is never sampled, so it
+    cannot make the estimates rare-event: the rarest pair is the rarest *reachable* one
+    (brute force over the occupancy restricted to reachable states), and sampled
+    episodes indeed never visit the unreachable states."""
+    from exact_bilevel.core.mdp import FiniteMDP
+    from exact_bilevel.core.objectives import LeaderReturn
+    from exact_bilevel.core.parameterizations import (
+        FixedReward,
+        FixedTransitions,
+        tabular_incentive,
+    )
+    from exact_bilevel.core.problem import BilevelProblem
+    from exact_bilevel.estimators import leader_knowledge
+    from exact_bilevel.estimators.sampling import Sampler
+    from exact_bilevel.validation.convergence import rare_event_diagnostic, reachable_states
+
+    rng = np.random.default_rng(3)
+    S, A = 5, 2
+    P = np.zeros((S, A, S))
+    P[:3, :, :3] = rng.dirichlet(np.ones(3), size=(3, A))   # 0-2 among themselves
+    P[3:, :, 3:] = rng.dirichlet(np.ones(2), size=(2, A))   # 3-4 only among themselves
+    rho = np.array([0.5, 0.5, 0.0, 0.0, 0.0])
+    base = rng.normal(size=(S, A))
+    problem = BilevelProblem(tabular_incentive(base, states=[0, 1]), FixedTransitions(P, 2),
+                             LeaderReturn(FixedReward(rng.normal(size=(S, A)), 2)),
+                             gamma=0.9, tau=0.5, initial=rho)
+    know = leader_knowledge(problem, np.zeros(2))
+    reach = reachable_states(know.state.mdp, know.pi)
+    assert reach.tolist() == [True, True, True, False, False]
+    from exact_bilevel.core.evaluation import state_occupancy
+    d = state_occupancy(know.state.mdp, know.pi, gamma=know.beta) * (1 - know.beta)
+    want = (1e4 * d[:3, None] * know.pi[:3]).min()
+    visits, s, _ = rare_event_diagnostic(know, 1e4)
+    assert s < 3 and visits == pytest.approx(want, rel=1e-12) and visits > 10
+    ep = Sampler(FiniteMDP(P, base, 0.9, rho), np.random.default_rng(0)).episodes(
+        know.pi, 2000, know.beta)
+    s_t, _, s_next = ep.transitions()
+    assert not np.isin([3, 4], np.concatenate([s_t, s_next])).any()

@@ -44,9 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 from ..core.evaluation import state_occupancy
 from ..core.hypergradient import hypergradient
+from ..core.mdp import FiniteMDP
 from ..core.problem import BilevelProblem
 from ..core.streams import replicate_rng
 from ..estimators._common import Estimate, LeaderKnowledge, is_vectorised, leader_knowledge
@@ -136,15 +139,39 @@ def allowance(samples: np.ndarray, exact: np.ndarray, protocol: Protocol) -> flo
     return bias_allowance(samples, exact, protocol.budget, protocol.bias_constant)
 
 
+def reachable_states(mdp: FiniteMDP, pi: np.ndarray) -> np.ndarray:
+    """``reach[s]``: state ``s`` can be visited by on-policy episodes, i.e. is reachable
+    from the support of ``rho`` along transitions ``P_pi[s, s'] > 0`` (a breadth-first
+    search on the structure of ``P_pi``, exact: no rounding of an occupancy), shape
+    ``[S]``, bool."""
+    S = mdp.n_states
+    P_pi = scipy.sparse.csr_matrix(mdp.P_pi(pi))
+    P_pi.eliminate_zeros()
+    starts = np.flatnonzero(mdp.initial > 0)
+    # one source node S with an edge to every start state
+    source = scipy.sparse.csr_matrix((np.ones(starts.size), (np.zeros(starts.size, int),
+                                                             starts)), shape=(1, S))
+    graph = scipy.sparse.bmat([[P_pi, scipy.sparse.csr_matrix((S, 1))],
+                               [source, scipy.sparse.csr_matrix((1, 1))]], format="csr")
+    order = scipy.sparse.csgraph.breadth_first_order(graph, S, directed=True,
+                                                     return_predecessors=False)
+    reach = np.zeros(S + 1, dtype=bool)
+    reach[order] = True
+    return reach[:S]
+
+
 def rare_event_diagnostic(know: LeaderKnowledge, transitions: float) -> tuple[float, int, int]:
     """Expected on-policy visits of the least likely pair ``(s, a)`` in ``transitions``
     sampled transitions: ``transitions * d_beta(s) pi(a|s)`` with ``d_beta`` the
-    normalised occupancy of discount-terminated episodes (continuation ``beta``).
-    Returns ``(visits, s, a)``."""
+    normalised occupancy of discount-terminated episodes (continuation ``beta``), over the
+    pairs an episode can visit (:func:`reachable_states` and ``pi(a|s) > 0``: a pair no
+    episode can visit never enters an estimate, nor its exact mean). Returns ``(visits,
+    s, a)``."""
     mdp, pi, beta = know.state.mdp, know.pi, know.beta
     d = state_occupancy(mdp, pi, gamma=beta, validate=False) * (1.0 - beta)
     visits = transitions * d[:, None] * pi
-    s, a = np.unravel_index(int(np.argmin(visits)), visits.shape)
+    possible = reachable_states(mdp, pi)[:, None] & (pi > 0)
+    s, a = np.unravel_index(int(np.argmin(np.where(possible, visits, np.inf))), visits.shape)
     return float(visits[s, a]), int(s), int(a)
 
 
