@@ -8,6 +8,10 @@ methods). No explicit inverse is ever formed.
 
 ``M`` is always invertible for ``gamma < 1``:
 ``||M^{-1}||_inf <= 1 / (1 - gamma)`` because ``P_pi`` is row-stochastic.
+
+Many small systems at once (a batch of followers, one TD system per replicate):
+:func:`solve_dominant_stack` / :func:`solve_dominant_stack_last`, Gaussian elimination
+without pivoting across the stack (stable: ``M`` is diagonally dominant by rows).
 """
 
 from __future__ import annotations
