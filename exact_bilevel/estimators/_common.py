@@ -325,14 +325,6 @@ def step_weights_at(batch: EpisodeBatch, ratio: float) -> np.ndarray:
 SCORE_TABLE_ENTRIES = 4096
 
 
-def per_replicate_sum(batch: EpisodeBatch, rows: np.ndarray) -> np.ndarray:
-    """``out[r] = sum over replicate r's steps of rows[step]``, ``rows[N, d] -> [R, d]``
-    (one ``bincount`` per column: each sum in step order)."""
-    R = batch.n_replicates
-    return np.stack([np.bincount(batch.replicate, weights=rows[:, k], minlength=R)
-                     for k in range(rows.shape[1])], axis=1)
-
-
 def contract_batch(know: LeaderKnowledge, batch: EpisodeBatch, weights: np.ndarray,
                    dr: np.ndarray, v_next: np.ndarray, gamma_next: float,
                    baseline: bool = False) -> np.ndarray:
@@ -361,7 +353,7 @@ def contract_batch(know: LeaderKnowledge, batch: EpisodeBatch, weights: np.ndarr
             out = out + gamma_next * contract(table.reshape(R, S * A * S), score)
         else:
             rows = know.score[batch.s, batch.a, batch.s1] * w[:, None]
-            out = out + gamma_next * per_replicate_sum(batch, rows)
+            out = out + gamma_next * batch.replicate_sums(rows)
     return out
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core._budget import check_allocation
+from ..core.batched_solve import bellman_matrices
 from ..core.linalg import solve_dominant_stack
 from ._common import LeaderKnowledge, ratio
 from .sampling import EpisodeBatch, Episodes, as_batch
@@ -297,7 +298,7 @@ STEPS_WORK_PER_ENTRY = 0.4
 
 
 def empirical_form(ep: Episodes | EpisodeBatch, n_states: int, n_actions: int, *,
-                     beta: float, columns: int = 1) -> EmpiricalTransitions:
+                   beta: float, columns: int = 1) -> EmpiricalTransitions:
     """The empirical transitions ``P_hat`` of each replicate of ``ep`` (episodes that
     continue with probability ``beta``: ``1 / (1 - beta)`` steps each on average), in the
     form that is cheaper for products with ``columns`` value columns: the steps
@@ -326,10 +327,7 @@ def batch_td(model: EmpiricalTransitions, pi: np.ndarray, gamma: float,
     nothing)."""
     R, S, A = reward.shape[:3]
     flat = reward.reshape(R, S, A, -1)
-    M = model.policy_matrix(pi)  # I - gamma P_hat_pi, in place
-    M *= -gamma
-    diagonal = np.arange(S)
-    M[:, diagonal, diagonal] += 1.0
+    M = bellman_matrices(model.policy_matrix(pi), gamma)  # I - gamma P_hat_pi
     if flat.strides[0] == 0:  # one reward shared by every replicate: its product once
         rhs = np.broadcast_to(np.matmul(pi[:, None, :], flat[0])[:, 0, :],
                               (R, S, flat.shape[-1]))
